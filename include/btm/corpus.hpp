@@ -1,0 +1,72 @@
+// corpus.hpp: the tokenized corpus on disk. One HDF5 file per domain, CORPUS/DOMAIN.h5:
+//   datasets  /train /valid /test   uint16 token ids, contiguous; documents end with the
+//                                   end-of-text token
+//   attributes format = "btm-corpus", format_version, domain, tokenizer ("byte" | "gpt2"),
+//              vocab_size, eot_token, docs_{train,valid,test}, bytes_{train,valid,test},
+//              source (free text: where the text came from)
+// Token arrays are memory-mapped straight out of the file when they are contiguous, so every
+// rank of a node shares one copy in the page cache.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace btm {
+
+constexpr int kCorpusFormatVersion = 1;
+
+// A read-only view of a token array (memory-mapped or owned).
+class TokenArray {
+ public:
+  TokenArray() = default;
+  static TokenArray owned(std::vector<std::uint16_t> tokens);
+  static TokenArray mapped(const std::filesystem::path& file, std::size_t byte_offset,
+                           std::size_t count);
+  const std::uint16_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  std::uint16_t operator[](std::size_t i) const { return data_[i]; }
+
+ private:
+  std::shared_ptr<void> storage_;
+  const std::uint16_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+struct CorpusInfo {
+  std::string domain;
+  std::string tokenizer;
+  int vocab_size = 0;
+  int eot_token = 0;
+  std::string source;
+  std::int64_t docs[3] = {0, 0, 0};
+  std::int64_t bytes[3] = {0, 0, 0};
+  std::int64_t tokens[3] = {0, 0, 0};
+};
+
+enum class Split { Train = 0, Valid = 1, Test = 2 };
+const char* split_name(Split split);
+
+struct DomainCorpus {
+  CorpusInfo info;
+  TokenArray splits[3];
+  const TokenArray& split(Split s) const { return splits[static_cast<int>(s)]; }
+};
+
+std::filesystem::path corpus_path(const std::filesystem::path& corpus_dir, const std::string& domain);
+// Reads attributes only; InputError naming the file if it is not a btm corpus.
+CorpusInfo read_corpus_info(const std::filesystem::path& file);
+// Opens a domain; checks format, version and that every token is < model_vocab (when > 0).
+DomainCorpus load_corpus(const std::filesystem::path& file, int model_vocab);
+
+// Writes one domain atomically.
+void write_corpus(const std::filesystem::path& file, const CorpusInfo& info,
+                  const std::vector<std::uint16_t> (&splits)[3]);
+
+// Splits a token array into documents (each ends with eot, the last may not).
+std::vector<std::pair<std::size_t, std::size_t>> document_spans(const TokenArray& tokens, int eot);
+
+}  // namespace btm

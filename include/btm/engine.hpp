@@ -1,0 +1,79 @@
+// engine.hpp: the compute engine interface. A CPU reference engine (fp32, cpu_engine.cpp) and a
+// CUDA engine (bf16 compute, fp32 master weights, src/cuda) implement it; nothing above this
+// interface knows which one runs. All state crosses the interface as fp32 flat vectors in the
+// ParamLayout order, so checkpoints, averaging and resume are identical for both.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "btm/comm.hpp"
+#include "btm/config.hpp"
+#include "btm/params.hpp"
+
+namespace btm {
+
+// A batch of B sequences of T tokens, host memory, row-major [B, T].
+struct Batch {
+  const std::int32_t* inputs = nullptr;
+  const std::int32_t* targets = nullptr;
+  int B = 0;
+  int T = 0;
+};
+
+// One AdamW update (PyTorch semantics: decoupled decay p -= lr*wd*p on 2-D weights only,
+// bias-corrected moments, eps outside the square root).
+struct AdamWStep {
+  float lr = 0;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  float grad_clip = 1.0f;  // clip the global gradient norm to this; 0 disables
+  std::int64_t t = 1;      // 1-based count of updates, for bias correction
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string kind() const = 0;  // "cpu" or "cuda"
+  virtual const ParamLayout& layout() const = 0;
+
+  // Full training state as fp32 flat vectors (params, AdamW first and second moments).
+  virtual void set_state(std::span<const float> params, std::span<const float> m,
+                         std::span<const float> v) = 0;
+  virtual void get_state(std::span<float> params, std::span<float> m, std::span<float> v) const = 0;
+  virtual void get_params(std::span<float> params) const = 0;
+  virtual void set_params(std::span<const float> params) = 0;
+  virtual void get_grads(std::span<float> grads) const = 0;
+
+  virtual void zero_grad() = 0;
+  // Adds grad_scale * d(mean token loss of the batch)/d(params) to the gradients and returns
+  // the batch's mean loss. With `reduce` set, the gradients are then averaged over that group
+  // (the CUDA engine overlaps the reduction with the backward pass).
+  virtual float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) = 0;
+  // Clips by global norm, applies AdamW, returns the global norm before clipping.
+  virtual float optimizer_step(const AdamWStep& step) = 0;
+
+  // out[b*T + t] = log p(targets[b,t] | inputs[b, 0..t]), host memory.
+  virtual void token_logprobs(const Batch& batch, float* out) = 0;
+  // out[(b*T + t) * padded_vocab + j]: the logits (tests and the PyTorch comparison).
+  virtual void logits(const Batch& batch, float* out) = 0;
+};
+
+struct EngineOptions {
+  std::string device = "cpu";  // cpu | cuda (auto is resolved by the caller)
+  int threads = 0;             // CPU: OpenMP threads, 0 = leave OpenMP's default
+  int gpu = 0;                 // CUDA: device index on this node
+  int max_batch = 1;           // largest B passed to any call (the CUDA engine preallocates)
+};
+
+std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& model, int threads);
+// Resolves "auto" to cuda when this build has CUDA and a GPU is visible, else cpu.
+std::string resolve_device(const std::string& requested);
+int cuda_device_count();  // 0 when built without CUDA or no GPU is visible
+std::unique_ptr<Engine> make_engine(const ModelConfig& model, const EngineOptions& options);
+// The communicator that reduces this engine's gradients inside `group`: NCCL for cuda engines,
+// the group's MPI communicator otherwise (returned as a non-owning wrapper).
+std::unique_ptr<Communicator> make_gradient_comm(const Engine& engine, MpiComm& group);
+
+}  // namespace btm

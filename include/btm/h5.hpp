@@ -1,0 +1,90 @@
+// h5.hpp: a thin RAII layer over the HDF5 C API (files, groups, datasets, attributes) and the
+// atomic file writer that every output of btm goes through. Every call is checked (BTM_H5).
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace btm::h5 {
+
+// Owns one hid_t and closes it with the right H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& other) noexcept : id_(other.id_) { other.id_ = -1; }
+  Handle& operator=(Handle&& other) noexcept;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  void reset();
+
+ private:
+  hid_t id_ = -1;
+};
+
+// Silences HDF5's own error printing; btm reports errors itself, naming the file.
+void quiet_errors();
+
+Handle create_file(const std::filesystem::path& path);          // truncates
+Handle open_file(const std::filesystem::path& path, bool write);  // InputError if unreadable
+Handle create_group(hid_t parent, const std::string& name);
+Handle open_group(hid_t parent, const std::string& name);
+bool exists(hid_t parent, const std::string& name);
+std::vector<std::string> children(hid_t group);
+
+// Attributes (scalars, strings, vectors).
+void set_attr(hid_t obj, const std::string& name, std::int64_t value);
+void set_attr(hid_t obj, const std::string& name, double value);
+void set_attr(hid_t obj, const std::string& name, const std::string& value);
+void set_attr(hid_t obj, const std::string& name, const std::vector<double>& value);
+void set_attr(hid_t obj, const std::string& name, const std::vector<std::string>& value);
+bool has_attr(hid_t obj, const std::string& name);
+std::int64_t get_int(hid_t obj, const std::string& name);
+double get_double(hid_t obj, const std::string& name);
+std::string get_string(hid_t obj, const std::string& name);
+std::vector<double> get_doubles(hid_t obj, const std::string& name);
+std::vector<std::string> get_strings(hid_t obj, const std::string& name);
+
+// 1-D and 2-D datasets, contiguous (so large token arrays can be memory-mapped).
+template <typename T>
+void write_array(hid_t parent, const std::string& name, const T* data, std::size_t n);
+template <typename T>
+void write_matrix(hid_t parent, const std::string& name, const T* data, std::size_t rows,
+                  std::size_t cols);
+template <typename T>
+std::vector<T> read_array(hid_t parent, const std::string& name);
+// Shape of a dataset (empty for a scalar).
+std::vector<std::size_t> shape(hid_t parent, const std::string& name);
+// Reads n elements starting at `start` of a 1-D dataset into out.
+template <typename T>
+void read_range(hid_t parent, const std::string& name, std::size_t start, std::size_t n, T* out);
+
+// Writes a whole file atomically: the file is built at PATH.tmp.<pid>, flushed, fsync-ed and
+// renamed over PATH (and the directory fsync-ed). If anything throws before commit(), the
+// temporary file is removed and PATH is untouched.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  hid_t root() const { return file_.get(); }
+  void commit();
+
+ private:
+  std::filesystem::path path_, tmp_;
+  Handle file_;
+  bool committed_ = false;
+};
+
+// fsync a file or directory by path.
+void fsync_path(const std::filesystem::path& path);
+
+}  // namespace btm::h5

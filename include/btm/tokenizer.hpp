@@ -1,0 +1,32 @@
+// tokenizer.hpp: text <-> token ids. "byte": 256 byte ids plus end-of-text (id 256), needs no
+// files. "gpt2": GPT-2's byte-level BPE (50,257 ids, end-of-text 50256) from encoder.json and
+// vocab.bpe.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace btm {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string name() const = 0;
+  virtual int vocab_size() const = 0;
+  virtual int eot_token() const = 0;
+  // Appends the ids of `text` (no end-of-text is added).
+  virtual void encode(std::string_view text, std::vector<std::uint16_t>& out) const = 0;
+  virtual std::string decode(std::span<const std::uint16_t> ids) const = 0;
+};
+
+// name: "byte" or "gpt2". For gpt2, bpe_dir holds encoder.json and vocab.bpe (empty: the
+// default search path; InputError naming what is missing and how to get it).
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name,
+                                          const std::filesystem::path& bpe_dir = {});
+
+}  // namespace btm
