@@ -6,15 +6,8 @@ namespace btm {
 #define BTM_PENDING(name) \
   int name(const Args&, MpiComm&) { throw InputError(#name " is not implemented yet"); }
 BTM_PENDING(cmd_prepare)
-BTM_PENDING(cmd_layout)
-BTM_PENDING(cmd_run)
-BTM_PENDING(cmd_seed)
-BTM_PENDING(cmd_branch)
-BTM_PENDING(cmd_train)
-BTM_PENDING(cmd_dense)
 BTM_PENDING(cmd_eval)
 BTM_PENDING(cmd_average)
-BTM_PENDING(cmd_forest)
 BTM_PENDING(cmd_bench)
 BTM_PENDING(cmd_encode)
 }  // namespace btm

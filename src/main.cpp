@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "btm/cli.hpp"
 #include "btm/commands.hpp"
 #include "btm/error.hpp"
 #include "btm/h5.hpp"
@@ -69,6 +70,8 @@ int main(int argc, char** argv) {
           throw btm::InputError("unknown command '" + args[0] + "' (btm --help lists them)");
         code = it->second.run(btm::Args(args.begin() + 1, args.end()), world);
       }
+    } catch (const btm::HelpShown&) {
+      code = btm::kExitOk;
     } catch (const btm::InputError& e) {
       if (leader) std::cerr << "btm: error: " << e.what() << "\n";
       code = btm::kExitBadInput;

@@ -2,6 +2,7 @@
 //   datasets  /params /adam_m /adam_v   fp32, ParamLayout order (see params.hpp)
 //   attributes format = "btm-checkpoint", format_version, name, n_layer, n_head, d_model,
 //              context, vocab_size, vocab_multiple, n_params, step, target_steps,
+//              schedule_steps,
 //              sampler_seed, sampler_position, tokens, domains, config (INI text)
 // Written atomically (h5::AtomicFile); read back with checks of version, shapes and finite
 // values, every error naming the file.
@@ -23,6 +24,7 @@ struct Checkpoint {
   ModelConfig model;
   std::int64_t step = 0;          // optimizer updates done: the schedule position
   std::int64_t target_steps = 0;  // training is complete at this step
+  std::int64_t schedule_steps = 0;  // total steps of the learning-rate schedule it follows
   std::uint64_t sampler_seed = 0;
   std::uint64_t sampler_position = 0;  // samples drawn by the current phase's sampler
   std::uint64_t tokens = 0;            // tokens trained on over the model's whole lineage

@@ -72,8 +72,9 @@ std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& model, int threads);
 std::string resolve_device(const std::string& requested);
 int cuda_device_count();  // 0 when built without CUDA or no GPU is visible
 std::unique_ptr<Engine> make_engine(const ModelConfig& model, const EngineOptions& options);
-// The communicator that reduces this engine's gradients inside `group`: NCCL for cuda engines,
-// the group's MPI communicator otherwise (returned as a non-owning wrapper).
-std::unique_ptr<Communicator> make_gradient_comm(const Engine& engine, MpiComm& group);
+// The communicator that averages this engine's gradients inside `group`: nullptr for a group of
+// one rank, a new NCCL communicator (kept alive by `storage`) for cuda engines, else `group`.
+Communicator* gradient_comm(const Engine& engine, MpiComm& group, int gpu,
+                            std::unique_ptr<Communicator>& storage);
 
 }  // namespace btm

@@ -1,0 +1,54 @@
+// forest.hpp: the ELMforest on disk.
+//   RUN/forest.h5          manifest: every model (seed, ELMs, dense baseline, averages), its kind,
+//                          domains, parents and branch weights, status, steps, tokens, checkpoint
+//   RUN/elms/NAME.h5       one checkpoint per model (checkpoint.hpp)
+//   RUN/metrics/NAME.h5    per-step training metrics (metrics.hpp)
+//   RUN/eval.h5            evaluation (evaluate.hpp)
+// The manifest is written only by world rank 0 between phases, atomically.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace btm {
+
+constexpr int kForestFormatVersion = 1;
+
+struct ModelRecord {
+  std::string name;
+  std::string kind;    // seed | elm | dense | average
+  std::vector<std::string> domains;        // what it trains on
+  std::vector<std::string> parents;        // what it was branched from
+  std::vector<double> parent_weights;      // weights of the parents (sum to 1)
+  std::string status;  // branched | trained
+  std::int64_t steps = 0;   // optimizer steps done (schedule position)
+  std::int64_t tokens = 0;  // tokens trained on over its lineage
+  std::string checkpoint;   // path relative to the run directory
+};
+
+struct Forest {
+  std::string config_ini;
+  std::vector<ModelRecord> models;
+
+  const ModelRecord* find(const std::string& name) const;
+  ModelRecord* find(const std::string& name);
+  // Adds or replaces the record with the same name.
+  void upsert(const ModelRecord& record);
+  bool remove(const std::string& name);
+  // The ELMs (kind elm) in manifest order.
+  std::vector<const ModelRecord*> elms() const;
+};
+
+std::filesystem::path forest_file(const std::filesystem::path& run_dir);
+std::filesystem::path checkpoint_file(const std::filesystem::path& run_dir, const std::string& name);
+std::filesystem::path metrics_file(const std::filesystem::path& run_dir, const std::string& name);
+std::filesystem::path eval_file(const std::filesystem::path& run_dir);
+
+// An empty forest when RUN/forest.h5 does not exist; InputError naming the file when it is
+// not a valid manifest.
+Forest load_forest(const std::filesystem::path& run_dir);
+void save_forest(const std::filesystem::path& run_dir, const Forest& forest);
+
+}  // namespace btm

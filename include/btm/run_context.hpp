@@ -1,0 +1,54 @@
+// run_context.hpp: what every phase needs to know about the process it runs in: the config,
+// the world communicator, this rank's place on its node, the device it computes on, and
+// whether a stop was requested by a signal (Slurm's warning before the time limit).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "btm/comm.hpp"
+#include "btm/config.hpp"
+
+namespace btm {
+
+struct NodeInfo {
+  int local_rank = 0;
+  int local_size = 1;
+};
+
+// The ranks sharing this node (MPI_Comm_split_type SHARED).
+NodeInfo node_info(const MpiComm& world);
+
+// SIGUSR1, SIGTERM and SIGINT set a flag that training loops poll at step boundaries; the group
+// agrees on it with one small all-reduce, checkpoints and stops (exit code kExitPreempted).
+void install_stop_handlers();
+bool stop_requested();
+void request_stop();  // for tests
+
+struct RunContext {
+  Config config;
+  std::string config_ini;
+  MpiComm& world;
+  NodeInfo node;
+  std::string device;  // cpu | cuda, resolved, the same on every rank
+  int gpu = 0;         // CUDA device index on this node
+  int threads = 1;     // CPU threads per rank
+  std::filesystem::path run_dir;
+
+  bool leader() const { return world.rank() == 0; }
+};
+
+// Resolves the device (refusing more ranks on a node than it has GPUs), the thread count and
+// the run directory; identical decisions on every rank.
+RunContext make_context(const Config& config, MpiComm& world);
+
+// Path of a domain's corpus: RUN/corpus/DOMAIN.h5 (pseudo-domains of the random split) if it
+// exists, else data.corpus/DOMAIN.h5.
+std::filesystem::path domain_corpus(const RunContext& ctx, const std::string& domain);
+
+// Runs `check` on every rank; if it throws InputError on any rank, every rank throws the error
+// of the lowest failing rank. Keeps ranks from hanging when only some of them see a bad input.
+void collective_check(MpiComm& comm, const std::function<void()>& check);
+
+}  // namespace btm

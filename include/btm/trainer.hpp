@@ -1,0 +1,24 @@
+// trainer.hpp: the training loop of one model by one group of ranks (data parallel inside the
+// group, nothing outside it). The model's whole state lives in its checkpoint file
+// RUN/elms/NAME.h5: the loop starts from it, writes it every run.checkpoint_every steps, at the
+// end, and when a stop is requested; so a rerun continues where the last one stopped.
+#pragma once
+
+#include <string>
+
+#include "btm/comm.hpp"
+#include "btm/engine.hpp"
+#include "btm/run_context.hpp"
+
+namespace btm {
+
+enum class TrainResult { Finished, Stopped };
+
+// Trains model `name` from its checkpoint to the checkpoint's target_steps. `group` is the MPI
+// communicator of the ranks training it (control traffic and checkpoint agreement);
+// `grads` averages gradients inside the group (nullptr for one rank). Only group rank 0 prints,
+// writes the checkpoint and the metrics file.
+TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
+                        const std::string& name);
+
+}  // namespace btm

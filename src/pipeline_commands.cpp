@@ -1,0 +1,321 @@
+// The pipeline commands: run, seed, branch, train, dense, layout, forest.
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+
+#include "btm/checkpoint.hpp"
+#include "btm/cli.hpp"
+#include "btm/commands.hpp"
+#include "btm/corpus.hpp"
+#include "btm/error.hpp"
+#include "btm/evaluate.hpp"
+#include "btm/forest.hpp"
+#include "btm/phases.hpp"
+#include "btm/rank_layout.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Every train and held-out corpus exists and fits the model, checked before any work.
+void check_corpora(RunContext& ctx) {
+  collective_check(ctx.world, [&] {
+    const Config& c = ctx.config;
+    if (c.data.domains.empty())
+      throw InputError("no train domains: set data.domains (e.g. --data.domains legal,code)");
+    std::vector<std::string> all = c.data.domains;
+    all.insert(all.end(), c.data.eval_domains.begin(), c.data.eval_domains.end());
+    std::string tokenizer;
+    for (const std::string& d : all) {
+      const fs::path file = fs::path(c.data.corpus) / (d + ".h5");
+      if (!fs::exists(file))
+        throw InputError("domain '" + d + "': no corpus at " + file.string() +
+                         " (make it with btm prepare, or fix data.corpus / data.domains)");
+      const CorpusInfo info = read_corpus_info(file);
+      if (info.vocab_size > c.model.vocab_size)
+        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " has " +
+                         std::to_string(info.vocab_size) + " ids but model.vocab_size is " +
+                         std::to_string(c.model.vocab_size));
+      if (!tokenizer.empty() && info.tokenizer != tokenizer)
+        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " differs from " + tokenizer +
+                         " of the other domains: prepare all domains with one tokenizer");
+      tokenizer = info.tokenizer;
+    }
+  });
+}
+
+RunContext prepare_context(const Config& config, MpiComm& world) {
+  RunContext ctx = make_context(config, world);
+  check_corpora(ctx);
+  collective_check(world, [&] {
+    if (world.rank() == 0) {
+      fs::create_directories(ctx.run_dir / "elms");
+      fs::create_directories(ctx.run_dir / "metrics");
+      Forest forest = load_forest(ctx.run_dir);  // refuses a corrupt manifest before any work
+      if (!fs::exists(forest_file(ctx.run_dir))) {
+        forest.config_ini = ctx.config_ini;
+        save_forest(ctx.run_dir, forest);
+      } else if (forest.config_ini != ctx.config_ini) {
+        std::cout << "note: the config differs from the one this forest was started with; "
+                     "existing checkpoints keep their own step targets" << std::endl;
+      }
+    }
+  });
+  install_stop_handlers();
+  return ctx;
+}
+
+int stopped_exit(const RunContext& ctx) {
+  if (ctx.leader())
+    std::cout << "stopped on a signal: every unfinished model is checkpointed; run the same "
+                 "command again to continue (exit code "
+              << kExitPreempted << ")" << std::endl;
+  return kExitPreempted;
+}
+
+po::options_description no_options() { return po::options_description("Options"); }
+
+}  // namespace
+
+int cmd_layout(const Args& args, MpiComm& world) {
+  Config config;
+  int world_size = 0;
+  po::options_description options("Options");
+  options.add_options()("world", po::value(&world_size),
+                        "plan for this many ranks (default: the ranks started)");
+  parse_command("layout",
+                "Print the rank layout (which ranks train which ELM, in which wave) and the step and\n"
+                "token budget of every phase, without running anything.",
+                args, options, &config, world.rank() == 0);
+  if (world_size == 0) world_size = world.size();
+  const std::vector<std::string> names = elm_names(config);
+  const RankLayout layout = plan_layout(world_size, config.run.ranks_per_elm, names);
+  const Budget b = make_budget(config, world_size, static_cast<int>(names.size()));
+  if (world.rank() == 0) {
+    std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
+    const std::int64_t world_tokens = b.tokens_per_rank_step * world_size;
+    std::cout << "budget: seed " << b.seed_steps << " steps x " << world_tokens << " tokens on all "
+              << world_size << " ranks; each ELM " << b.elm_steps << " steps x "
+              << b.tokens_per_rank_step * config.run.ranks_per_elm << " tokens on "
+              << config.run.ranks_per_elm << " rank" << (config.run.ranks_per_elm == 1 ? "" : "s")
+              << "; dense baseline " << b.dense_steps << " steps x " << world_tokens
+              << " tokens (compute-matched)\n";
+  }
+  return kExitOk;
+}
+
+int cmd_run(const Args& args, MpiComm& world) {
+  Config config;
+  bool dry_run = false;
+  bool skip_eval = false;
+  po::options_description options("Options");
+  options.add_options()("dry-run", po::bool_switch(&dry_run), "print the plan and exit")(
+      "no-eval", po::bool_switch(&skip_eval), "stop after training (no evaluation phase)");
+  parse_command("run",
+                "The whole pipeline on one forest directory: seed -> branch -> train -> merge ->\n"
+                "dense baseline -> evaluation. Run it again after a crash or a preemption: finished\n"
+                "models are kept, unfinished ones resume from their last checkpoint.",
+                args, options, &config, world.rank() == 0);
+  const std::vector<std::string> names = elm_names(config);
+  const RankLayout layout = plan_layout(world.size(), config.run.ranks_per_elm, names);
+  if (dry_run) {
+    const Budget b = make_budget(config, world.size(), static_cast<int>(names.size()));
+    if (world.rank() == 0) std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
+    return kExitOk;
+  }
+  RunContext ctx = prepare_context(config, world);
+  if (config.run.split == "random") make_random_split(ctx);
+  if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
+  run_branch_phase(ctx, names);
+  if (run_train_phase(ctx, names) == PhaseResult::Stopped) return stopped_exit(ctx);
+  if (config.run.dense && run_dense_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
+  if (!skip_eval) run_eval_phase(ctx);
+  if (ctx.leader()) std::cout << "done: forest in " << ctx.run_dir.string() << std::endl;
+  return kExitOk;
+}
+
+int cmd_seed(const Args& args, MpiComm& world) {
+  Config config;
+  parse_command("seed", "Train the seed LM on all train domains with the whole world.", args,
+                no_options(), &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world);
+  return run_seed_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
+}
+
+int cmd_branch(const Args& args, MpiComm& world) {
+  Config config;
+  std::string new_domain, weights_text, parents_text;
+  po::options_description options("Options");
+  options.add_options()
+      ("new-domain", po::value(&new_domain),
+       "add one ELM for this domain, branched from a weighted average of existing ELMs")
+      ("parents", po::value(&parents_text), "ELMs to average (default: every trained ELM)")
+      ("weights", po::value(&weights_text),
+       "their weights, comma separated (default: the forest's domain posterior on the new domain's "
+       "validation text, top-k by eval.topk's first entry)");
+  parse_command("branch",
+                "Create ELMs. Without --new-domain: every ELM of data.domains that has no checkpoint\n"
+                "yet starts as a copy of the seed (weights, AdamW moments, schedule position).\n"
+                "With --new-domain D: ELM D starts as a weighted average of existing ELMs.",
+                args, options, &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world);
+  if (new_domain.empty()) {
+    if (config.run.split == "random") make_random_split(ctx);
+    run_branch_phase(ctx, elm_names(config));
+    return kExitOk;
+  }
+  const Forest forest = load_forest(ctx.run_dir);
+  std::vector<std::string> parents = split_list(parents_text);
+  if (parents.empty())
+    for (const ModelRecord* r : forest.elms())
+      if (r->status == "trained") parents.push_back(r->name);
+  if (parents.empty()) throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to branch from");
+  std::vector<double> weights;
+  if (!weights_text.empty()) {
+    for (const std::string& w : split_list(weights_text)) {
+      try {
+        weights.push_back(std::stod(w));
+      } catch (const std::exception&) {
+        throw InputError("--weights: '" + w + "' is not a number");
+      }
+    }
+    if (weights.size() != parents.size())
+      throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
+                       std::to_string(parents.size()) + " parents");
+    double sum = 0;
+    for (double w : weights) {
+      if (!(w >= 0)) throw InputError("--weights must be >= 0");
+      sum += w;
+    }
+    if (!(sum > 0)) throw InputError("--weights must not all be zero");
+    for (double& w : weights) w /= sum;
+  } else {
+    const int topk = config.eval.topk.empty() ? static_cast<int>(parents.size()) : config.eval.topk[0];
+    weights = posterior_branch_weights(ctx, parents, new_domain, topk);
+  }
+  branch_from_average(ctx, new_domain, parents, weights);
+  return kExitOk;
+}
+
+int cmd_train(const Args& args, MpiComm& world) {
+  Config config;
+  bool resume = false;
+  po::options_description options("Options");
+  options.add_options()("resume", po::bool_switch(&resume),
+                        "continue ELMs that already have a checkpoint (without it, an existing "
+                        "partly trained checkpoint is an error, to protect it)");
+  parse_command("train",
+                "Train the ELMs of data.domains, one group of run.ranks_per_elm ranks each, in waves.\n"
+                "An ELM without a checkpoint starts from the seed if the forest has one, else from\n"
+                "the initialisation (a plain LM on that domain).",
+                args, options, &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world);
+  const std::vector<std::string> names = elm_names(config);
+  collective_check(world, [&] {
+    for (const std::string& name : names) {
+      const fs::path file = checkpoint_file(ctx.run_dir, name);
+      // Trained before (it has metrics) but not finished: continuing must be asked for.
+      if (!resume && fs::exists(file) && fs::exists(metrics_file(ctx.run_dir, name))) {
+        const Checkpoint c = peek_checkpoint(file);
+        if (!c.finished())
+          throw InputError(file.string() + " exists at step " + std::to_string(c.step) + " of " +
+                           std::to_string(c.target_steps) +
+                           ": pass --resume to continue it, or choose another run.dir");
+      }
+    }
+  });
+  if (config.run.split == "random") make_random_split(ctx);
+  if (!fs::exists(checkpoint_file(ctx.run_dir, "seed"))) {
+    // No seed: every ELM starts from the initialisation (seed of zero steps).
+    Config from_scratch = config;
+    from_scratch.run.seed_share = 0;
+    RunContext scratch = ctx;
+    scratch.config = from_scratch;
+    if (run_seed_phase(scratch) == PhaseResult::Stopped) return stopped_exit(ctx);
+  }
+  run_branch_phase(ctx, names);
+  return run_train_phase(ctx, names) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
+}
+
+int cmd_dense(const Args& args, MpiComm& world) {
+  Config config;
+  parse_command("dense",
+                "Train the dense baseline: the forest's total budget (steps x global batch) on all\n"
+                "ranks over all train domains, so forest and baseline are compute-matched.",
+                args, no_options(), &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world);
+  return run_dense_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
+}
+
+int cmd_forest(const Args& args, MpiComm& world) {
+  std::string action, name, checkpoint, domain, run_dir = "run";
+  po::options_description options("Options");
+  options.add_options()
+      ("action", po::value(&action), "list | add | remove")
+      ("run.dir", po::value(&run_dir)->default_value(run_dir), "the forest directory")
+      ("name", po::value(&name), "add/remove: the ELM's name")
+      ("checkpoint", po::value(&checkpoint), "add: a btm checkpoint file to copy into the forest")
+      ("domain", po::value(&domain), "add: the domain it is an expert of (default: its name)");
+  std::vector<std::string> rest = args;
+  if (!rest.empty() && !rest[0].starts_with("-")) rest[0].insert(0, "--action=");
+  parse_command("forest",
+                "Manage a forest: `btm forest list`, `btm forest add --name N --checkpoint F`,\n"
+                "`btm forest remove --name N` (drops it from the manifest; its files are kept).",
+                rest, options, nullptr, world.rank() == 0);
+  if (world.rank() != 0) return kExitOk;
+  const fs::path dir(run_dir);
+  if (!fs::exists(forest_file(dir)))
+    throw InputError("no forest at " + forest_file(dir).string() + " (run btm run or btm seed first)");
+  Forest forest = load_forest(dir);
+  if (action == "list" || action.empty()) {
+    std::cout << std::left << std::setw(16) << "name" << std::setw(7) << "kind" << std::setw(10)
+              << "status" << std::setw(9) << "steps" << std::setw(13) << "tokens" << "parents\n";
+    for (const ModelRecord& r : forest.models) {
+      std::string parents;
+      for (std::size_t j = 0; j < r.parents.size(); ++j) {
+        std::ostringstream w;
+        w << r.parents[j] << "(" << std::setprecision(3) << r.parent_weights[j] << ")";
+        if (j > 0) parents += ' ';
+        parents += w.str();
+      }
+      std::cout << std::left << std::setw(16) << r.name << std::setw(7) << r.kind << std::setw(10)
+                << r.status << std::setw(9) << r.steps << std::setw(13) << r.tokens << parents << "\n";
+    }
+    return kExitOk;
+  }
+  if (name.empty()) throw InputError("btm forest " + action + ": --name is required");
+  if (action == "remove") {
+    if (!forest.remove(name)) throw InputError("no model named '" + name + "' in " + run_dir);
+    save_forest(dir, forest);
+    std::cout << "removed '" << name << "' from the forest (its checkpoint stays in "
+              << checkpoint_file(dir, name).string() << ")\n";
+    return kExitOk;
+  }
+  if (action == "add") {
+    if (checkpoint.empty()) throw InputError("btm forest add: --checkpoint is required");
+    if (forest.find(name)) throw InputError("a model named '" + name + "' is already in the forest");
+    Checkpoint c = load_checkpoint(checkpoint);
+    c.name = name;
+    c.domains = {domain.empty() ? name : domain};
+    c.target_steps = c.step;  // added as trained
+    c.schedule_steps = std::max(c.schedule_steps, c.step);
+    save_checkpoint(checkpoint_file(dir, name), c);
+    ModelRecord r;
+    r.name = name;
+    r.kind = "elm";
+    r.domains = c.domains;
+    r.status = "trained";
+    r.steps = c.step;
+    r.tokens = static_cast<std::int64_t>(c.tokens);
+    r.checkpoint = fs::path("elms") / (name + ".h5");
+    forest.upsert(r);
+    save_forest(dir, forest);
+    std::cout << "added '" << name << "' (" << c.domains[0] << ") from " << checkpoint << "\n";
+    return kExitOk;
+  }
+  throw InputError("btm forest: unknown action '" + action + "' (use list, add or remove)");
+}
+
+}  // namespace btm
