@@ -33,6 +33,7 @@ const std::map<std::string, CommandEntry>& commands() {
       {"forest", {btm::cmd_forest, "list, add or remove ELMs of a forest"}},
       {"bench", {btm::cmd_bench, "throughput benchmark: one JSON line per case"}},
       {"encode", {btm::cmd_encode, "tokenize a string and print the ids"}},
+      {"logits", {btm::cmd_logits, "a checkpoint's logits and log-probs on given tokens (HDF5)"}},
   };
   return table;
 }

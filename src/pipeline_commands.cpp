@@ -46,8 +46,19 @@ void check_corpora(RunContext& ctx) {
   });
 }
 
-RunContext prepare_context(const Config& config, MpiComm& world) {
+// --max-steps-per-run, accepted by every training command.
+po::options_description step_limit_option(std::int64_t& limit) {
+  po::options_description options("Options");
+  options.add_options()("max-steps-per-run", po::value(&limit)->default_value(0),
+                        "train each model at most N steps in this invocation, then checkpoint and "
+                        "exit with code 75 like a preempted job (0: no limit)");
+  return options;
+}
+
+RunContext prepare_context(const Config& config, MpiComm& world, std::int64_t max_steps_per_run) {
   RunContext ctx = make_context(config, world);
+  if (max_steps_per_run < 0) throw InputError("--max-steps-per-run must be >= 0");
+  ctx.max_steps_per_run = max_steps_per_run;
   check_corpora(ctx);
   collective_check(world, [&] {
     if (world.rank() == 0) {
@@ -74,8 +85,6 @@ int stopped_exit(const RunContext& ctx) {
               << kExitPreempted << ")" << std::endl;
   return kExitPreempted;
 }
-
-po::options_description no_options() { return po::options_description("Options"); }
 
 }  // namespace
 
@@ -110,7 +119,8 @@ int cmd_run(const Args& args, MpiComm& world) {
   Config config;
   bool dry_run = false;
   bool skip_eval = false;
-  po::options_description options("Options");
+  std::int64_t step_limit = 0;
+  po::options_description options = step_limit_option(step_limit);
   options.add_options()("dry-run", po::bool_switch(&dry_run), "print the plan and exit")(
       "no-eval", po::bool_switch(&skip_eval), "stop after training (no evaluation phase)");
   parse_command("run",
@@ -125,7 +135,7 @@ int cmd_run(const Args& args, MpiComm& world) {
     if (world.rank() == 0) std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
     return kExitOk;
   }
-  RunContext ctx = prepare_context(config, world);
+  RunContext ctx = prepare_context(config, world, step_limit);
   if (config.run.split == "random") make_random_split(ctx);
   if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
   run_branch_phase(ctx, names);
@@ -138,9 +148,10 @@ int cmd_run(const Args& args, MpiComm& world) {
 
 int cmd_seed(const Args& args, MpiComm& world) {
   Config config;
+  std::int64_t step_limit = 0;
   parse_command("seed", "Train the seed LM on all train domains with the whole world.", args,
-                no_options(), &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world);
+                step_limit_option(step_limit), &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world, step_limit);
   return run_seed_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
 
@@ -160,7 +171,7 @@ int cmd_branch(const Args& args, MpiComm& world) {
                 "yet starts as a copy of the seed (weights, AdamW moments, schedule position).\n"
                 "With --new-domain D: ELM D starts as a weighted average of existing ELMs.",
                 args, options, &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world);
+  RunContext ctx = prepare_context(config, world, 0);
   if (new_domain.empty()) {
     if (config.run.split == "random") make_random_split(ctx);
     run_branch_phase(ctx, elm_names(config));
@@ -202,7 +213,8 @@ int cmd_branch(const Args& args, MpiComm& world) {
 int cmd_train(const Args& args, MpiComm& world) {
   Config config;
   bool resume = false;
-  po::options_description options("Options");
+  std::int64_t step_limit = 0;
+  po::options_description options = step_limit_option(step_limit);
   options.add_options()("resume", po::bool_switch(&resume),
                         "continue ELMs that already have a checkpoint (without it, an existing "
                         "partly trained checkpoint is an error, to protect it)");
@@ -211,7 +223,7 @@ int cmd_train(const Args& args, MpiComm& world) {
                 "An ELM without a checkpoint starts from the seed if the forest has one, else from\n"
                 "the initialisation (a plain LM on that domain).",
                 args, options, &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world);
+  RunContext ctx = prepare_context(config, world, step_limit);
   const std::vector<std::string> names = elm_names(config);
   collective_check(world, [&] {
     for (const std::string& name : names) {
@@ -241,11 +253,12 @@ int cmd_train(const Args& args, MpiComm& world) {
 
 int cmd_dense(const Args& args, MpiComm& world) {
   Config config;
+  std::int64_t step_limit = 0;
   parse_command("dense",
                 "Train the dense baseline: the forest's total budget (steps x global batch) on all\n"
                 "ranks over all train domains, so forest and baseline are compute-matched.",
-                args, no_options(), &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world);
+                args, step_limit_option(step_limit), &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world, step_limit);
   return run_dense_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
 

@@ -26,6 +26,7 @@ void install_stop_handlers() {
 }
 bool stop_requested() { return g_stop_requested != 0; }
 void request_stop() { g_stop_requested = 1; }
+void clear_stop() { g_stop_requested = 0; }
 
 NodeInfo node_info(const MpiComm& world) {
   MPI_Comm local;
@@ -56,7 +57,7 @@ void collective_check(MpiComm& comm, const std::function<void()>& check) {
 }
 
 RunContext make_context(const Config& config, MpiComm& world) {
-  RunContext ctx{config, to_ini(config), world, node_info(world), "cpu", 0, 1, fs::path(config.run.dir)};
+  RunContext ctx{config, to_ini(config), world, node_info(world), "cpu", 0, 1, fs::path(config.run.dir), 0};
   collective_check(world, [&] { ctx.device = resolve_device(config.run.device); });
   // Every rank must compute on the same kind of device.
   const int on_gpu = world.allreduce_max(ctx.device == "cuda" ? 1 : 0);

@@ -80,7 +80,8 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
   auto last_flush = start;
 
   while (state.step < state.target_steps) {
-    if (group.allreduce_max(stop_requested() ? 1 : 0)) {
+    const bool step_limit = ctx.max_steps_per_run > 0 && state.step - first_step >= ctx.max_steps_per_run;
+    if (group.allreduce_max(stop_requested() || step_limit ? 1 : 0)) {
       if (leader) {
         save_state(engine, state, file);
         metrics.flush();

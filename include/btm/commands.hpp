@@ -23,5 +23,6 @@ int cmd_average(const Args& args, MpiComm& world);
 int cmd_forest(const Args& args, MpiComm& world);   // list | add | remove
 int cmd_bench(const Args& args, MpiComm& world);
 int cmd_encode(const Args& args, MpiComm& world);   // tokenize a string (debugging)
+int cmd_logits(const Args& args, MpiComm& world);   // a checkpoint's logits on given tokens
 
 }  // namespace btm

@@ -24,7 +24,8 @@ NodeInfo node_info(const MpiComm& world);
 // agrees on it with one small all-reduce, checkpoints and stops (exit code kExitPreempted).
 void install_stop_handlers();
 bool stop_requested();
-void request_stop();  // for tests
+void request_stop();
+void clear_stop();
 
 struct RunContext {
   Config config;
@@ -35,6 +36,9 @@ struct RunContext {
   int gpu = 0;         // CUDA device index on this node
   int threads = 1;     // CPU threads per rank
   std::filesystem::path run_dir;
+  // Train each model at most this many steps in this invocation, then checkpoint and stop as
+  // on a signal (0: no limit). For time-boxed jobs; also makes preemption testable.
+  std::int64_t max_steps_per_run = 0;
 
   bool leader() const { return world.rank() == 0; }
 };

@@ -1,0 +1,360 @@
+// cpu_engine.cpp: the fp32 CPU reference engine (make_cpu_engine in engine.hpp), built from the
+// kernels of cpu_kernels.hpp. Parameters, gradients and AdamW moments are flat vectors in the
+// ParamLayout order; activations are kept per layer for the backward and grow with the largest
+// batch seen. Deterministic: the same inputs and thread count give the same bytes.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "btm/cpu_kernels.hpp"
+#include "btm/engine.hpp"
+#include "btm/error.hpp"
+
+namespace btm {
+namespace {
+
+using std::size_t;
+
+// The activations of one forward pass (and the backward's scratch) for up to max_bt tokens.
+// Each per-layer buffer holds n_layer consecutive slices of the current batch's size.
+struct Activations {
+  size_t max_bt = 0;   // capacity in tokens (B * T)
+  size_t max_att = 0;  // capacity of one layer's attention probabilities (B * NH * T * T)
+
+  std::vector<float> encoded;                        // [BT, C]
+  std::vector<float> ln1, ln1_mean, ln1_rstd;        // [L, BT, C], [L, BT]
+  std::vector<float> qkv;                            // [L, BT, 3C]
+  std::vector<float> atty;                           // [L, BT, C] attention output
+  std::vector<float> att;                            // [L, B, NH, T, T] probabilities
+  std::vector<float> residual2;                      // [L, BT, C] after the attention residual
+  std::vector<float> ln2, ln2_mean, ln2_rstd;        // [L, BT, C], [L, BT]
+  std::vector<float> fch, fch_gelu;                  // [L, BT, 4C]
+  std::vector<float> residual3;                      // [L, BT, C] the block's output
+  std::vector<float> lnf, lnf_mean, lnf_rstd;        // [BT, C], [BT]
+  std::vector<float> logits;                         // [BT, Vp], then d(loss)/d(logits)
+  std::vector<float> losses;                         // [BT]
+  std::vector<float> projected;                      // [BT, C] a projection before its residual add
+  std::vector<float> dresidual, dln, dtmp;           // [BT, C] backward scratch
+  std::vector<float> dqkv;                           // [BT, 3C]
+  std::vector<float> dfch;                           // [BT, 4C]
+
+  // Grows every buffer to hold bt tokens and att_per_layer attention probabilities per layer.
+  void reserve(size_t bt, size_t att_per_layer, size_t L, size_t C, size_t Vp) {
+    if (bt <= max_bt && att_per_layer <= max_att) return;
+    max_bt = std::max(max_bt, bt);
+    max_att = std::max(max_att, att_per_layer);
+    const size_t n = max_bt;
+    encoded.resize(n * C);
+    ln1.resize(L * n * C);
+    ln1_mean.resize(L * n);
+    ln1_rstd.resize(L * n);
+    qkv.resize(L * n * 3 * C);
+    atty.resize(L * n * C);
+    att.resize(L * max_att);
+    residual2.resize(L * n * C);
+    ln2.resize(L * n * C);
+    ln2_mean.resize(L * n);
+    ln2_rstd.resize(L * n);
+    fch.resize(L * n * 4 * C);
+    fch_gelu.resize(L * n * 4 * C);
+    residual3.resize(L * n * C);
+    lnf.resize(n * C);
+    lnf_mean.resize(n);
+    lnf_rstd.resize(n);
+    logits.resize(n * Vp);
+    losses.resize(n);
+    projected.resize(n * C);
+    dresidual.resize(n * C);
+    dln.resize(n * C);
+    dtmp.resize(n * C);
+    dqkv.resize(n * 3 * C);
+    dfch.resize(n * 4 * C);
+  }
+};
+
+void check_size(std::span<const float> v, size_t expected, const char* what) {
+  if (v.size() != expected)
+    throw std::invalid_argument(std::string("cpu engine: ") + what + " has " +
+                                std::to_string(v.size()) + " floats, the layout has " +
+                                std::to_string(expected));
+}
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(const ModelConfig& model, int threads)
+      : model_(model), layout_(model), threads_(threads) {
+    if (model.n_layer < 1 || model.n_head < 1 || model.d_model < 1 ||
+        model.d_model % model.n_head != 0 || model.context < 1 || model.vocab_size < 1 ||
+        model.vocab_multiple < 1)
+      throw std::invalid_argument(
+          "cpu engine: the model needs n_layer, n_head, d_model, context, vocab_size and "
+          "vocab_multiple >= 1 and d_model divisible by n_head");
+    if (threads < 0) throw std::invalid_argument("cpu engine: threads must be >= 0");
+    // Parameters start at zero: the caller sets them (init_gpt2, a checkpoint, a branch).
+    const size_t n = layout_.total();
+    params_.assign(n, 0.0f);
+    grads_.assign(n, 0.0f);
+    m_.assign(n, 0.0f);
+    v_.assign(n, 0.0f);
+  }
+
+  std::string kind() const override { return "cpu"; }
+  const ParamLayout& layout() const override { return layout_; }
+
+  void set_state(std::span<const float> params, std::span<const float> m,
+                 std::span<const float> v) override {
+    check_size(params, layout_.total(), "params");
+    check_size(m, layout_.total(), "first moments");
+    check_size(v, layout_.total(), "second moments");
+    std::copy(params.begin(), params.end(), params_.begin());
+    std::copy(m.begin(), m.end(), m_.begin());
+    std::copy(v.begin(), v.end(), v_.begin());
+  }
+  void get_state(std::span<float> params, std::span<float> m,
+                 std::span<float> v) const override {
+    check_size(params, layout_.total(), "params");
+    check_size(m, layout_.total(), "first moments");
+    check_size(v, layout_.total(), "second moments");
+    std::copy(params_.begin(), params_.end(), params.begin());
+    std::copy(m_.begin(), m_.end(), m.begin());
+    std::copy(v_.begin(), v_.end(), v.begin());
+  }
+  void get_params(std::span<float> params) const override {
+    check_size(params, layout_.total(), "params");
+    std::copy(params_.begin(), params_.end(), params.begin());
+  }
+  void set_params(std::span<const float> params) override {
+    check_size(params, layout_.total(), "params");
+    std::copy(params.begin(), params.end(), params_.begin());
+  }
+  void get_grads(std::span<float> grads) const override {
+    check_size(grads, layout_.total(), "grads");
+    std::copy(grads_.begin(), grads_.end(), grads.begin());
+  }
+
+  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+  float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) override {
+    check_batch(batch, true);
+    use_threads();
+    forward(batch);
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    const float dloss = grad_scale / static_cast<float>(BT);
+    float* logits = acts_.logits.data();
+    cpu::crossentropy_forward_backward(acts_.losses.data(), logits, logits, batch.targets,
+                                       static_cast<int>(BT), model_.vocab_size,
+                                       model_.padded_vocab(), dloss);
+    const float loss = mean_loss(BT);
+    backward(batch);
+    if (reduce != nullptr) average_grads(*reduce);
+    return loss;
+  }
+
+  float optimizer_step(const AdamWStep& step) override {
+    if (step.t < 1) throw std::invalid_argument("cpu engine: AdamW step count t must be >= 1");
+    use_threads();
+    const double norm = std::sqrt(cpu::sum_of_squares(grads_.data(), grads_.size()));
+    const float clip = step.grad_clip > 0
+                           ? static_cast<float>(std::min(1.0, step.grad_clip / (norm + 1e-6)))
+                           : 1.0f;
+    const auto t = static_cast<double>(step.t);
+    const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(step.beta1), t));
+    const float bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(step.beta2), t));
+    for (const TensorSpec& spec : layout_.tensors()) {
+      const size_t o = spec.offset;
+      cpu::adamw_update(params_.data() + o, grads_.data() + o, m_.data() + o, v_.data() + o,
+                        spec.size, step.lr, step.beta1, step.beta2, step.eps,
+                        spec.weight_decay ? step.weight_decay : 0.0f, bias1, bias2, clip);
+    }
+    return static_cast<float>(norm);
+  }
+
+  void token_logprobs(const Batch& batch, float* out) override {
+    check_batch(batch, true);
+    use_threads();
+    forward(batch);
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    cpu::crossentropy_forward_backward(acts_.losses.data(), nullptr, acts_.logits.data(),
+                                       batch.targets, static_cast<int>(BT), model_.vocab_size,
+                                       model_.padded_vocab(), 0.0f);
+    for (size_t i = 0; i < BT; ++i) out[i] = -acts_.losses[i];
+  }
+
+  // The padded columns j >= vocab_size hold ln_f(x) @ wte[j]; wte's padded rows stay zero under
+  // init_gpt2 and AdamW (their gradient is exactly zero), so these columns are zero in practice.
+  void logits(const Batch& batch, float* out) override {
+    check_batch(batch, false);
+    use_threads();
+    forward(batch);
+    const size_t n = static_cast<size_t>(batch.B) * batch.T * model_.padded_vocab();
+    std::copy(acts_.logits.begin(), acts_.logits.begin() + static_cast<std::ptrdiff_t>(n), out);
+  }
+
+ private:
+  void use_threads() const {
+    if (threads_ <= 0) return;
+    omp_set_num_threads(threads_);
+    openblas_set_num_threads(threads_);
+  }
+
+  void check_batch(const Batch& batch, bool need_targets) const {
+    if (batch.B < 1 || batch.T < 1 || batch.T > model_.context)
+      throw std::invalid_argument("cpu engine: batch of B=" + std::to_string(batch.B) +
+                                  ", T=" + std::to_string(batch.T) + " needs B >= 1 and 1 <= T <= " +
+                                  std::to_string(model_.context) + " (the model's context)");
+    if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
+      throw std::invalid_argument("cpu engine: batch without inputs or targets");
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    auto check_tokens = [&](const std::int32_t* tokens, const char* what) {
+      for (size_t i = 0; i < BT; ++i)
+        if (tokens[i] < 0 || tokens[i] >= model_.vocab_size)
+          throw InputError(std::string("token id ") + std::to_string(tokens[i]) + " in the " +
+                           what + " is outside the model's vocabulary [0, " +
+                           std::to_string(model_.vocab_size) +
+                           "): tokenize the corpus with the tokenizer of this model");
+    };
+    check_tokens(batch.inputs, "inputs");
+    if (need_targets) check_tokens(batch.targets, "targets");
+  }
+
+  // Runs the model up to the logits (acts_.logits) for batch.inputs.
+  void forward(const Batch& batch) {
+    const int B = batch.B, T = batch.T, C = model_.d_model, NH = model_.n_head;
+    const int L = model_.n_layer, Vp = model_.padded_vocab();
+    const size_t BT = static_cast<size_t>(B) * T, Cs = static_cast<size_t>(C);
+    const size_t att_size = BT * static_cast<size_t>(NH) * T;
+    acts_.reserve(BT, att_size, static_cast<size_t>(L), Cs, static_cast<size_t>(Vp));
+    const float* p = params_.data();
+    const int N = static_cast<int>(BT);
+
+    cpu::encoder_forward(acts_.encoded.data(), batch.inputs, p + layout_.wte(), p + layout_.wpe(),
+                         B, T, C);
+    for (int l = 0; l < L; ++l) {
+      const BlockOffsets& o = layout_.block(l);
+      const size_t ls = static_cast<size_t>(l);
+      const float* residual = l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
+      float* ln1 = layer(acts_.ln1, l, BT * Cs);
+      float* qkv = layer(acts_.qkv, l, BT * 3 * Cs);
+      float* atty = layer(acts_.atty, l, BT * Cs);
+      float* att = acts_.att.data() + ls * att_size;
+      float* residual2 = layer(acts_.residual2, l, BT * Cs);
+      float* ln2 = layer(acts_.ln2, l, BT * Cs);
+      float* fch = layer(acts_.fch, l, BT * 4 * Cs);
+      float* fch_gelu = layer(acts_.fch_gelu, l, BT * 4 * Cs);
+      float* residual3 = layer(acts_.residual3, l, BT * Cs);
+
+      cpu::layernorm_forward(ln1, layer(acts_.ln1_mean, l, BT), layer(acts_.ln1_rstd, l, BT),
+                             residual, p + o.ln1_w, p + o.ln1_b, N, C);
+      cpu::matmul_forward(qkv, ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C);
+      cpu::attention_forward(atty, att, qkv, B, T, C, NH);
+      cpu::matmul_forward(acts_.projected.data(), atty, p + o.proj_w, p + o.proj_b, N, C, C);
+      cpu::residual_forward(residual2, residual, acts_.projected.data(), BT * Cs);
+      cpu::layernorm_forward(ln2, layer(acts_.ln2_mean, l, BT), layer(acts_.ln2_rstd, l, BT),
+                             residual2, p + o.ln2_w, p + o.ln2_b, N, C);
+      cpu::matmul_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C);
+      cpu::gelu_forward(fch_gelu, fch, BT * 4 * Cs);
+      cpu::matmul_forward(acts_.projected.data(), fch_gelu, p + o.fcproj_w, p + o.fcproj_b, N,
+                          4 * C, C);
+      cpu::residual_forward(residual3, residual2, acts_.projected.data(), BT * Cs);
+    }
+    cpu::layernorm_forward(acts_.lnf.data(), acts_.lnf_mean.data(), acts_.lnf_rstd.data(),
+                           layer(acts_.residual3, L - 1, BT * Cs), p + layout_.lnf_w(),
+                           p + layout_.lnf_b(), N, C);
+    // Tied head: logits = ln_f(x) @ wte^T over all padded rows.
+    cpu::matmul_forward(acts_.logits.data(), acts_.lnf.data(), p + layout_.wte(), nullptr, N, C,
+                        Vp);
+  }
+
+  // Back-propagates d(loss)/d(logits), already in acts_.logits, into grads_ (accumulated).
+  void backward(const Batch& batch) {
+    const int B = batch.B, T = batch.T, C = model_.d_model, NH = model_.n_head;
+    const int L = model_.n_layer, Vp = model_.padded_vocab();
+    const size_t BT = static_cast<size_t>(B) * T, Cs = static_cast<size_t>(C);
+    const size_t att_size = BT * static_cast<size_t>(NH) * T;
+    const int N = static_cast<int>(BT);
+    const float* p = params_.data();
+    float* g = grads_.data();
+    float* dresidual = acts_.dresidual.data();
+    float* dln = acts_.dln.data();
+    float* dtmp = acts_.dtmp.data();
+    float* dqkv = acts_.dqkv.data();
+    float* dfch = acts_.dfch.data();
+
+    cpu::matmul_backward(dln, g + layout_.wte(), nullptr, acts_.logits.data(), acts_.lnf.data(),
+                         p + layout_.wte(), N, C, Vp);
+    cpu::layernorm_backward(dresidual, g + layout_.lnf_w(), g + layout_.lnf_b(), dln,
+                            layer(acts_.residual3, L - 1, BT * Cs), p + layout_.lnf_w(),
+                            acts_.lnf_mean.data(), acts_.lnf_rstd.data(), N, C);
+    for (int l = L - 1; l >= 0; --l) {
+      const BlockOffsets& o = layout_.block(l);
+      const size_t ls = static_cast<size_t>(l);
+      const float* residual = l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
+      // dresidual holds d(loss)/d(residual3), which flows unchanged into residual2 and the MLP.
+      cpu::matmul_backward(dfch, g + o.fcproj_w, g + o.fcproj_b, dresidual,
+                           layer(acts_.fch_gelu, l, BT * 4 * Cs), p + o.fcproj_w, N, 4 * C, C);
+      cpu::gelu_backward(dfch, layer(acts_.fch, l, BT * 4 * Cs), dfch, BT * 4 * Cs);
+      cpu::matmul_backward(dln, g + o.fc_w, g + o.fc_b, dfch, layer(acts_.ln2, l, BT * Cs),
+                           p + o.fc_w, N, C, 4 * C);
+      cpu::layernorm_backward(dtmp, g + o.ln2_w, g + o.ln2_b, dln,
+                              layer(acts_.residual2, l, BT * Cs), p + o.ln2_w,
+                              layer(acts_.ln2_mean, l, BT), layer(acts_.ln2_rstd, l, BT), N, C);
+      add_into(dresidual, dtmp, BT * Cs);
+      // Now d(loss)/d(residual2): into the block input and through the attention.
+      cpu::matmul_backward(dln, g + o.proj_w, g + o.proj_b, dresidual,
+                           layer(acts_.atty, l, BT * Cs), p + o.proj_w, N, C, C);
+      cpu::attention_backward(dqkv, dln, layer(acts_.qkv, l, BT * 3 * Cs),
+                              acts_.att.data() + ls * att_size, B, T, C, NH);
+      cpu::matmul_backward(dln, g + o.qkv_w, g + o.qkv_b, dqkv, layer(acts_.ln1, l, BT * Cs),
+                           p + o.qkv_w, N, C, 3 * C);
+      cpu::layernorm_backward(dtmp, g + o.ln1_w, g + o.ln1_b, dln, residual, p + o.ln1_w,
+                              layer(acts_.ln1_mean, l, BT), layer(acts_.ln1_rstd, l, BT), N, C);
+      add_into(dresidual, dtmp, BT * Cs);
+    }
+    cpu::encoder_backward(g + layout_.wte(), g + layout_.wpe(), dresidual, batch.inputs, B, T, C);
+  }
+
+  void average_grads(Communicator& reduce) {
+    if (reduce.space() != MemorySpace::Host)
+      throw std::invalid_argument("cpu engine: the gradient communicator must work on host memory");
+    reduce.allreduce_sum(grads_.data(), grads_.size());
+    const float inv = 1.0f / static_cast<float>(reduce.size());
+    const size_t n = grads_.size();
+    float* g = grads_.data();
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) g[i] *= inv;
+  }
+
+  // The mean of acts_.losses over the batch, summed in double in token order.
+  float mean_loss(size_t BT) const {
+    double sum = 0;
+    for (size_t i = 0; i < BT; ++i) sum += acts_.losses[i];
+    return static_cast<float>(sum / static_cast<double>(BT));
+  }
+
+  static float* layer(std::vector<float>& buffer, int l, size_t per_layer) {
+    return buffer.data() + static_cast<size_t>(l) * per_layer;
+  }
+
+  static void add_into(float* acc, const float* x, size_t n) {
+    cpu::residual_forward(acc, acc, x, n);
+  }
+
+  ModelConfig model_;
+  ParamLayout layout_;
+  int threads_;
+  std::vector<float> params_, grads_, m_, v_;
+  Activations acts_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& model, int threads) {
+  return std::make_unique<CpuEngine>(model, threads);
+}
+
+}  // namespace btm

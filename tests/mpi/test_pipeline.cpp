@@ -1,0 +1,253 @@
+// The BTM pipeline under MPI (ctest runs this file with 4 ranks): data parallelism inside a
+// group, independence of groups, no traffic between groups, an end-to-end forest, restarts.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "btm/checkpoint.hpp"
+#include "btm/commands.hpp"
+#include "btm/forest.hpp"
+#include "btm/metrics.hpp"
+#include "btm/phases.hpp"
+#include "btm/run_context.hpp"
+#include "test_util.hpp"
+
+using namespace btm;
+namespace fs = std::filesystem;
+
+namespace {
+
+MpiComm& world() {
+  static MpiComm comm(MPI_COMM_WORLD, false);
+  return comm;
+}
+
+// A temporary directory shared by the ranks of `comm` (made by its rank 0).
+class SharedDir {
+ public:
+  explicit SharedDir(MpiComm& comm) : comm_(comm) {
+    std::string path;
+    if (comm.rank() == 0) {
+      owned_ = std::make_unique<btm::test::TempDir>("btm-mpi");
+      path = owned_->path().string();
+    }
+    std::uint64_t n = path.size();
+    comm.broadcast(&n, sizeof(n), 0);
+    path.resize(n);
+    comm.broadcast(path.data(), n, 0);
+    path_ = path;
+  }
+  ~SharedDir() { comm_.barrier(); }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+  const fs::path& path() const { return path_; }
+
+ private:
+  MpiComm& comm_;
+  std::unique_ptr<btm::test::TempDir> owned_;
+  fs::path path_;
+};
+
+Config tiny_config(const fs::path& corpus, const fs::path& run, std::vector<std::string> domains) {
+  Config c;
+  c.model.n_layer = 2;
+  c.model.n_head = 2;
+  c.model.d_model = 32;
+  c.model.context = 16;
+  c.model.vocab_size = 257;
+  c.model.vocab_multiple = 64;
+  c.optim.lr = 3e-3;
+  c.optim.warmup_fraction = 0.1;
+  c.data.corpus = corpus.string();
+  c.data.domains = std::move(domains);
+  c.data.batch = 2;
+  c.run.dir = run.string();
+  c.run.steps = 8;
+  c.run.seed_share = 0.25;
+  c.run.checkpoint_every = 3;
+  c.run.log_every = 2;
+  c.run.threads = 1;
+  c.run.device = "cpu";
+  c.run.dense = false;
+  c.eval.blocks = 4;
+  c.eval.prior_blocks = 4;
+  c.eval.prior_batch = 2;
+  return c;
+}
+
+void make_corpora(MpiComm& comm, const fs::path& dir, int count) {
+  if (comm.rank() == 0) {
+    fs::create_directories(dir);
+    for (int k = 0; k < count; ++k)
+      btm::test::write_synthetic_corpus(dir, "d" + std::to_string(k), static_cast<std::uint64_t>(k + 1), 6000);
+  }
+  comm.barrier();
+}
+
+std::vector<float> params_of(const fs::path& run, const std::string& name) {
+  return load_checkpoint(checkpoint_file(run, name)).params;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, static_cast<double>(std::abs(a[i] - b[i])));
+  return m;
+}
+
+}  // namespace
+
+// r ranks with batch b give the same model as one rank with batch r*b (same samples; only the
+// order of the floating-point sums differs).
+TEST(Pipeline, DataParallelEqualsOneRankWithTheWholeBatch) {
+  ASSERT_EQ(world().size(), 4) << "run under mpiexec -n 4";
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 1);
+  {
+    Config c = tiny_config(dir / "corpus", dir / "parallel", {"d0"});
+    c.run.ranks_per_elm = 4;
+    RunContext ctx = make_context(c, world());
+    ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
+    run_branch_phase(ctx, {"d0"});
+    ASSERT_EQ(run_train_phase(ctx, {"d0"}), PhaseResult::Done);
+  }
+  std::unique_ptr<MpiComm> self = world().split(world().rank(), 0);
+  if (world().rank() == 0) {
+    Config c = tiny_config(dir / "corpus", dir / "single", {"d0"});
+    c.data.batch = 8;
+    RunContext ctx = make_context(c, *self);
+    ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
+    run_branch_phase(ctx, {"d0"});
+    ASSERT_EQ(run_train_phase(ctx, {"d0"}), PhaseResult::Done);
+    const auto a = params_of(dir / "parallel", "d0"), b = params_of(dir / "single", "d0");
+    ASSERT_EQ(a.size(), b.size());
+    // Tolerance: fp32 sums in another order, through 8 AdamW steps of lr <= 3e-3.
+    EXPECT_LT(max_abs_diff(a, b), 2e-5);
+    EXPECT_GT(max_abs_diff(a, params_of(dir / "single", "seed")), 1e-3);  // it did train
+  }
+  world().barrier();
+}
+
+// 2 groups x 2 ranks train two ELMs; each equals that ELM trained alone by 2 ranks from the
+// same seed. The world communicator carries no byte while the groups train.
+TEST(Pipeline, GroupsAreIndependentAndSilentOnTheWorld) {
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 2);
+  const fs::path forest = dir / "forest";
+  std::uint64_t world_bytes = 1;
+  {
+    Config c = tiny_config(dir / "corpus", forest, {"d0", "d1"});
+    c.run.ranks_per_elm = 2;
+    RunContext ctx = make_context(c, world());
+    ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
+    run_branch_phase(ctx, {"d0", "d1"});
+    ASSERT_EQ(run_train_phase(ctx, {"d0", "d1"}, &world_bytes), PhaseResult::Done);
+  }
+  EXPECT_EQ(world_bytes, 0u) << "rank " << world().rank() << " sent bytes on the world communicator";
+
+  const int half = world().rank() / 2;
+  std::unique_ptr<MpiComm> pair = world().split(half, world().rank());
+  const std::string domain = "d" + std::to_string(half);
+  const fs::path alone = dir / ("alone" + std::to_string(half));
+  {
+    Config c = tiny_config(dir / "corpus", alone, {domain});
+    c.run.ranks_per_elm = 2;
+    c.run.seed_checkpoint = checkpoint_file(forest, "seed").string();  // the same seed
+    RunContext ctx = make_context(c, *pair);
+    ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
+    run_branch_phase(ctx, {domain});
+    ASSERT_EQ(run_train_phase(ctx, {domain}), PhaseResult::Done);
+  }
+  if (pair->rank() == 0) EXPECT_EQ(params_of(forest, domain), params_of(alone, domain));
+  world().barrier();
+}
+
+// seed -> branch -> train -> merge on 3 domains; the manifest has the lineage; a rerun trains
+// nothing; a run stopped half way and continued equals an uninterrupted one bit for bit, also
+// when continued on another rank count.
+TEST(Pipeline, EndToEndForestRerunAndRestart) {
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 3);
+  // The ELMs train one after another on one group of 4 ranks (global batch 4 x 2 = 8).
+  auto args = [&](const std::string& run, const std::string& ranks_per_elm = "4",
+                  const std::string& batch = "2") {
+    return Args{"--run.ranks_per_elm", ranks_per_elm,"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1,d2",
+                "--run.dir", (dir / run).string(), "--model.n_layer", "2", "--model.d_model", "32",
+                "--model.n_head", "2", "--model.context", "16", "--data.batch", batch,
+                "--run.steps", "8", "--run.seed_share", "0.5", "--run.checkpoint_every", "3",
+                "--run.threads", "1", "--run.device", "cpu", "--run.dense", "false",
+                "--optim.lr", "3e-3", "--eval.blocks", "4", "--eval.prior_blocks", "4", "--no-eval"};
+  };
+  ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
+  if (world().rank() == 0) {
+    const Forest f = load_forest(dir / "full");
+    ASSERT_EQ(f.elms().size(), 3u);
+    for (const ModelRecord* r : f.elms()) {
+      EXPECT_EQ(r->status, "trained") << r->name;
+      EXPECT_EQ(r->parents, std::vector<std::string>{"seed"});
+      EXPECT_EQ(r->steps, 8);
+      EXPECT_EQ(r->domains, std::vector<std::string>{r->name});
+    }
+    EXPECT_EQ(f.find("seed")->steps, 4);
+  }
+  // Rerun: nothing is retrained (checkpoint files are not rewritten).
+  std::vector<fs::file_time_type> before;
+  for (const char* n : {"seed", "d0", "d1", "d2"}) before.push_back(fs::last_write_time(checkpoint_file(dir / "full", n)));
+  world().barrier();
+  ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
+  int i = 0;
+  for (const char* n : {"seed", "d0", "d1", "d2"})
+    EXPECT_EQ(fs::last_write_time(checkpoint_file(dir / "full", n)), before[static_cast<std::size_t>(i++)]) << n;
+
+  // Stopped after 3 steps of every model (exit code 75), then continued: same bytes.
+  Args limited = args("restart");
+  limited.insert(limited.end(), {"--max-steps-per-run", "3"});
+  int stops = 0;
+  while (cmd_run(limited, world()) == kExitPreempted) ++stops;
+  EXPECT_GE(stops, 2);
+  if (world().rank() == 0)
+    for (const char* n : {"seed", "d0", "d1", "d2"})
+      EXPECT_EQ(params_of(dir / "full", n), params_of(dir / "restart", n)) << n;
+
+  // Continue on another rank count: 4 ranks train the seed and d0 half way, then one rank with
+  // a 4x larger batch (the same global batch) finishes everything.
+  Args half = args("ranks");
+  half.insert(half.end(), {"--max-steps-per-run", "2"});
+  EXPECT_EQ(cmd_run(half, world()), kExitPreempted);  // the seed, 2 of 4 steps
+  EXPECT_EQ(cmd_run(half, world()), kExitPreempted);  // the seed is done, d0 at 6 of 8
+  std::unique_ptr<MpiComm> self = world().split(world().rank(), 0);
+  if (world().rank() == 0) {
+    EXPECT_EQ(load_checkpoint(checkpoint_file(dir / "ranks", "d0")).step, 6);
+    EXPECT_EQ(cmd_run(args("ranks", "1", "8"), *self), kExitOk);
+    for (const char* n : {"d0", "d1", "d2"}) {
+      const Checkpoint c = load_checkpoint(checkpoint_file(dir / "ranks", n));
+      EXPECT_EQ(c.step, 8) << n;
+      // One rank drew the same samples as 4 ranks would have: the same model up to fp32 order.
+      EXPECT_LT(max_abs_diff(c.params, params_of(dir / "full", n)), 2e-5) << n;
+    }
+  }
+  world().barrier();
+}
+
+// A stop signal mid-training checkpoints, exits with the preemption code, and the rerun
+// completes the forest.
+TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 2);
+  Args a = {"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1", "--run.dir",
+            (dir / "run").string(), "--model.n_layer", "1", "--model.d_model", "16", "--model.n_head",
+            "2", "--model.context", "8", "--run.steps", "6", "--run.threads", "1", "--run.device",
+            "cpu", "--run.dense", "false", "--no-eval"};
+  request_stop();
+  EXPECT_EQ(cmd_run(a, world()), kExitPreempted);
+  clear_stop();
+  if (world().rank() == 0) {
+    const Checkpoint seed = load_checkpoint(checkpoint_file(dir / "run", "seed"));
+    EXPECT_EQ(seed.step, 0);  // stopped before the first step, but checkpointed
+  }
+  EXPECT_EQ(cmd_run(a, world()), kExitOk);
+  if (world().rank() == 0) {
+    const Forest f = load_forest(dir / "run");
+    for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, "trained");
+    EXPECT_EQ(MetricsLog::read(metrics_file(dir / "run", "d1")).back().step, 6);
+  }
+  world().barrier();
+}

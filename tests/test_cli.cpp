@@ -1,0 +1,96 @@
+// The command line: help, errors with exit code 2, config files and flag precedence.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "btm/cli.hpp"
+#include "btm/error.hpp"
+#include "test_util.hpp"
+
+using namespace btm;
+using btm::test::run_btm;
+
+TEST(Cli, HelpExitsZeroAndListsCommands) {
+  auto r = run_btm("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("run"), std::string::npos);
+  EXPECT_NE(r.output.find("prepare"), std::string::npos);
+  auto c = run_btm("run --help");
+  EXPECT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_NE(c.output.find("--model.d_model"), std::string::npos);
+  EXPECT_NE(c.output.find("--config"), std::string::npos);
+}
+
+TEST(Cli, UnknownCommandOptionAndValueAreOneLineErrorsWithExitCode2) {
+  for (const std::string args : {"frobnicate", "run --no-such-option", "run --model.d_model=abc",
+                                 "run --config /nonexistent/x.cfg", "layout --run.device=tpu",
+                                 "layout --model.n_head=3 --model.d_model=64"}) {
+    auto r = run_btm(args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("btm: error:"), std::string::npos) << args << "\n" << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+  }
+}
+
+TEST(Cli, FlagsOverrideTheConfigFileAndLaterFilesWin) {
+  btm::test::TempDir dir;
+  {
+    std::ofstream a(dir / "a.cfg");
+    a << "[model]\nn_layer = 3\nd_model = 96\n[data]\ndomains = x, y\n[run]\nsteps = 7\n";
+    std::ofstream b(dir / "b.cfg");
+    b << "[model]\nd_model = 48\n[eval]\ntopk = 1,2\n";
+  }
+  Config config;
+  parse_command("test", "", {"--config", (dir / "a.cfg").string(), "--config", (dir / "b.cfg").string(),
+                             "--run.steps", "11"},
+                po::options_description(), &config, false);
+  EXPECT_EQ(config.model.n_layer, 3);
+  EXPECT_EQ(config.model.d_model, 48);  // b.cfg wins over a.cfg
+  EXPECT_EQ(config.run.steps, 11);      // the flag wins over the file
+  EXPECT_EQ(config.data.domains, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(config.eval.topk, (std::vector<int>{1, 2}));
+}
+
+TEST(Cli, ConfigFileErrorsNameTheFile) {
+  btm::test::TempDir dir;
+  {
+    std::ofstream a(dir / "bad.cfg");
+    a << "[model]\nwidth = 3\n";
+  }
+  Config config;
+  try {
+    parse_command("test", "", {"--config", (dir / "bad.cfg").string()}, po::options_description(),
+                  &config, false);
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.cfg"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.width"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Cli, ToIniRoundTripsThroughTheParser) {
+  Config a;
+  a.model.n_layer = 5;
+  a.optim.lr = 3.25e-4;
+  a.data.domains = {"legal", "code"};
+  a.run.dense = false;
+  a.eval.topk = {1, 3};
+  btm::test::TempDir dir;
+  {
+    std::ofstream f(dir / "x.cfg");
+    f << to_ini(a);
+  }
+  Config b;
+  parse_command("test", "", {"--config", (dir / "x.cfg").string()}, po::options_description(), &b, false);
+  EXPECT_EQ(to_ini(a), to_ini(b));
+}
+
+TEST(Cli, ShippedConfigsAreValid) {
+  for (const char* name : {"tiny", "gpt2-124m", "btm-125m", "btm-350m", "btm-750m", "btm-1.3b"}) {
+    Config c;
+    const std::string path = btm::test::source_dir() + "/inputs/" + name + ".cfg";
+    EXPECT_NO_THROW(parse_command("test", "", {"--config", path}, po::options_description(), &c, false))
+        << path;
+  }
+}

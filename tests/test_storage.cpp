@@ -1,0 +1,197 @@
+// HDF5 files: checkpoints, corpora, metrics and the forest manifest. Round trips, atomic
+// writes, and refusal of files that cannot be trusted, with the file named in the error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "btm/checkpoint.hpp"
+#include "btm/corpus.hpp"
+#include "btm/error.hpp"
+#include "btm/forest.hpp"
+#include "btm/h5.hpp"
+#include "btm/metrics.hpp"
+#include "btm/params.hpp"
+#include "test_util.hpp"
+
+using namespace btm;
+namespace fs = std::filesystem;
+
+namespace {
+
+Checkpoint small_checkpoint() {
+  Checkpoint c;
+  c.name = "legal";
+  c.model.n_layer = 1;
+  c.model.d_model = 8;
+  c.model.n_head = 2;
+  c.model.context = 4;
+  c.model.vocab_size = 20;
+  c.model.vocab_multiple = 8;
+  const std::size_t n = ParamLayout(c.model).total();
+  c.params.resize(n);
+  init_gpt2(ParamLayout(c.model), c.params, 3);
+  c.adam_m.assign(n, 0.25f);
+  c.adam_v.assign(n, 0.5f);
+  c.step = 17;
+  c.target_steps = 40;
+  c.schedule_steps = 40;
+  c.sampler_seed = 0xDEADBEEFull;
+  c.sampler_position = 1234;
+  c.tokens = 99999;
+  c.domains = {"legal"};
+  c.config_ini = "[model]\nn_layer = 1\n";
+  return c;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Messes with one dataset of an existing HDF5 file.
+void overwrite_float(const fs::path& file, const char* dataset, std::size_t index, float value) {
+  h5::Handle f = h5::open_file(file, true);
+  h5::Handle set(H5Dopen2(f, dataset, H5P_DEFAULT));
+  h5::Handle space(H5Dget_space(set));
+  hsize_t offset = index, count = 1;
+  H5Sselect_hyperslab(space, H5S_SELECT_SET, &offset, nullptr, &count, nullptr);
+  h5::Handle mem(H5Screate_simple(1, &count, nullptr));
+  H5Dwrite(set, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, &value);
+}
+
+}  // namespace
+
+TEST(Checkpoint, RoundTripKeepsEveryField) {
+  btm::test::TempDir dir;
+  const Checkpoint a = small_checkpoint();
+  save_checkpoint(dir / "c.h5", a);
+  const Checkpoint b = load_checkpoint(dir / "c.h5", &a.model);
+  EXPECT_EQ(b.name, a.name);
+  EXPECT_EQ(b.model, a.model);
+  EXPECT_EQ(b.step, a.step);
+  EXPECT_EQ(b.target_steps, a.target_steps);
+  EXPECT_EQ(b.schedule_steps, a.schedule_steps);
+  EXPECT_EQ(b.sampler_seed, a.sampler_seed);
+  EXPECT_EQ(b.sampler_position, a.sampler_position);
+  EXPECT_EQ(b.tokens, a.tokens);
+  EXPECT_EQ(b.domains, a.domains);
+  EXPECT_EQ(b.config_ini, a.config_ini);
+  EXPECT_EQ(b.params, a.params);
+  EXPECT_EQ(b.adam_m, a.adam_m);
+  EXPECT_EQ(b.adam_v, a.adam_v);
+  // Nothing but the checkpoint is left in the directory (no temporary file).
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(Checkpoint, RefusesFilesItCannotTrustAndNamesThem) {
+  btm::test::TempDir dir;
+  const Checkpoint a = small_checkpoint();
+  const fs::path good = dir / "good.h5";
+  save_checkpoint(good, a);
+
+  // Missing.
+  EXPECT_NE(error_of([&] { load_checkpoint(dir / "missing.h5"); }).find("missing.h5"), std::string::npos);
+  // Truncated.
+  const fs::path cut = dir / "cut.h5";
+  fs::copy_file(good, cut);
+  fs::resize_file(cut, fs::file_size(cut) / 2);
+  std::string e = error_of([&] { load_checkpoint(cut); });
+  EXPECT_NE(e.find("cut.h5"), std::string::npos) << e;
+  // Not HDF5 at all.
+  { std::ofstream(dir / "text.h5") << "hello"; }
+  e = error_of([&] { load_checkpoint(dir / "text.h5"); });
+  EXPECT_NE(e.find("not an HDF5 file"), std::string::npos) << e;
+  // Non-finite values.
+  const fs::path nan = dir / "nan.h5";
+  fs::copy_file(good, nan);
+  overwrite_float(nan, "params", 5, std::nanf(""));
+  e = error_of([&] { load_checkpoint(nan); });
+  EXPECT_NE(e.find("nan.h5"), std::string::npos) << e;
+  EXPECT_NE(e.find("non-finite"), std::string::npos) << e;
+  // Another model shape than configured.
+  ModelConfig other = a.model;
+  other.d_model = 16;
+  e = error_of([&] { load_checkpoint(good, &other); });
+  EXPECT_NE(e.find("differs from the configured"), std::string::npos) << e;
+  // Another format version.
+  const fs::path old = dir / "old.h5";
+  fs::copy_file(good, old);
+  {
+    h5::Handle f = h5::open_file(old, true);
+    h5::set_attr(f, "format_version", std::int64_t{99});
+  }
+  e = error_of([&] { load_checkpoint(old); });
+  EXPECT_NE(e.find("version 99"), std::string::npos) << e;
+  // A corpus file is not a checkpoint.
+  btm::test::write_synthetic_corpus(dir.path(), "d", 1, 1000);
+  e = error_of([&] { load_checkpoint(dir / "d.h5"); });
+  EXPECT_NE(e.find("not a btm checkpoint"), std::string::npos) << e;
+}
+
+TEST(Checkpoint, AFailedWriteLeavesTheOldFileIntact) {
+  btm::test::TempDir dir;
+  const Checkpoint a = small_checkpoint();
+  save_checkpoint(dir / "c.h5", a);
+  Checkpoint broken = a;
+  broken.params.pop_back();  // wrong size: the writer refuses before touching the file
+  EXPECT_THROW(save_checkpoint(dir / "c.h5", broken), std::invalid_argument);
+  EXPECT_EQ(load_checkpoint(dir / "c.h5").params, a.params);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(Corpus, RoundTripThroughMemoryMap) {
+  btm::test::TempDir dir;
+  btm::test::write_synthetic_corpus(dir.path(), "news", 4, 5000);
+  const DomainCorpus c = load_corpus(corpus_path(dir.path(), "news"), 257);
+  EXPECT_EQ(c.info.domain, "news");
+  EXPECT_EQ(c.info.tokenizer, "byte");
+  EXPECT_EQ(c.info.eot_token, 256);
+  EXPECT_GE(c.split(Split::Train).size(), 5000u);
+  EXPECT_EQ(c.split(Split::Train)[c.split(Split::Train).size() - 1], 256);
+  const auto docs = document_spans(c.split(Split::Train), 256);
+  EXPECT_EQ(static_cast<std::int64_t>(docs.size()), c.info.docs[0]);
+  // The model's vocabulary must hold the corpus's.
+  std::string e = error_of([&] { load_corpus(corpus_path(dir.path(), "news"), 100); });
+  EXPECT_NE(e.find("news.h5"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.vocab_size"), std::string::npos) << e;
+}
+
+TEST(Metrics, AppendFlushAndResumeDropsRowsAfterTheCheckpoint) {
+  btm::test::TempDir dir;
+  MetricsLog log(dir / "m.h5", "legal", "cfg");
+  for (int s = 1; s <= 5; ++s) log.append({s * 10, s * 1000, 5.0 - s, 1e-3, 0.5, 1000.0, s * 1.0});
+  log.flush();
+  const auto rows = MetricsLog::read(dir / "m.h5");
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[2].step, 30);
+  EXPECT_DOUBLE_EQ(rows[2].loss, 2.0);
+  MetricsLog resumed(dir / "m.h5", "legal", "cfg");
+  resumed.resume(30);
+  ASSERT_EQ(resumed.rows().size(), 3u);
+  EXPECT_EQ(resumed.rows().back().step, 30);
+}
+
+TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
+  btm::test::TempDir dir;
+  EXPECT_TRUE(load_forest(dir.path()).models.empty());
+  Forest f;
+  f.config_ini = "cfg";
+  f.upsert({"seed", "seed", {"a", "b"}, {}, {}, "trained", 10, 1000, "elms/seed.h5"});
+  f.upsert({"a", "elm", {"a"}, {"seed"}, {1.0}, "branched", 10, 1000, "elms/a.h5"});
+  f.upsert({"c", "elm", {"c"}, {"a", "seed"}, {0.25, 0.75}, "trained", 20, 3000, "elms/c.h5"});
+  save_forest(dir.path(), f);
+  const Forest g = load_forest(dir.path());
+  ASSERT_EQ(g.models.size(), 3u);
+  EXPECT_EQ(g.models[2].parents, (std::vector<std::string>{"a", "seed"}));
+  EXPECT_EQ(g.models[2].parent_weights, (std::vector<double>{0.25, 0.75}));
+  EXPECT_EQ(g.elms().size(), 2u);
+  EXPECT_EQ(g.find("a")->status, "branched");
+  fs::resize_file(forest_file(dir.path()), 100);
+  const std::string e = error_of([&] { load_forest(dir.path()); });
+  EXPECT_NE(e.find("forest.h5"), std::string::npos) << e;
+}
