@@ -5,9 +5,7 @@
 namespace btm {
 #define BTM_PENDING(name) \
   int name(const Args&, MpiComm&) { throw InputError(#name " is not implemented yet"); }
-BTM_PENDING(cmd_prepare)
 BTM_PENDING(cmd_eval)
 BTM_PENDING(cmd_average)
 BTM_PENDING(cmd_bench)
-BTM_PENDING(cmd_encode)
 }  // namespace btm

@@ -111,7 +111,7 @@ void set_numeric_attr(hid_t obj, const std::string& name, const T* data, hsize_t
   Handle space(scalar ? BTM_H5(H5Screate(H5S_SCALAR)) : BTM_H5(H5Screate_simple(1, &n, nullptr)));
   Handle attr(BTM_H5(H5Acreate2(obj, name.c_str(), native_type<T>(), space, H5P_DEFAULT,
                                 H5P_DEFAULT)));
-  BTM_H5(H5Awrite(attr, native_type<T>(), data));
+  if (scalar || n > 0) BTM_H5(H5Awrite(attr, native_type<T>(), data));
 }
 
 Handle open_attr(hid_t obj, const std::string& name) {

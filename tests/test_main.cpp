@@ -3,7 +3,16 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdlib>
+
 int main(int argc, char** argv) {
+  // Defaults for the tests and the btm / mpiexec processes they start (kept if already set).
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+  setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+  setenv("OMP_NUM_THREADS", "1", 0);
+  setenv("BTM_BINARY", BTM_TEST_BINARY, 0);
+  setenv("BTM_SOURCE_DIR", BTM_SOURCE_DIR, 0);
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;

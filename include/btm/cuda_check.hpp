@@ -22,4 +22,5 @@ void check_nccl(int code, const char* call,
 #define BTM_CUBLAS_CHECK(call) ::btm::check_cublas(static_cast<int>(call), #call)
 #define BTM_NCCL_CHECK(call) ::btm::check_nccl(static_cast<int>(call), #call)
 // After a kernel launch: the launch configuration error, if any (no device synchronisation).
-#define BTM_CUDA_CHECK_LAUNCH() ::btm::check_cuda(static_cast<int>(cudaGetLastError()), "kernel launch")
+#define BTM_CUDA_CHECK_LAUNCH() \
+  ::btm::check_cuda(static_cast<int>(cudaGetLastError()), "kernel launch")

@@ -2,7 +2,9 @@
 // cuBLASLt GEMMs, fused kernels) behind the Engine interface. Only in builds with BTM_HAVE_CUDA.
 #pragma once
 
+#include <cstddef>
 #include <memory>
+#include <string>
 
 #include "btm/config.hpp"
 #include "btm/engine.hpp"
@@ -12,8 +14,21 @@ namespace btm {
 // Number of CUDA devices visible to this process (0 if the driver or devices are missing).
 int cuda_visible_devices();
 
+// How the engine computes causal attention: Flash is the fused kernel (no T x T matrix, head
+// dim 64 only); Materialized keeps the probabilities [B, NH, T, T] per layer (cuBLAS batched
+// GEMMs and a softmax kernel, any head dim); Auto picks Flash where it is supported.
+enum class CudaAttention { Auto, Flash, Materialized };
+
 // An engine on device `gpu` (cudaSetDevice is called), with activations for batches up to
 // max_batch sequences of model.context tokens preallocated.
-std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int max_batch);
+std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int max_batch,
+                                         CudaAttention attention = CudaAttention::Auto);
+
+// "flash" or "materialized" for a CUDA engine, "" for any other engine.
+std::string cuda_engine_attention(const Engine& engine);
+
+// Device bytes a CUDA engine allocated (parameters, optimizer state, activations, scratch);
+// 0 for any other engine.
+std::size_t cuda_engine_allocated_bytes(const Engine& engine);
 
 }  // namespace btm

@@ -1,7 +1,7 @@
 // cpu_engine.cpp: the fp32 CPU reference engine (make_cpu_engine in engine.hpp), built from the
 // kernels of cpu_kernels.hpp. Parameters, gradients and AdamW moments are flat vectors in the
 // ParamLayout order; activations are kept per layer for the backward and grow with the largest
-// batch seen. Deterministic: the same inputs and thread count give the same bytes.
+// batch seen. Deterministic: the same inputs give the same bytes, whatever the thread count.
 #include <cblas.h>
 #include <omp.h>
 
@@ -26,22 +26,22 @@ struct Activations {
   size_t max_bt = 0;   // capacity in tokens (B * T)
   size_t max_att = 0;  // capacity of one layer's attention probabilities (B * NH * T * T)
 
-  std::vector<float> encoded;                        // [BT, C]
-  std::vector<float> ln1, ln1_mean, ln1_rstd;        // [L, BT, C], [L, BT]
-  std::vector<float> qkv;                            // [L, BT, 3C]
-  std::vector<float> atty;                           // [L, BT, C] attention output
-  std::vector<float> att;                            // [L, B, NH, T, T] probabilities
-  std::vector<float> residual2;                      // [L, BT, C] after the attention residual
-  std::vector<float> ln2, ln2_mean, ln2_rstd;        // [L, BT, C], [L, BT]
-  std::vector<float> fch, fch_gelu;                  // [L, BT, 4C]
-  std::vector<float> residual3;                      // [L, BT, C] the block's output
-  std::vector<float> lnf, lnf_mean, lnf_rstd;        // [BT, C], [BT]
-  std::vector<float> logits;                         // [BT, Vp], then d(loss)/d(logits)
-  std::vector<float> losses;                         // [BT]
-  std::vector<float> projected;                      // [BT, C] a projection before its residual add
-  std::vector<float> dresidual, dln, dtmp;           // [BT, C] backward scratch
-  std::vector<float> dqkv;                           // [BT, 3C]
-  std::vector<float> dfch;                           // [BT, 4C]
+  std::vector<float> encoded;                  // [BT, C]
+  std::vector<float> ln1, ln1_mean, ln1_rstd;  // [L, BT, C], [L, BT]
+  std::vector<float> qkv;                      // [L, BT, 3C]
+  std::vector<float> atty;                     // [L, BT, C] attention output
+  std::vector<float> att;                      // [L, B, NH, T, T] probabilities
+  std::vector<float> residual2;                // [L, BT, C] after the attention residual
+  std::vector<float> ln2, ln2_mean, ln2_rstd;  // [L, BT, C], [L, BT]
+  std::vector<float> fch, fch_gelu;            // [L, BT, 4C]
+  std::vector<float> residual3;                // [L, BT, C] the block's output
+  std::vector<float> lnf, lnf_mean, lnf_rstd;  // [BT, C], [BT]
+  std::vector<float> logits;                   // [BT, Vp], then d(loss)/d(logits)
+  std::vector<float> losses;                   // [BT]
+  std::vector<float> projected;                // [BT, C] a projection before its residual add
+  std::vector<float> dresidual, dln, dtmp;     // [BT, C] backward scratch
+  std::vector<float> dqkv;                     // [BT, 3C]
+  std::vector<float> dfch;                     // [BT, 4C]
 
   // Grows every buffer to hold bt tokens and att_per_layer attention probabilities per layer.
   void reserve(size_t bt, size_t att_per_layer, size_t L, size_t C, size_t Vp) {
@@ -115,8 +115,7 @@ class CpuEngine final : public Engine {
     std::copy(m.begin(), m.end(), m_.begin());
     std::copy(v.begin(), v.end(), v_.begin());
   }
-  void get_state(std::span<float> params, std::span<float> m,
-                 std::span<float> v) const override {
+  void get_state(std::span<float> params, std::span<float> m, std::span<float> v) const override {
     check_size(params, layout_.total(), "params");
     check_size(m, layout_.total(), "first moments");
     check_size(v, layout_.total(), "second moments");
@@ -196,6 +195,10 @@ class CpuEngine final : public Engine {
   }
 
  private:
+  // The kernels split every sgemm over OpenMP threads themselves and run OpenBLAS on one thread
+  // inside (OpenBLAS's own threads, next to spinning OpenMP threads, made 2 cores slower than
+  // 1), so the OpenMP thread count is the engine's whole parallelism. OpenBLAS is set too, for
+  // anything in this process that calls it outside the kernels.
   void use_threads() const {
     if (threads_ <= 0) return;
     omp_set_num_threads(threads_);
@@ -205,8 +208,9 @@ class CpuEngine final : public Engine {
   void check_batch(const Batch& batch, bool need_targets) const {
     if (batch.B < 1 || batch.T < 1 || batch.T > model_.context)
       throw std::invalid_argument("cpu engine: batch of B=" + std::to_string(batch.B) +
-                                  ", T=" + std::to_string(batch.T) + " needs B >= 1 and 1 <= T <= " +
-                                  std::to_string(model_.context) + " (the model's context)");
+                                  ", T=" + std::to_string(batch.T) +
+                                  " needs B >= 1 and 1 <= T <= " + std::to_string(model_.context) +
+                                  " (the model's context)");
     if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
       throw std::invalid_argument("cpu engine: batch without inputs or targets");
     const size_t BT = static_cast<size_t>(batch.B) * batch.T;
@@ -237,7 +241,8 @@ class CpuEngine final : public Engine {
     for (int l = 0; l < L; ++l) {
       const BlockOffsets& o = layout_.block(l);
       const size_t ls = static_cast<size_t>(l);
-      const float* residual = l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
+      const float* residual =
+          l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
       float* ln1 = layer(acts_.ln1, l, BT * Cs);
       float* qkv = layer(acts_.qkv, l, BT * 3 * Cs);
       float* atty = layer(acts_.atty, l, BT * Cs);
@@ -293,7 +298,8 @@ class CpuEngine final : public Engine {
     for (int l = L - 1; l >= 0; --l) {
       const BlockOffsets& o = layout_.block(l);
       const size_t ls = static_cast<size_t>(l);
-      const float* residual = l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
+      const float* residual =
+          l == 0 ? acts_.encoded.data() : layer(acts_.residual3, l - 1, BT * Cs);
       // dresidual holds d(loss)/d(residual3), which flows unchanged into residual2 and the MLP.
       cpu::matmul_backward(dfch, g + o.fcproj_w, g + o.fcproj_b, dresidual,
                            layer(acts_.fch_gelu, l, BT * 4 * Cs), p + o.fcproj_w, N, 4 * C, C);

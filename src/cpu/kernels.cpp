@@ -1,9 +1,10 @@
 // kernels.cpp: the fp32 CPU reference kernels declared in cpu_kernels.hpp.
 // Matmuls (and the attention score products) go through OpenBLAS sgemm; every other loop is an
-// OpenMP loop with a static schedule. Every reduction is split by a partition that does not
-// depend on the thread count (output channels, or fixed-size chunks) and summed in a fixed order,
-// so these kernels give the same bytes for any number of OpenMP threads; sgemm is deterministic
-// for a fixed OpenBLAS thread count.
+// OpenMP loop with a static schedule. Work is cut by partitions that do not depend on the thread
+// count (rows, output channels, (batch, head) pairs, fixed-size chunks), each reduction is summed
+// in a fixed order, and sgemm is called on blocks of a fixed shape with OpenBLAS on one thread
+// inside the OpenMP loops (OpenBLAS's own threads next to spinning OpenMP threads made 2 cores
+// slower than 1). So every kernel gives the same bytes for any number of OpenMP threads.
 #include <cblas.h>
 #include <omp.h>
 
@@ -29,8 +30,18 @@ Range thread_share(size_t n) {
   return {n * id / threads, n * (id + 1) / threads};
 }
 
-// Runs OpenBLAS single-threaded while alive: the attention kernels call sgemm from inside an
-// OpenMP loop over (batch, head), where OpenBLAS's own threads would only oversubscribe.
+// Matmuls are cut into blocks of this many rows (or output channels) whatever the thread count,
+// so each sgemm call, and therefore its rounding, is the same for 1 or 16 threads.
+constexpr size_t kBlock = 64;
+size_t block_count(size_t n) {
+  return (n + kBlock - 1) / kBlock;
+}
+Range block(size_t k, size_t n) {
+  return {k * kBlock, std::min(n, (k + 1) * kBlock)};
+}
+
+// Runs OpenBLAS single-threaded while alive: the kernels call sgemm from inside OpenMP loops,
+// where OpenBLAS's own threads would only oversubscribe the cores.
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
@@ -45,10 +56,21 @@ class SingleThreadedBlas {
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCubic = 0.044715f;
 
+// tanh(u) through one expf: several times faster than glibc's tanhf, which took a quarter of the
+// CPU training step; the absolute error is below 2e-7 (measured over [-20, 20]).
+inline float tanh_by_exp(float u) {
+  return 1.0f - 2.0f / (1.0f + std::exp(2.0f * u));
+}
+
+// The argument of tanh in GPT-2's GELU.
+inline float gelu_tanh_arg(float x) {
+  return kGeluScale * (x + kGeluCubic * x * x * x);
+}
+
 }  // namespace
 
-void encoder_forward(float* out, const std::int32_t* inp, const float* wte, const float* wpe,
-                     int B, int T, int C) {
+void encoder_forward(float* out, const std::int32_t* inp, const float* wte, const float* wpe, int B,
+                     int T, int C) {
   const size_t BT = static_cast<size_t>(B) * T, Cs = static_cast<size_t>(C);
 #pragma omp parallel for schedule(static)
   for (size_t bt = 0; bt < BT; ++bt) {
@@ -145,36 +167,54 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
 
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias, int N, int IC,
                     int OC) {
-  const size_t OCs = static_cast<size_t>(OC);
-  if (bias != nullptr) {
+  const size_t OCs = static_cast<size_t>(OC), ICs = static_cast<size_t>(IC);
+  const size_t blocks = block_count(static_cast<size_t>(N));
+  SingleThreadedBlas blas_guard;
+  // out[rows] = inp[rows] @ w^T (+ bias), one block of rows per iteration.
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; ++n) std::copy(bias, bias + OCs, out + static_cast<size_t>(n) * OCs);
+  for (size_t k = 0; k < blocks; ++k) {
+    const Range rows = block(k, static_cast<size_t>(N));
+    if (bias != nullptr)
+      for (size_t n = rows.begin; n < rows.end; ++n) std::copy(bias, bias + OCs, out + n * OCs);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows.end - rows.begin),
+                OC, IC, 1.0f, inp + rows.begin * ICs, IC, w, IC, bias != nullptr ? 1.0f : 0.0f,
+                out + rows.begin * OCs, OC);
   }
-  // out = inp @ w^T (+ the bias already in out)
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w, IC,
-              bias != nullptr ? 1.0f : 0.0f, out, OC);
 }
 
 void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                      const float* w, int N, int IC, int OC) {
-  // dinp = dout @ w (overwritten); dw += dout^T @ inp.
-  if (dinp != nullptr)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, w, IC, 0.0f,
-                dinp, IC);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw,
-              IC);
-  if (dbias == nullptr) return;
-  const size_t OCs = static_cast<size_t>(OC);
+  const size_t OCs = static_cast<size_t>(OC), ICs = static_cast<size_t>(IC);
+  const size_t row_blocks = block_count(static_cast<size_t>(N)), out_blocks = block_count(OCs);
+  SingleThreadedBlas blas_guard;
 #pragma omp parallel
   {
-    const Range share = thread_share(OCs);
-    std::vector<double> sum(share.end - share.begin, 0.0);
-    for (int n = 0; n < N; ++n) {
-      const float* d = dout + static_cast<size_t>(n) * OCs;
-      for (size_t o = share.begin; o < share.end; ++o) sum[o - share.begin] += d[o];
+    // dinp = dout @ w (overwritten), by blocks of rows of dinp.
+    if (dinp != nullptr) {
+#pragma omp for schedule(static) nowait
+      for (size_t k = 0; k < row_blocks; ++k) {
+        const Range rows = block(k, static_cast<size_t>(N));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                    static_cast<int>(rows.end - rows.begin), IC, OC, 1.0f, dout + rows.begin * OCs,
+                    OC, w, IC, 0.0f, dinp + rows.begin * ICs, IC);
+      }
     }
-    for (size_t o = share.begin; o < share.end; ++o)
-      dbias[o] += static_cast<float>(sum[o - share.begin]);
+    // dw += dout^T @ inp and dbias += column sums of dout, by blocks of output channels: each
+    // element is summed over all N rows within one iteration.
+#pragma omp for schedule(static)
+    for (size_t k = 0; k < out_blocks; ++k) {
+      const Range outs = block(k, OCs);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(outs.end - outs.begin),
+                  IC, N, 1.0f, dout + outs.begin, OC, inp, IC, 1.0f, dw + outs.begin * ICs, IC);
+      if (dbias == nullptr) continue;
+      double sum[kBlock] = {};
+      for (int n = 0; n < N; ++n) {
+        const float* d = dout + static_cast<size_t>(n) * OCs;
+        for (size_t o = outs.begin; o < outs.end; ++o) sum[o - outs.begin] += d[o];
+      }
+      for (size_t o = outs.begin; o < outs.end; ++o)
+        dbias[o] += static_cast<float>(sum[o - outs.begin]);
+    }
   }
 }
 
@@ -263,7 +303,7 @@ void gelu_forward(float* out, const float* inp, std::size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + kGeluCubic * x * x * x)));
+    out[i] = 0.5f * x * (1.0f + tanh_by_exp(gelu_tanh_arg(x)));
   }
 }
 
@@ -272,7 +312,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, std::size_t
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const float x = inp[i];
-    const float th = std::tanh(kGeluScale * (x + kGeluCubic * x * x * x));
+    const float th = tanh_by_exp(gelu_tanh_arg(x));
     const float sech2 = 1.0f - th * th;
     const float local =
         0.5f * (1.0f + th) + 0.5f * x * sech2 * kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
@@ -291,19 +331,26 @@ void crossentropy_forward_backward(float* losses, float* dlogits, const float* l
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < N; ++i) {
     const float* row = logits + static_cast<size_t>(i) * Vps;
+    float* drow = dlogits != nullptr ? dlogits + static_cast<size_t>(i) * Vps : nullptr;
     const float max = *std::max_element(row, row + Vs);
-    double sum = 0;
-    for (size_t j = 0; j < Vs; ++j) sum += std::exp(row[j] - max);
     const size_t target = static_cast<size_t>(targets[i]);
-    // Read everything needed from the row before dlogits (which may alias it) is written.
-    losses[i] = static_cast<float>(std::log(sum) - (row[target] - max));
-    if (dlogits == nullptr) continue;
-    float* drow = dlogits + static_cast<size_t>(i) * Vps;
-    const float inv_sum = static_cast<float>(1.0 / sum);
-    for (size_t j = 0; j < Vs; ++j) {
-      const float p = std::exp(row[j] - max) * inv_sum;
-      drow[j] = (p - (j == target ? 1.0f : 0.0f)) * dloss;
+    // Read before dlogits (which may alias the row) is written.
+    const float target_logit = row[target];
+    double sum = 0;
+    if (drow == nullptr) {
+      for (size_t j = 0; j < Vs; ++j) sum += std::exp(row[j] - max);
+    } else {
+      for (size_t j = 0; j < Vs; ++j) {
+        const float e = std::exp(row[j] - max);
+        sum += e;
+        drow[j] = e;  // kept for the gradient below: one exp per logit
+      }
     }
+    losses[i] = static_cast<float>(std::log(sum) - (target_logit - max));
+    if (drow == nullptr) continue;
+    const float inv_sum = static_cast<float>(1.0 / sum);
+    for (size_t j = 0; j < Vs; ++j)
+      drow[j] = (drow[j] * inv_sum - (j == target ? 1.0f : 0.0f)) * dloss;
     std::fill(drow + Vs, drow + Vps, 0.0f);
   }
 }

@@ -6,6 +6,7 @@
 
 #include "btm/checkpoint.hpp"
 #include "btm/commands.hpp"
+#include "btm/error.hpp"
 #include "btm/forest.hpp"
 #include "btm/metrics.hpp"
 #include "btm/phases.hpp"
@@ -156,7 +157,9 @@ TEST(Pipeline, GroupsAreIndependentAndSilentOnTheWorld) {
     run_branch_phase(ctx, {domain});
     ASSERT_EQ(run_train_phase(ctx, {domain}), PhaseResult::Done);
   }
-  if (pair->rank() == 0) EXPECT_EQ(params_of(forest, domain), params_of(alone, domain));
+  if (pair->rank() == 0) {
+    EXPECT_EQ(params_of(forest, domain), params_of(alone, domain));
+  }
   world().barrier();
 }
 
@@ -203,9 +206,10 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   int stops = 0;
   while (cmd_run(limited, world()) == kExitPreempted) ++stops;
   EXPECT_GE(stops, 2);
-  if (world().rank() == 0)
+  if (world().rank() == 0) {
     for (const char* n : {"seed", "d0", "d1", "d2"})
       EXPECT_EQ(params_of(dir / "full", n), params_of(dir / "restart", n)) << n;
+  }
 
   // Continue on another rank count: 4 ranks train the seed and d0 half way, then one rank with
   // a 4x larger batch (the same global batch) finishes everything.

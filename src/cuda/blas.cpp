@@ -1,0 +1,171 @@
+// blas.cpp: the cuBLASLt GEMM context (Blas in cuda_kernels.hpp): bf16 operands, fp32
+// accumulation, bf16 or fp32 output, an optional bias epilogue, strided batches. The
+// heuristic's algorithm is cached per shape and alignment, so a training step asks it once.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "btm/cuda_check.hpp"
+#include "btm/cuda_kernels.hpp"
+#include "btm/error.hpp"
+
+namespace btm::cuda {
+namespace {
+
+// The largest power of two up to 256 dividing the address (and every batch's offset).
+std::uint32_t alignment_of(const void* p, long long stride_bytes, int batch) {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  std::uint32_t align = 256;
+  while (align > 1 && (address % align != 0 ||
+                       (batch > 1 && static_cast<unsigned long long>(stride_bytes) % align != 0)))
+    align /= 2;
+  return align;
+}
+
+template <typename T>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
+                   const T& value) {
+  BTM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
+}
+
+// Owns the descriptors of one call.
+struct Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~Descriptors() {
+    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int rows, int cols, int ld,
+                 int batch, long long stride) {
+  BTM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(layout, type, static_cast<std::uint64_t>(rows),
+                                              static_cast<std::uint64_t>(cols), ld));
+  if (batch > 1) {
+    const std::int32_t count = batch;
+    const std::int64_t offset = stride;
+    BTM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                      &count, sizeof(count)));
+    BTM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        *layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset, sizeof(offset)));
+  }
+}
+
+}  // namespace
+
+Blas::Blas(std::size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
+  BTM_CUBLAS_CHECK(cublasLtCreate(&handle_));
+  BTM_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+}
+
+Blas::~Blas() {
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+void Blas::gemm(const Gemm& g, cudaStream_t stream) {
+  if (g.bias != nullptr && (g.d_is_float || reinterpret_cast<std::uintptr_t>(g.bias) % 16 != 0))
+    throw_system_error(
+        "Blas::gemm: the bias epilogue needs a bf16 output and a 16-byte aligned "
+        "bias");
+  const std::size_t d_bytes = g.d_is_float ? sizeof(float) : sizeof(bf16);
+  const std::uint32_t align_a = alignment_of(g.a, g.stride_a * 2, g.batch);
+  const std::uint32_t align_b = alignment_of(g.b, g.stride_b * 2, g.batch);
+  const std::uint32_t align_d =
+      alignment_of(g.d, g.stride_d * static_cast<long long>(d_bytes), g.batch);
+
+  Descriptors desc;
+  BTM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t trans_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  set_attribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, trans_a);
+  set_attribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, trans_b);
+  if (g.bias != nullptr) {
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_16BF);
+  }
+  make_layout(&desc.a, CUDA_R_16BF, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda, g.batch,
+              g.stride_a);
+  make_layout(&desc.b, CUDA_R_16BF, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb, g.batch,
+              g.stride_b);
+  const cudaDataType_t d_type = g.d_is_float ? CUDA_R_32F : CUDA_R_16BF;
+  make_layout(&desc.d, d_type, g.m, g.n, g.ldd, g.batch, g.stride_d);
+
+  const std::array<long long, 18> key = {
+      g.trans_a, g.trans_b, g.m,        g.n,        g.k,        g.lda,        g.ldb,
+      g.ldd,     g.batch,   g.stride_a, g.stride_b, g.stride_d, g.d_is_float, g.bias != nullptr,
+      align_a,   align_b,   align_d,    0};
+  auto found = algos_.find(key);
+  if (found == algos_.end()) {
+    BTM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.preference));
+    const std::uint64_t workspace = workspace_bytes_;
+    BTM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+    for (const auto& [attribute, value] : alignments)
+      BTM_CUBLAS_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(desc.preference, attribute, &value, sizeof(value)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    BTM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(
+        handle_, desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1, &result, &returned));
+    if (returned == 0)
+      throw_system_error("cuBLASLt has no algorithm for a GEMM of m=" + std::to_string(g.m) +
+                         " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k) +
+                         " batch=" + std::to_string(g.batch));
+    found = algos_.emplace(key, result.algo).first;
+  }
+  BTM_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.op, &g.alpha, g.a, desc.a, g.b, desc.b, &g.beta,
+                                  g.d, desc.d, g.d, desc.d, &found->second, workspace_,
+                                  workspace_bytes_, stream));
+}
+
+void Blas::linear_forward(bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
+                          int IC, int OC, cudaStream_t stream) {
+  // Column-major out^T[OC, N] = W[OC, IC] (stored as its transpose) @ inp^T[IC, N].
+  Gemm g;
+  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
+  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  gemm(g, stream);
+}
+
+void Blas::linear_forward_float(float* out, const bf16* inp, const bf16* w, int N, int IC, int OC,
+                                cudaStream_t stream) {
+  Gemm g;
+  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
+  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.d_is_float = true, g.ldd = OC;
+  gemm(g, stream);
+}
+
+void Blas::linear_backward_input(bf16* dinp, const bf16* dout, const bf16* w, int N, int IC, int OC,
+                                 cudaStream_t stream) {
+  // Column-major dinp^T[IC, N] = W^T[IC, OC] (as stored) @ dout^T[OC, N].
+  Gemm g;
+  g.m = IC, g.n = N, g.k = OC;
+  g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dinp, g.ldd = IC;
+  gemm(g, stream);
+}
+
+void Blas::linear_backward_weight(float* dw, const bf16* dout, const bf16* inp, int N, int IC,
+                                  int OC, cudaStream_t stream) {
+  // Column-major dW^T[IC, OC] += inp^T[IC, N] @ dout[N, OC].
+  Gemm g;
+  g.trans_b = true, g.m = IC, g.n = OC, g.k = N;
+  g.a = inp, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dw, g.d_is_float = true, g.ldd = IC;
+  g.beta = 1;
+  gemm(g, stream);
+}
+
+}  // namespace btm::cuda

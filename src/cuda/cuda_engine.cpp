@@ -1,0 +1,622 @@
+// cuda_engine.cpp: the CUDA engine (make_cuda_engine in cuda_engine.hpp). fp32 master weights,
+// AdamW moments and gradients live on the device in the ParamLayout order (so get/set_state
+// are plain copies); a bf16 copy of the parameters feeds the kernels and is refreshed by the
+// fused AdamW kernel. Activations are bf16, preallocated for max_batch x context at
+// construction (cudaMalloc only). One compute stream; with a device communicator each layer's
+// gradient range is all-reduced on a second stream as soon as its backward is done.
+#include "btm/cuda_engine.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "btm/cuda_check.hpp"
+#include "btm/cuda_kernels.hpp"
+#include "btm/cuda_memory.hpp"
+#include "btm/error.hpp"
+
+namespace btm {
+
+int cuda_visible_devices() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the error: no driver or no device is not a failure here
+    return 0;
+  }
+  return count;
+}
+
+namespace {
+
+using cuda::bf16;
+using cuda::DeviceArray;
+using cuda::PinnedArray;
+using std::size_t;
+
+// The logits of one classifier chunk are at most this many bytes (bf16 in training).
+constexpr size_t kLogitsChunkBytes = size_t{4} << 30;
+
+void check_size(std::span<const float> v, size_t expected, const char* what) {
+  if (v.size() != expected)
+    throw std::invalid_argument(std::string("cuda engine: ") + what + " has " +
+                                std::to_string(v.size()) + " floats, the layout has " +
+                                std::to_string(expected));
+}
+
+class CudaEngine final : public Engine {
+ public:
+  CudaEngine(const ModelConfig& model, int gpu, int max_batch, CudaAttention attention)
+      : model_(model), layout_(model), gpu_(gpu), max_batch_(max_batch) {
+    if (model.n_layer < 1 || model.n_head < 1 || model.d_model < 1 || model.context < 1 ||
+        model.vocab_size < 1 || model.vocab_multiple < 1 || model.d_model % model.n_head != 0)
+      throw std::invalid_argument(
+          "cuda engine: the model needs n_layer, n_head, d_model, context, vocab_size and "
+          "vocab_multiple >= 1 and d_model divisible by n_head");
+    if (model.d_model % 8 != 0)
+      throw InputError("model.d_model = " + std::to_string(model.d_model) +
+                       ": the cuda engine needs a multiple of 8 (use e.g. " +
+                       std::to_string((model.d_model + 7) / 8 * 8) + ", or run.device = cpu)");
+    if (max_batch < 1) throw std::invalid_argument("cuda engine: max_batch must be >= 1");
+    const bool flash_ok = cuda::flash_attention_supported(model.head_dim());
+    if (attention == CudaAttention::Flash && !flash_ok)
+      throw InputError(
+          "cuda engine: flash attention needs a head dimension (d_model / n_head) "
+          "of 64, not " +
+          std::to_string(model.head_dim()) +
+          ": change the model or use the materialized attention");
+    flash_ = attention == CudaAttention::Flash || (attention == CudaAttention::Auto && flash_ok);
+    const int devices = cuda_visible_devices();
+    if (gpu < 0 || gpu >= devices)
+      throw InputError("cuda engine: GPU " + std::to_string(gpu) + " requested but " +
+                       std::to_string(devices) + " visible (check CUDA_VISIBLE_DEVICES)");
+    BTM_CUDA_CHECK(cudaSetDevice(gpu_));
+    BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    BTM_CUDA_CHECK(cudaEventCreateWithFlags(&loss_ready_, cudaEventDisableTiming));
+    BTM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
+    BTM_CUDA_CHECK(cudaEventCreateWithFlags(&layer_done_, cudaEventDisableTiming));
+    BTM_CUDA_CHECK(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming));
+    blas_ = std::make_unique<cuda::Blas>();
+    allocate();
+  }
+
+  ~CudaEngine() override {
+    cudaSetDevice(gpu_);
+    cudaStreamSynchronize(stream_);
+    cudaStreamSynchronize(comm_stream_);
+    cudaEventDestroy(loss_ready_);
+    cudaEventDestroy(uploaded_);
+    cudaEventDestroy(layer_done_);
+    cudaEventDestroy(comm_done_);
+    cudaStreamDestroy(comm_stream_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string kind() const override { return "cuda"; }
+  const ParamLayout& layout() const override { return layout_; }
+  size_t allocated_bytes() const { return allocated_bytes_; }
+  bool flash() const { return flash_; }
+
+  void set_state(std::span<const float> params, std::span<const float> m,
+                 std::span<const float> v) override {
+    check_size(params, layout_.total(), "params");
+    check_size(m, layout_.total(), "first moments");
+    check_size(v, layout_.total(), "second moments");
+    use_device();
+    to_device(params_.get(), params);
+    to_device(m_.get(), m);
+    to_device(v_.get(), v);
+    refresh_bf16();
+    sync();
+  }
+  void get_state(std::span<float> params, std::span<float> m, std::span<float> v) const override {
+    check_size(params, layout_.total(), "params");
+    check_size(m, layout_.total(), "first moments");
+    check_size(v, layout_.total(), "second moments");
+    use_device();
+    to_host(params, params_.get());
+    to_host(m, m_.get());
+    to_host(v, v_.get());
+    sync();
+  }
+  void get_params(std::span<float> params) const override {
+    check_size(params, layout_.total(), "params");
+    use_device();
+    to_host(params, params_.get());
+    sync();
+  }
+  void set_params(std::span<const float> params) override {
+    check_size(params, layout_.total(), "params");
+    use_device();
+    to_device(params_.get(), params);
+    refresh_bf16();
+    sync();
+  }
+  void get_grads(std::span<float> grads) const override {
+    check_size(grads, layout_.total(), "grads");
+    use_device();
+    to_host(grads, grads_.get());
+    sync();
+  }
+
+  void zero_grad() override {
+    use_device();
+    BTM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
+  }
+
+  float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) override {
+    check_batch(batch, true);
+    use_device();
+    const int N = batch.B * batch.T;
+    upload_tokens(batch, true);
+    forward(batch.B, batch.T);
+    classifier(N, grad_scale / static_cast<float>(N), true);
+    cuda::mean_of(loss_.get(), losses_.get(), N, stream_);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(loss_host_.get(), loss_.get(), sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+    BTM_CUDA_CHECK(cudaEventRecord(loss_ready_, stream_));
+    // The token buckets of the embedding gradient are built while the GPU runs the forward.
+    upload_buckets(batch);
+    backward(batch.B, batch.T, reduce);
+    if (reduce != nullptr && reduce->size() > 1 && reduce->space() == MemorySpace::Host)
+      average_on_host(*reduce);
+    BTM_CUDA_CHECK(cudaEventSynchronize(loss_ready_));
+    return loss_host_[0];
+  }
+
+  float optimizer_step(const AdamWStep& step) override {
+    if (step.t < 1) throw std::invalid_argument("cuda engine: AdamW step count t must be >= 1");
+    use_device();
+    cuda::sum_of_squares(sumsq_.get(), sumsq_scratch_.get(), grads_.get(), layout_.total(),
+                         stream_);
+    const auto t = static_cast<double>(step.t);
+    const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(step.beta1), t));
+    const float bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(step.beta2), t));
+    cuda::DecaySegments segments;
+    segments.ends = segment_ends_.get();
+    segments.decay = segment_decay_.get();
+    segments.count = static_cast<int>(segment_ends_.size());
+    segments.ends_multiple_of_4 = segment_ends_aligned4_;
+    cuda::adamw_update(params_.get(), params_bf16_.get(), grads_.get(), m_.get(), v_.get(),
+                       layout_.total(), segments, step.lr, step.beta1, step.beta2, step.eps,
+                       step.weight_decay, bias1, bias2, sumsq_.get(), step.grad_clip, stream_);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(sumsq_host_.get(), sumsq_.get(), sizeof(double),
+                                   cudaMemcpyDeviceToHost, stream_));
+    sync();  // the one host synchronisation of a step: the norm is returned
+    return static_cast<float>(std::sqrt(sumsq_host_[0]));
+  }
+
+  void token_logprobs(const Batch& batch, float* out) override {
+    check_batch(batch, true);
+    use_device();
+    const int N = batch.B * batch.T;
+    upload_tokens(batch, true);
+    forward(batch.B, batch.T);
+    const int Vp = model_.padded_vocab();
+    float* logits = reinterpret_cast<float*>(logits_.get());
+    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
+      const int rows = std::min(eval_chunk_rows_, N - r0);
+      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
+                                  params_bf16_.get() + layout_.wte(), rows, C(), Vp, stream_);
+      cuda::crossentropy_forward(losses_.get() + r0, logits, tokens_.get() + max_bt_ + r0, rows,
+                                 model_.vocab_size, Vp, stream_);
+    }
+    BTM_CUDA_CHECK(cudaMemcpyAsync(out, losses_.get(), static_cast<size_t>(N) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+    sync();
+    for (int i = 0; i < N; ++i) out[i] = -out[i];
+  }
+
+  void logits(const Batch& batch, float* out) override {
+    check_batch(batch, false);
+    use_device();
+    const int N = batch.B * batch.T;
+    upload_tokens(batch, false);
+    forward(batch.B, batch.T);
+    const int Vp = model_.padded_vocab();
+    float* logits = reinterpret_cast<float*>(logits_.get());
+    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
+      const int rows = std::min(eval_chunk_rows_, N - r0);
+      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
+                                  params_bf16_.get() + layout_.wte(), rows, C(), Vp, stream_);
+      BTM_CUDA_CHECK(cudaMemcpyAsync(out + static_cast<size_t>(r0) * Vp, logits,
+                                     static_cast<size_t>(rows) * Vp * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+      sync();
+    }
+  }
+
+ private:
+  int C() const { return model_.d_model; }
+
+  // Every buffer, sized for max_batch x context tokens.
+  void allocate() {
+    const size_t L = static_cast<size_t>(model_.n_layer);
+    const size_t Cs = static_cast<size_t>(C());
+    const size_t T = static_cast<size_t>(model_.context);
+    const size_t Vp = static_cast<size_t>(model_.padded_vocab());
+    max_bt_ = static_cast<size_t>(max_batch_) * T;
+    att_per_layer_ = static_cast<size_t>(max_batch_) * model_.n_head * T * T;
+    const size_t n = layout_.total();
+    const size_t bt = max_bt_;
+
+    alloc(params_, n);
+    alloc(grads_, n);
+    alloc(m_, n);
+    alloc(v_, n);
+    alloc(params_bf16_, n);
+    BTM_CUDA_CHECK(cudaMemset(params_.get(), 0, params_.bytes()));
+    BTM_CUDA_CHECK(cudaMemset(grads_.get(), 0, grads_.bytes()));
+    BTM_CUDA_CHECK(cudaMemset(m_.get(), 0, m_.bytes()));
+    BTM_CUDA_CHECK(cudaMemset(v_.get(), 0, v_.bytes()));
+    BTM_CUDA_CHECK(cudaMemset(params_bf16_.get(), 0, params_bf16_.bytes()));
+
+    alloc(encoded_, bt * Cs);
+    alloc(ln1_, L * bt * Cs);
+    alloc(ln1_mean_, L * bt);
+    alloc(ln1_rstd_, L * bt);
+    // Per layer: flash keeps the qkv GEMM's output and the rows' log-sum-exp; materialized
+    // keeps q, k, v per head and the probabilities.
+    alloc(qkvr_, L * bt * 3 * Cs);
+    alloc(atty_, L * bt * Cs);
+    const size_t rows_per_layer = static_cast<size_t>(max_batch_) * model_.n_head * T;
+    if (flash_) {
+      alloc(lse_, L * rows_per_layer);
+      alloc(dvec_, rows_per_layer);
+    } else {
+      alloc(att_, L * att_per_layer_);
+    }
+    alloc(residual2_, L * bt * Cs);
+    alloc(ln2_, L * bt * Cs);
+    alloc(ln2_mean_, L * bt);
+    alloc(ln2_rstd_, L * bt);
+    alloc(fch_, L * bt * 4 * Cs);
+    alloc(fch_gelu_, L * bt * 4 * Cs);
+    alloc(residual3_, L * bt * Cs);
+    alloc(lnf_, bt * Cs);
+    alloc(lnf_mean_, bt);
+    alloc(lnf_rstd_, bt);
+    alloc(losses_, bt);
+    alloc(loss_, 1);
+
+    // Training chunks hold bf16 logits; evaluation chunks fp32 logits in the same buffer.
+    const size_t chunk_rows = std::min(bt, std::max<size_t>(2, kLogitsChunkBytes / (Vp * 2)));
+    train_chunk_rows_ = static_cast<int>(chunk_rows);
+    eval_chunk_rows_ = static_cast<int>(std::max<size_t>(1, chunk_rows / 2));
+    alloc(logits_, std::max<size_t>(2, chunk_rows) * Vp);
+
+    alloc(qkv_, bt * 3 * Cs);  // forward: the qkv GEMM's output; backward: dqkv
+    alloc(projected_, bt * Cs);
+    if (!flash_) {
+      alloc(vaccum_, bt * Cs);  // forward: attention output per head; backward: its gradient
+      alloc(dqkvr_, bt * 3 * Cs);
+      alloc(datt_, att_per_layer_);
+    }
+    alloc(dresidual_, bt * Cs);
+    alloc(dsmall_, bt * Cs);
+    alloc(dfch_, bt * 4 * Cs);
+    alloc(layernorm_scratch_, cuda::layernorm_backward_scratch_floats(C()));
+    alloc(bias_scratch_, cuda::bias_backward_scratch_floats(4 * C()));
+    alloc(sumsq_, 1);
+    alloc(sumsq_scratch_, cuda::sum_of_squares_scratch_doubles());
+
+    // Tokens: inputs | targets | bucket tokens | bucket offsets (bt + 1) | positions.
+    alloc(tokens_, 5 * bt + 1);
+    tokens_host_ = PinnedArray<std::int32_t>(5 * bt + 1);
+    loss_host_ = PinnedArray<float>(1);
+    sumsq_host_ = PinnedArray<double>(1);
+
+    std::vector<std::uint64_t> ends;
+    std::vector<std::uint8_t> decay;
+    segment_ends_aligned4_ = true;
+    for (const TensorSpec& t : layout_.tensors()) {
+      ends.push_back(t.offset + t.size);
+      decay.push_back(t.weight_decay ? 1 : 0);
+      segment_ends_aligned4_ = segment_ends_aligned4_ && (t.offset + t.size) % 4 == 0;
+    }
+    alloc(segment_ends_, ends.size());
+    alloc(segment_decay_, decay.size());
+    segment_ends_.upload(ends);
+    segment_decay_.upload(decay);
+  }
+
+  template <typename T>
+  void alloc(DeviceArray<T>& array, size_t count) {
+    array.allocate(count);
+    allocated_bytes_ += array.bytes();
+  }
+
+  void use_device() const { BTM_CUDA_CHECK(cudaSetDevice(gpu_)); }
+  void sync() const { BTM_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void to_device(float* dst, std::span<const float> src) {
+    BTM_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src.data(), src.size_bytes(), cudaMemcpyHostToDevice, stream_));
+  }
+  void to_host(std::span<float> dst, const float* src) const {
+    BTM_CUDA_CHECK(
+        cudaMemcpyAsync(dst.data(), src, dst.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+  }
+  void refresh_bf16() {
+    cuda::float_to_bf16(params_bf16_.get(), params_.get(), layout_.total(), stream_);
+  }
+
+  void check_batch(const Batch& batch, bool need_targets) const {
+    if (batch.B < 1 || batch.B > max_batch_ || batch.T < 1 || batch.T > model_.context)
+      throw std::invalid_argument("cuda engine: batch of B=" + std::to_string(batch.B) +
+                                  ", T=" + std::to_string(batch.T) +
+                                  " needs 1 <= B <= " + std::to_string(max_batch_) +
+                                  " (max_batch) and 1 <= T <= " + std::to_string(model_.context) +
+                                  " (the model's context)");
+    if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
+      throw std::invalid_argument("cuda engine: batch without inputs or targets");
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    auto check_tokens = [&](const std::int32_t* tokens, const char* what) {
+      for (size_t i = 0; i < BT; ++i)
+        if (tokens[i] < 0 || tokens[i] >= model_.vocab_size)
+          throw InputError(std::string("token id ") + std::to_string(tokens[i]) + " in the " +
+                           what + " is outside the model's vocabulary [0, " +
+                           std::to_string(model_.vocab_size) +
+                           "): tokenize the corpus with the tokenizer of this model");
+    };
+    check_tokens(batch.inputs, "inputs");
+    if (need_targets) check_tokens(batch.targets, "targets");
+  }
+
+  // Inputs (and targets) through the pinned staging buffer; the previous upload out of it must
+  // have finished before it is overwritten.
+  void upload_tokens(const Batch& batch, bool with_targets) {
+    BTM_CUDA_CHECK(cudaEventSynchronize(uploaded_));
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    std::int32_t* host = tokens_host_.get();
+    std::copy(batch.inputs, batch.inputs + BT, host);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(tokens_.get(), host, BT * sizeof(std::int32_t),
+                                   cudaMemcpyHostToDevice, stream_));
+    if (with_targets) {
+      std::copy(batch.targets, batch.targets + BT, host + max_bt_);
+      BTM_CUDA_CHECK(cudaMemcpyAsync(tokens_.get() + max_bt_, host + max_bt_,
+                                     BT * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream_));
+    }
+    BTM_CUDA_CHECK(cudaEventRecord(uploaded_, stream_));
+  }
+
+  void upload_buckets(const Batch& batch) {
+    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
+    buckets_.build(batch.inputs, BT, model_.vocab_size);
+    num_buckets_ = static_cast<int>(buckets_.tokens.size());
+    // The pinned region past inputs | targets is not read by the pending copies.
+    std::int32_t* host = tokens_host_.get() + 2 * max_bt_;
+    std::copy(buckets_.tokens.begin(), buckets_.tokens.end(), host);
+    std::copy(buckets_.offsets.begin(), buckets_.offsets.end(), host + max_bt_);
+    std::copy(buckets_.positions.begin(), buckets_.positions.end(), host + 2 * max_bt_ + 1);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(tokens_.get() + 2 * max_bt_, host,
+                                   (3 * max_bt_ + 1) * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
+    BTM_CUDA_CHECK(cudaEventRecord(uploaded_, stream_));
+  }
+
+  // Per-layer slices of the activation buffers.
+  template <typename T>
+  T* layer(DeviceArray<T>& buffer, int l, size_t per_layer) {
+    return buffer.get() + static_cast<size_t>(l) * per_layer;
+  }
+
+  void forward(int B, int T) {
+    const int C = this->C(), L = model_.n_layer, NH = model_.n_head;
+    const int N = B * T;
+    const size_t bc = max_bt_ * C, bt = max_bt_;
+    const bf16* p = params_bf16_.get();
+    cudaStream_t s = stream_;
+    cuda::encoder_forward(encoded_.get(), tokens_.get(), p + layout_.wte(), p + layout_.wpe(), B, T,
+                          C, s);
+    cuda::layernorm_forward(ln1_.get(), ln1_mean_.get(), ln1_rstd_.get(), encoded_.get(),
+                            p + layout_.block(0).ln1_w, p + layout_.block(0).ln1_b, N, C, s);
+    for (int l = 0; l < L; ++l) {
+      const BlockOffsets& o = layout_.block(l);
+      const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
+      bf16* ln1 = layer(ln1_, l, bc);
+      bf16* atty = layer(atty_, l, bc);
+      bf16* residual2 = layer(residual2_, l, bc);
+      bf16* ln2 = layer(ln2_, l, bc);
+      bf16* fch = layer(fch_, l, 4 * bc);
+      bf16* fch_gelu = layer(fch_gelu_, l, 4 * bc);
+      if (flash_) {
+        bf16* qkv = layer(qkvr_, l, 3 * bc);
+        blas_->linear_forward(qkv, ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
+        cuda::flash_attention_forward(atty, layer(lse_, l, bt * NH), qkv, B, T, C, NH, s);
+      } else {
+        blas_->linear_forward(qkv_.get(), ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
+        cuda::attention_forward(*blas_, atty, layer(qkvr_, l, 3 * bc),
+                                layer(att_, l, att_per_layer_), vaccum_.get(), qkv_.get(), B, T, C,
+                                NH, s);
+      }
+      blas_->linear_forward(projected_.get(), atty, p + o.proj_w, p + o.proj_b, N, C, C, s);
+      cuda::residual_layernorm_forward(residual2, ln2, layer(ln2_mean_, l, bt),
+                                       layer(ln2_rstd_, l, bt), residual, projected_.get(),
+                                       p + o.ln2_w, p + o.ln2_b, N, C, s);
+      blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+      cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
+      blas_->linear_forward(projected_.get(), fch_gelu, p + o.fcproj_w, p + o.fcproj_b, N, 4 * C, C,
+                            s);
+      // The residual add is fused with the next LayerNorm: ln_1 of the next block, or ln_f.
+      if (l + 1 < L) {
+        const BlockOffsets& next = layout_.block(l + 1);
+        cuda::residual_layernorm_forward(layer(residual3_, l, bc), layer(ln1_, l + 1, bc),
+                                         layer(ln1_mean_, l + 1, bt), layer(ln1_rstd_, l + 1, bt),
+                                         residual2, projected_.get(), p + next.ln1_w,
+                                         p + next.ln1_b, N, C, s);
+      } else {
+        cuda::residual_layernorm_forward(layer(residual3_, l, bc), lnf_.get(), lnf_mean_.get(),
+                                         lnf_rstd_.get(), residual2, projected_.get(),
+                                         p + layout_.lnf_w(), p + layout_.lnf_b(), N, C, s);
+      }
+    }
+  }
+
+  // Logits, loss and (with backward) the head's gradients, in row chunks of bounded memory.
+  // d(loss)/d(ln_f output) goes to dsmall_.
+  void classifier(int N, float dloss, bool backward) {
+    const int C = this->C(), Vp = model_.padded_vocab();
+    const bf16* wte = params_bf16_.get() + layout_.wte();
+    bf16* logits = logits_.get();
+    for (int r0 = 0; r0 < N; r0 += train_chunk_rows_) {
+      const int rows = std::min(train_chunk_rows_, N - r0);
+      const bf16* lnf = lnf_.get() + static_cast<size_t>(r0) * C;
+      blas_->linear_forward(logits, lnf, wte, nullptr, rows, C, Vp, stream_);
+      cuda::crossentropy_forward_backward(losses_.get() + r0, backward ? logits : nullptr, logits,
+                                          tokens_.get() + max_bt_ + r0, rows, model_.vocab_size, Vp,
+                                          dloss, stream_);
+      if (!backward) continue;
+      blas_->linear_backward_input(dsmall_.get() + static_cast<size_t>(r0) * C, logits, wte, rows,
+                                   C, Vp, stream_);
+      blas_->linear_backward_weight(grads_.get() + layout_.wte(), logits, lnf, rows, C, Vp,
+                                    stream_);
+    }
+  }
+
+  void backward(int B, int T, Communicator* reduce) {
+    const int C = this->C(), L = model_.n_layer, NH = model_.n_head;
+    const int N = B * T;
+    const size_t bc = max_bt_ * C, bt = max_bt_;
+    const bf16* p = params_bf16_.get();
+    float* g = grads_.get();
+    cudaStream_t s = stream_;
+    bf16* dres = dresidual_.get();
+    bf16* dsmall = dsmall_.get();
+    bf16* dfch = dfch_.get();
+    bf16* dqkv = qkv_.get();
+    const bool overlap =
+        reduce != nullptr && reduce->size() > 1 && reduce->space() == MemorySpace::Device;
+    // All-reduce [begin, end) of the gradients on the comm stream once the compute stream has
+    // produced them, then divide by the group size there.
+    auto reduce_range = [&](size_t begin, size_t end) {
+      if (!overlap) return;
+      BTM_CUDA_CHECK(cudaEventRecord(layer_done_, s));
+      BTM_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, layer_done_, 0));
+      reduce->allreduce_sum(g + begin, end - begin, comm_stream_);
+      cuda::scale_in_place(g + begin, 1.0f / static_cast<float>(reduce->size()), end - begin,
+                           comm_stream_);
+    };
+
+    cuda::layernorm_backward(dres, g + layout_.lnf_w(), g + layout_.lnf_b(),
+                             layernorm_scratch_.get(), dsmall, layer(residual3_, L - 1, bc),
+                             p + layout_.lnf_w(), lnf_mean_.get(), lnf_rstd_.get(), N, C, false, s);
+    reduce_range(layout_.lnf_w(), layout_.total());
+    for (int l = L - 1; l >= 0; --l) {
+      const BlockOffsets& o = layout_.block(l);
+      const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
+      // dres holds d(loss)/d(block output): it flows into the MLP and on to residual2.
+      blas_->linear_backward_input(dfch, dres, p + o.fcproj_w, N, 4 * C, C, s);
+      blas_->linear_backward_weight(g + o.fcproj_w, dres, layer(fch_gelu_, l, 4 * bc), N, 4 * C, C,
+                                    s);
+      cuda::bias_backward(g + o.fcproj_b, bias_scratch_.get(), dres, N, C, s);
+      cuda::gelu_backward(dfch, layer(fch_, l, 4 * bc), dfch, static_cast<size_t>(N) * 4 * C, s);
+      blas_->linear_backward_input(dsmall, dfch, p + o.fc_w, N, C, 4 * C, s);
+      blas_->linear_backward_weight(g + o.fc_w, dfch, layer(ln2_, l, bc), N, C, 4 * C, s);
+      cuda::bias_backward(g + o.fc_b, bias_scratch_.get(), dfch, N, 4 * C, s);
+      cuda::layernorm_backward(dres, g + o.ln2_w, g + o.ln2_b, layernorm_scratch_.get(), dsmall,
+                               layer(residual2_, l, bc), p + o.ln2_w, layer(ln2_mean_, l, bt),
+                               layer(ln2_rstd_, l, bt), N, C, true, s);
+      // dres now holds d(loss)/d(residual2): into the block input and through the attention.
+      blas_->linear_backward_input(dsmall, dres, p + o.proj_w, N, C, C, s);
+      blas_->linear_backward_weight(g + o.proj_w, dres, layer(atty_, l, bc), N, C, C, s);
+      cuda::bias_backward(g + o.proj_b, bias_scratch_.get(), dres, N, C, s);
+      if (flash_)
+        cuda::flash_attention_backward(dqkv, dvec_.get(), dsmall, layer(qkvr_, l, 3 * bc),
+                                       layer(atty_, l, bc), layer(lse_, l, bt * NH), B, T, C, NH,
+                                       s);
+      else
+        cuda::attention_backward(*blas_, dqkv, dqkvr_.get(), datt_.get(), vaccum_.get(), dsmall,
+                                 layer(qkvr_, l, 3 * bc), layer(att_, l, att_per_layer_), B, T, C,
+                                 NH, s);
+      blas_->linear_backward_input(dsmall, dqkv, p + o.qkv_w, N, C, 3 * C, s);
+      blas_->linear_backward_weight(g + o.qkv_w, dqkv, layer(ln1_, l, bc), N, C, 3 * C, s);
+      cuda::bias_backward(g + o.qkv_b, bias_scratch_.get(), dqkv, N, 3 * C, s);
+      cuda::layernorm_backward(dres, g + o.ln1_w, g + o.ln1_b, layernorm_scratch_.get(), dsmall,
+                               residual, p + o.ln1_w, layer(ln1_mean_, l, bt),
+                               layer(ln1_rstd_, l, bt), N, C, true, s);
+      reduce_range(o.begin, o.end);
+    }
+    const std::int32_t* buckets = tokens_.get() + 2 * max_bt_;
+    cuda::encoder_backward_wte(g + layout_.wte(), dres, buckets, buckets + max_bt_,
+                               buckets + 2 * max_bt_ + 1, num_buckets_, C, s);
+    cuda::encoder_backward_wpe(g + layout_.wpe(), dres, B, T, C, s);
+    reduce_range(0, layout_.block(0).begin);
+    if (overlap) {
+      // Later work on the compute stream (optimizer, next micro-step) sees averaged gradients.
+      BTM_CUDA_CHECK(cudaEventRecord(comm_done_, comm_stream_));
+      BTM_CUDA_CHECK(cudaStreamWaitEvent(s, comm_done_, 0));
+    }
+  }
+
+  // The slow path for a host communicator (MPI): through host memory, then back.
+  void average_on_host(Communicator& reduce) {
+    const size_t n = layout_.total();
+    host_grads_.resize(n);
+    to_host(host_grads_, grads_.get());
+    sync();
+    reduce.allreduce_sum(host_grads_.data(), n);
+    const float inv = 1.0f / static_cast<float>(reduce.size());
+    for (float& x : host_grads_) x *= inv;
+    to_device(grads_.get(), host_grads_);
+    sync();
+  }
+
+  ModelConfig model_;
+  ParamLayout layout_;
+  int gpu_;
+  int max_batch_;
+  bool flash_ = false;
+  size_t max_bt_ = 0, att_per_layer_ = 0;
+  int train_chunk_rows_ = 1, eval_chunk_rows_ = 1;
+  size_t allocated_bytes_ = 0;
+
+  cudaStream_t stream_ = nullptr, comm_stream_ = nullptr;
+  cudaEvent_t loss_ready_ = nullptr, uploaded_ = nullptr, layer_done_ = nullptr,
+              comm_done_ = nullptr;
+  std::unique_ptr<cuda::Blas> blas_;
+
+  DeviceArray<float> params_, grads_, m_, v_;
+  DeviceArray<bf16> params_bf16_;
+  DeviceArray<std::uint64_t> segment_ends_;
+  DeviceArray<std::uint8_t> segment_decay_;
+  bool segment_ends_aligned4_ = false;
+
+  DeviceArray<bf16> encoded_, ln1_, qkvr_, atty_, att_, residual2_, ln2_, fch_, fch_gelu_,
+      residual3_, lnf_, logits_;
+  DeviceArray<float> ln1_mean_, ln1_rstd_, ln2_mean_, ln2_rstd_, lnf_mean_, lnf_rstd_, losses_,
+      loss_;
+  DeviceArray<bf16> qkv_, projected_, vaccum_, dresidual_, dsmall_, dfch_, dqkvr_, datt_;
+  DeviceArray<float> layernorm_scratch_, bias_scratch_, lse_, dvec_;
+  DeviceArray<double> sumsq_, sumsq_scratch_;
+  DeviceArray<std::int32_t> tokens_;
+  PinnedArray<std::int32_t> tokens_host_;
+  PinnedArray<float> loss_host_;
+  PinnedArray<double> sumsq_host_;
+  cuda::TokenBuckets buckets_;
+  int num_buckets_ = 0;
+  std::vector<float> host_grads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int max_batch,
+                                         CudaAttention attention) {
+  return std::make_unique<CudaEngine>(model, gpu, max_batch, attention);
+}
+
+std::string cuda_engine_attention(const Engine& engine) {
+  const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
+  if (cuda_engine == nullptr) return "";
+  return cuda_engine->flash() ? "flash" : "materialized";
+}
+
+std::size_t cuda_engine_allocated_bytes(const Engine& engine) {
+  const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
+  return cuda_engine != nullptr ? cuda_engine->allocated_bytes() : 0;
+}
+
+}  // namespace btm

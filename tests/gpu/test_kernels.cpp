@@ -1,0 +1,468 @@
+// The kernel harness: every CUDA kernel of cuda_kernels.hpp against its fp32 CPU reference
+// (cpu_kernels.hpp) on random inputs, forward and backward. Inputs are drawn already rounded to
+// bf16, so the reference sees exactly what the kernel sees and the error measured is the
+// kernel's own. Outputs are poisoned (NaN) before each run, so an unwritten element fails.
+//
+// Thresholds (see gpu_test_util.hpp: max-norm = max|gpu - cpu| / max|cpu|,
+// rel L2 = ||gpu - cpu|| / ||cpu||). One rounding to bf16 costs at most 2^-8 = 0.39 % relative.
+//   kernel                        output          max-norm   rel L2   why
+//   encoder forward               bf16            5e-3       5e-3     one bf16 rounding
+//   encoder backward              fp32 (+=)       1e-5       1e-5     fp32 sums, other order
+//   layernorm forward             bf16            1e-2       5e-3     one rounding of (x-m)*s*w+b
+//     mean, rstd                  fp32            1e-5       1e-5
+//   residual + layernorm          bf16 residual   0 (exact)           round(a + b) both sides
+//   layernorm backward  dinp      bf16            1e-2       5e-3     one rounding (+ the old dinp)
+//                       dw, db    fp32 (+=)       1e-4       1e-5     fp32 sums over rows
+//   linear forward                bf16            1e-2       5e-3     fp32 accumulate, 1 rounding
+//   linear forward (fp32 out)     fp32            1e-4       1e-5     accumulation order only
+//   linear backward     dinp      bf16            1e-2       5e-3
+//                       dw, dbias fp32 (+=)       1e-4       1e-5
+//   gelu forward / backward       bf16            1e-2       5e-3     tanhf vs std::tanh + rounding
+//   attention forward   out       bf16            3e-2       1.5e-2   bf16 scores, probabilities,
+//                       att       bf16            2e-2       1e-2       and head outputs
+//   attention backward  dqkv      bf16            5e-2       2.5e-2   ~6 chained bf16 roundings
+//   (the fused flash kernel has the same thresholds; its log2-sum-exp is within 1e-3)
+//   cross-entropy       losses    fp32            1e-4       1e-5     __expf, sum order
+//                       dlogits   bf16            1e-2       5e-3     one rounding; padding exact 0
+//   sum of squares                double          1e-6 relative       fp32 per-thread partials
+//   AdamW               p, m, v   fp32            1e-6       1e-6     same formula (FMA
+//   contraction)
+//                       p bf16    bf16            exact               round(p) of the GPU's own p
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "btm/cpu_kernels.hpp"
+#include "btm/cuda_kernels.hpp"
+#include "gpu_test_util.hpp"
+
+namespace btm {
+namespace {
+
+using namespace gputest;
+constexpr cudaStream_t kStream = nullptr;
+
+TEST(CudaKernels, EncoderForward) {
+  BTM_SKIP_WITHOUT_GPU();
+  for (int C : {64, 12}) {  // 16-byte packs and the scalar path
+    SCOPED_TRACE("C=" + std::to_string(C));
+    const int B = 3, T = 17, V = 50;
+    const auto wte = random_bf16_values(static_cast<std::size_t>(V) * C, 1.0f, 1);
+    const auto wpe = random_bf16_values(static_cast<std::size_t>(T) * C, 1.0f, 2);
+    const auto tokens = random_tokens(static_cast<std::size_t>(B) * T, V, 3);
+    std::vector<float> want(static_cast<std::size_t>(B) * T * C);
+    cpu::encoder_forward(want.data(), tokens.data(), wte.data(), wpe.data(), B, T, C);
+
+    auto d_wte = to_device_bf16(wte), d_wpe = to_device_bf16(wpe);
+    auto d_tokens = to_device(tokens);
+    auto d_out = poisoned<bf16>(want.size());
+    cuda::encoder_forward(d_out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), B, T, C, kStream);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_out, want.size()), want, 5e-3, 5e-3);
+  }
+}
+
+TEST(CudaKernels, EncoderBackward) {
+  BTM_SKIP_WITHOUT_GPU();
+  const int B = 4, T = 9, C = 24, V = 7;  // a small vocabulary: many repeated tokens
+  const auto dout = random_bf16_values(static_cast<std::size_t>(B) * T * C, 1.0f, 4);
+  const auto tokens = random_tokens(static_cast<std::size_t>(B) * T, V, 5);
+  auto want_wte = random_floats(static_cast<std::size_t>(V) * C, -1, 1, 6);
+  auto want_wpe = random_floats(static_cast<std::size_t>(T) * C, -1, 1, 7);
+  auto d_wte = to_device(want_wte), d_wpe = to_device(want_wpe);  // gradients accumulate
+  cpu::encoder_backward(want_wte.data(), want_wpe.data(), dout.data(), tokens.data(), B, T, C);
+
+  cuda::TokenBuckets buckets;
+  buckets.build(tokens.data(), tokens.size(), V);
+  ASSERT_EQ(buckets.offsets.size(), buckets.tokens.size() + 1);
+  ASSERT_EQ(static_cast<std::size_t>(buckets.offsets.back()), tokens.size());
+  auto d_dout = to_device_bf16(dout);
+  auto d_bt = to_device(buckets.tokens), d_bo = to_device(buckets.offsets),
+       d_bp = to_device(buckets.positions);
+  cuda::encoder_backward_wte(d_wte.get(), d_dout.get(), d_bt.get(), d_bo.get(), d_bp.get(),
+                             static_cast<int>(buckets.tokens.size()), C, kStream);
+  cuda::encoder_backward_wpe(d_wpe.get(), d_dout.get(), B, T, C, kStream);
+  BTM_EXPECT_CLOSE(from_device(d_wte, want_wte.size()), want_wte, 1e-5, 1e-5);
+  BTM_EXPECT_CLOSE(from_device(d_wpe, want_wpe.size()), want_wpe, 1e-5, 1e-5);
+}
+
+TEST(CudaKernels, TokenBucketsGroupPositionsByToken) {
+  // Host-only logic, but part of the GPU embedding backward: runs everywhere.
+  const std::vector<std::int32_t> tokens = {3, 1, 3, 0, 1, 3};
+  cuda::TokenBuckets b;
+  b.build(tokens.data(), tokens.size(), 5);
+  EXPECT_EQ(b.tokens, (std::vector<std::int32_t>{0, 1, 3}));
+  EXPECT_EQ(b.offsets, (std::vector<std::int32_t>{0, 1, 3, 6}));
+  EXPECT_EQ(b.positions, (std::vector<std::int32_t>{3, 1, 4, 0, 2, 5}));
+}
+
+TEST(CudaKernels, LayerNormForward) {
+  BTM_SKIP_WITHOUT_GPU();
+  for (int C : {64, 36}) {
+    SCOPED_TRACE("C=" + std::to_string(C));
+    const int N = 37;
+    const auto x = random_bf16_values(static_cast<std::size_t>(N) * C, 2.0f, 8);
+    const auto w = random_bf16_values(C, 1.5f, 9), b = random_bf16_values(C, 0.5f, 10);
+    std::vector<float> want(x.size()), want_mean(N), want_rstd(N);
+    cpu::layernorm_forward(want.data(), want_mean.data(), want_rstd.data(), x.data(), w.data(),
+                           b.data(), N, C);
+    auto d_x = to_device_bf16(x), d_w = to_device_bf16(w), d_b = to_device_bf16(b);
+    auto d_out = poisoned<bf16>(x.size());
+    auto d_mean = poisoned<float>(N), d_rstd = poisoned<float>(N);
+    cuda::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_x.get(), d_w.get(),
+                            d_b.get(), N, C, kStream);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_out, x.size()), want, 1e-2, 5e-3);
+    BTM_EXPECT_CLOSE(from_device(d_mean, N), want_mean, 1e-5, 1e-5);
+    BTM_EXPECT_CLOSE(from_device(d_rstd, N), want_rstd, 1e-5, 1e-5);
+  }
+}
+
+TEST(CudaKernels, ResidualLayerNormForward) {
+  BTM_SKIP_WITHOUT_GPU();
+  const int N = 21, C = 128;
+  const auto a = random_bf16_values(static_cast<std::size_t>(N) * C, 1.0f, 11);
+  const auto b = random_bf16_values(a.size(), 1.0f, 12);
+  const auto w = random_bf16_values(C, 1.5f, 13), bias = random_bf16_values(C, 0.5f, 14);
+  std::vector<float> residual(a.size());
+  cpu::residual_forward(residual.data(), a.data(), b.data(), a.size());
+  for (float& r : residual) r = round_bf16(r);  // the kernel keeps the residual stream in bf16
+  std::vector<float> want(a.size()), mean(N), rstd(N);
+  cpu::layernorm_forward(want.data(), mean.data(), rstd.data(), residual.data(), w.data(),
+                         bias.data(), N, C);
+
+  auto d_a = to_device_bf16(a), d_b = to_device_bf16(b), d_w = to_device_bf16(w),
+       d_bias = to_device_bf16(bias);
+  auto d_residual = poisoned<bf16>(a.size()), d_out = poisoned<bf16>(a.size());
+  auto d_mean = poisoned<float>(N), d_rstd = poisoned<float>(N);
+  cuda::residual_layernorm_forward(d_residual.get(), d_out.get(), d_mean.get(), d_rstd.get(),
+                                   d_a.get(), d_b.get(), d_w.get(), d_bias.get(), N, C, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_residual, a.size()), residual, 0.0, 0.0);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_out, a.size()), want, 1e-2, 5e-3);
+  BTM_EXPECT_CLOSE(from_device(d_rstd, N), rstd, 1e-5, 1e-5);
+}
+
+TEST(CudaKernels, LayerNormBackward) {
+  BTM_SKIP_WITHOUT_GPU();
+  for (int C : {64, 36}) {
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE("C=" + std::to_string(C) + (accumulate ? " accumulate" : " overwrite"));
+      const int N = 1000;  // several blocks of partial sums
+      const auto x = random_bf16_values(static_cast<std::size_t>(N) * C, 2.0f, 15);
+      const auto w = random_bf16_values(C, 1.5f, 16), b = random_bf16_values(C, 0.5f, 17);
+      const auto dout = random_bf16_values(x.size(), 1.0f, 18);
+      std::vector<float> out(x.size()), mean(N), rstd(N);
+      cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N,
+                             C);
+      const auto old_dinp = random_bf16_values(x.size(), 1.0f, 19);
+      auto want_dw = random_floats(C, -1, 1, 20), want_db = random_floats(C, -1, 1, 21);
+      auto d_dw = to_device(want_dw), d_db = to_device(want_db);
+      std::vector<float> want_dinp(x.size());
+      cpu::layernorm_backward(want_dinp.data(), want_dw.data(), want_db.data(), dout.data(),
+                              x.data(), w.data(), mean.data(), rstd.data(), N, C);
+      if (accumulate)
+        for (std::size_t i = 0; i < x.size(); ++i) want_dinp[i] += old_dinp[i];
+
+      auto d_x = to_device_bf16(x), d_w = to_device_bf16(w), d_dout = to_device_bf16(dout);
+      auto d_mean = to_device(mean), d_rstd = to_device(rstd);
+      auto d_dinp = accumulate ? to_device_bf16(old_dinp) : poisoned<bf16>(x.size());
+      DeviceArray<float> scratch(cuda::layernorm_backward_scratch_floats(C));
+      cuda::layernorm_backward(d_dinp.get(), d_dw.get(), d_db.get(), scratch.get(), d_dout.get(),
+                               d_x.get(), d_w.get(), d_mean.get(), d_rstd.get(), N, C, accumulate,
+                               kStream);
+      BTM_EXPECT_CLOSE(from_device_bf16(d_dinp, x.size()), want_dinp, 1e-2, 5e-3);
+      BTM_EXPECT_CLOSE(from_device(d_dw, C), want_dw, 1e-4, 1e-5);
+      BTM_EXPECT_CLOSE(from_device(d_db, C), want_db, 1e-4, 1e-5);
+    }
+  }
+}
+
+TEST(CudaKernels, LinearForward) {
+  BTM_SKIP_WITHOUT_GPU();
+  cuda::Blas blas;
+  const int N = 70, IC = 64, OC = 192;
+  const auto inp = random_bf16_values(static_cast<std::size_t>(N) * IC, 1.0f, 22);
+  const auto w = random_bf16_values(static_cast<std::size_t>(OC) * IC, 0.2f, 23);
+  const auto bias = random_bf16_values(OC, 0.5f, 24);
+  auto d_inp = to_device_bf16(inp), d_w = to_device_bf16(w), d_bias = to_device_bf16(bias);
+  for (bool with_bias : {true, false}) {
+    SCOPED_TRACE(with_bias ? "bias" : "no bias");
+    std::vector<float> want(static_cast<std::size_t>(N) * OC);
+    cpu::matmul_forward(want.data(), inp.data(), w.data(), with_bias ? bias.data() : nullptr, N, IC,
+                        OC);
+    auto d_out = poisoned<bf16>(want.size());
+    blas.linear_forward(d_out.get(), d_inp.get(), d_w.get(), with_bias ? d_bias.get() : nullptr, N,
+                        IC, OC, kStream);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_out, want.size()), want, 1e-2, 5e-3);
+    if (!with_bias) {
+      auto d_out_f = poisoned<float>(want.size());
+      blas.linear_forward_float(d_out_f.get(), d_inp.get(), d_w.get(), N, IC, OC, kStream);
+      BTM_EXPECT_CLOSE(from_device(d_out_f, want.size()), want, 1e-4, 1e-5);
+    }
+  }
+}
+
+TEST(CudaKernels, LinearBackward) {
+  BTM_SKIP_WITHOUT_GPU();
+  cuda::Blas blas;
+  for (int N : {70, 3000}) {  // 3000 rows: several row chunks in the bias gradient
+    SCOPED_TRACE("N=" + std::to_string(N));
+    const int IC = 96, OC = 64;
+    const auto inp = random_bf16_values(static_cast<std::size_t>(N) * IC, 1.0f, 25);
+    const auto w = random_bf16_values(static_cast<std::size_t>(OC) * IC, 0.2f, 26);
+    const auto dout = random_bf16_values(static_cast<std::size_t>(N) * OC, 1.0f, 27);
+    auto want_dw = random_floats(static_cast<std::size_t>(OC) * IC, -1, 1, 28);
+    auto want_db = random_floats(OC, -1, 1, 29);
+    auto d_dw = to_device(want_dw), d_db = to_device(want_db);
+    std::vector<float> want_dinp(static_cast<std::size_t>(N) * IC);
+    cpu::matmul_backward(want_dinp.data(), want_dw.data(), want_db.data(), dout.data(), inp.data(),
+                         w.data(), N, IC, OC);
+
+    auto d_inp = to_device_bf16(inp), d_w = to_device_bf16(w), d_dout = to_device_bf16(dout);
+    auto d_dinp = poisoned<bf16>(want_dinp.size());
+    DeviceArray<float> scratch(cuda::bias_backward_scratch_floats(OC));
+    blas.linear_backward_input(d_dinp.get(), d_dout.get(), d_w.get(), N, IC, OC, kStream);
+    blas.linear_backward_weight(d_dw.get(), d_dout.get(), d_inp.get(), N, IC, OC, kStream);
+    cuda::bias_backward(d_db.get(), scratch.get(), d_dout.get(), N, OC, kStream);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_dinp, want_dinp.size()), want_dinp, 1e-2, 5e-3);
+    BTM_EXPECT_CLOSE(from_device(d_dw, want_dw.size()), want_dw, 1e-4, 1e-5);
+    BTM_EXPECT_CLOSE(from_device(d_db, want_db.size()), want_db, 1e-4, 1e-5);
+  }
+}
+
+TEST(CudaKernels, Gelu) {
+  BTM_SKIP_WITHOUT_GPU();
+  for (std::size_t n : {std::size_t{4096}, std::size_t{1003}}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    const auto x = random_bf16_values(n, 4.0f, 30);
+    const auto dout = random_bf16_values(n, 1.0f, 31);
+    std::vector<float> want(n), want_d(n);
+    cpu::gelu_forward(want.data(), x.data(), n);
+    cpu::gelu_backward(want_d.data(), x.data(), dout.data(), n);
+    auto d_x = to_device_bf16(x), d_dout = to_device_bf16(dout);
+    auto d_out = poisoned<bf16>(n);
+    cuda::gelu_forward(d_out.get(), d_x.get(), n, kStream);
+    cuda::gelu_backward(d_dout.get(), d_x.get(), d_dout.get(), n, kStream);  // in place
+    BTM_EXPECT_CLOSE(from_device_bf16(d_out, n), want, 1e-2, 5e-3);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_dout, n), want_d, 1e-2, 5e-3);
+  }
+}
+
+TEST(CudaKernels, HeadsSplitMergeRoundTrip) {
+  BTM_SKIP_WITHOUT_GPU();
+  const int B = 2, T = 5, NH = 3, hs = 8, C = NH * hs;
+  const auto qkv = random_bf16_values(static_cast<std::size_t>(B) * T * 3 * C, 1.0f, 32);
+  auto d_qkv = to_device_bf16(qkv);
+  auto d_k = poisoned<bf16>(static_cast<std::size_t>(B) * T * C);
+  cuda::heads_split(d_k.get(), d_qkv.get(), B, T, NH, hs, 3 * C, C, kStream);
+  const auto k = from_device_bf16(d_k, static_cast<std::size_t>(B) * T * C);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < T; ++t)
+        for (int d = 0; d < hs; ++d)
+          ASSERT_EQ(k[((static_cast<std::size_t>(b) * NH + h) * T + t) * hs + d],
+                    qkv[(static_cast<std::size_t>(b) * T + t) * 3 * C + C + h * hs + d]);
+  auto d_back = to_device_bf16(std::vector<float>(qkv.size(), 0.0f));
+  cuda::heads_merge(d_back.get(), d_k.get(), B, T, NH, hs, 3 * C, C, kStream);
+  const auto back = from_device_bf16(d_back, qkv.size());
+  for (std::size_t row = 0; row < static_cast<std::size_t>(B) * T; ++row)
+    for (int c = 0; c < 3 * C; ++c) {
+      const std::size_t i = row * 3 * C + c;
+      ASSERT_EQ(back[i], (c >= C && c < 2 * C) ? qkv[i] : 0.0f);
+    }
+}
+
+struct AttentionShape {
+  int B, T, C, NH;
+};
+
+class CudaAttention : public ::testing::TestWithParam<AttentionShape> {};
+
+TEST_P(CudaAttention, ForwardAndBackwardMatchCpu) {
+  BTM_SKIP_WITHOUT_GPU();
+  const auto [B, T, C, NH] = GetParam();
+  cuda::Blas blas;
+  const std::size_t NC = static_cast<std::size_t>(B) * T * C;
+  const std::size_t att_size = static_cast<std::size_t>(B) * NH * T * T;
+  const auto qkv = random_bf16_values(3 * NC, 1.0f, 33);
+  const auto dout = random_bf16_values(NC, 1.0f, 34);
+  std::vector<float> want(NC), want_att(att_size), want_dqkv(3 * NC);
+  cpu::attention_forward(want.data(), want_att.data(), qkv.data(), B, T, C, NH);
+  cpu::attention_backward(want_dqkv.data(), dout.data(), qkv.data(), want_att.data(), B, T, C, NH);
+
+  auto d_qkv = to_device_bf16(qkv), d_dout = to_device_bf16(dout);
+  auto d_out = poisoned<bf16>(NC), d_att = poisoned<bf16>(att_size);
+  auto d_qkvr = poisoned<bf16>(3 * NC), d_vaccum = poisoned<bf16>(NC);
+  cuda::attention_forward(blas, d_out.get(), d_qkvr.get(), d_att.get(), d_vaccum.get(), d_qkv.get(),
+                          B, T, C, NH, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_out, NC), want, 3e-2, 1.5e-2);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_att, att_size), want_att, 2e-2, 1e-2);
+
+  auto d_dqkv = poisoned<bf16>(3 * NC), d_dqkvr = poisoned<bf16>(3 * NC);
+  auto d_datt = poisoned<bf16>(att_size), d_dvaccum = poisoned<bf16>(NC);
+  cuda::attention_backward(blas, d_dqkv.get(), d_dqkvr.get(), d_datt.get(), d_dvaccum.get(),
+                           d_dout.get(), d_qkvr.get(), d_att.get(), B, T, C, NH, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_dqkv, 3 * NC), want_dqkv, 5e-2, 2.5e-2);
+}
+
+std::string shape_name(const ::testing::TestParamInfo<AttentionShape>& info) {
+  const AttentionShape& s = info.param;
+  return "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) + "_C" + std::to_string(s.C) +
+         "_NH" + std::to_string(s.NH);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
+                         ::testing::Values(AttentionShape{2, 64, 64, 2},      // hs 32
+                                           AttentionShape{2, 37, 64, 4},      // odd T, hs 16
+                                           AttentionShape{1, 128, 256, 2},    // hs 128
+                                           AttentionShape{1, 1024, 128, 2}),  // GPT-2's T
+                         shape_name);
+
+// The fused kernel (head dim 64): same references and thresholds as the materialized one, plus
+// the rows' log2-sum-exp against the CPU's scores (|error| <= 1e-3).
+class CudaFlashAttention : public ::testing::TestWithParam<AttentionShape> {};
+
+TEST_P(CudaFlashAttention, ForwardAndBackwardMatchCpu) {
+  BTM_SKIP_WITHOUT_GPU();
+  const auto [B, T, C, NH] = GetParam();
+  const int hs = C / NH;
+  ASSERT_TRUE(cuda::flash_attention_supported(hs));
+  const std::size_t NC = static_cast<std::size_t>(B) * T * C;
+  const std::size_t rows = static_cast<std::size_t>(B) * NH * T;
+  const auto qkv = random_bf16_values(3 * NC, 1.0f, 42);
+  const auto dout = random_bf16_values(NC, 1.0f, 43);
+  std::vector<float> want(NC), att(static_cast<std::size_t>(B) * NH * T * T), want_dqkv(3 * NC);
+  cpu::attention_forward(want.data(), att.data(), qkv.data(), B, T, C, NH);
+  cpu::attention_backward(want_dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
+  // log2(sum_{j <= t} exp(q_t . k_j / sqrt(hs))) per (b, h, t), in double.
+  std::vector<float> want_lse(rows);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < T; ++t) {
+        const float* q = qkv.data() + (static_cast<std::size_t>(b) * T + t) * 3 * C + h * hs;
+        double sum = 0;
+        for (int j = 0; j <= t; ++j) {
+          const float* k = qkv.data() + (static_cast<std::size_t>(b) * T + j) * 3 * C + C + h * hs;
+          double dot = 0;
+          for (int d = 0; d < hs; ++d) dot += static_cast<double>(q[d]) * k[d];
+          sum += std::exp(dot / std::sqrt(static_cast<double>(hs)));
+        }
+        want_lse[(static_cast<std::size_t>(b) * NH + h) * T + t] =
+            static_cast<float>(std::log2(sum));
+      }
+
+  auto d_qkv = to_device_bf16(qkv), d_dout = to_device_bf16(dout);
+  auto d_out = poisoned<bf16>(NC);
+  auto d_lse = poisoned<float>(rows);
+  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_out, NC), want, 3e-2, 1.5e-2);
+  const auto got_lse = from_device(d_lse, rows);
+  for (std::size_t i = 0; i < rows; ++i) ASSERT_NEAR(got_lse[i], want_lse[i], 1e-3) << i;
+
+  auto d_dqkv = poisoned<bf16>(3 * NC);
+  auto d_dvec = poisoned<float>(rows);
+  cuda::flash_attention_backward(d_dqkv.get(), d_dvec.get(), d_dout.get(), d_qkv.get(), d_out.get(),
+                                 d_lse.get(), B, T, C, NH, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_dqkv, 3 * NC), want_dqkv, 5e-2, 2.5e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaFlashAttention,
+                         ::testing::Values(AttentionShape{2, 100, 128, 2},    // partial last tile
+                                           AttentionShape{1, 256, 64, 1},     // 4 full tiles
+                                           AttentionShape{3, 17, 192, 3},     // one partial tile
+                                           AttentionShape{1, 1024, 128, 2}),  // 16 tiles
+                         shape_name);
+
+TEST(CudaKernels, CrossEntropy) {
+  BTM_SKIP_WITHOUT_GPU();
+  for (int Vp : {128, 101}) {  // 16-byte packs and the scalar path
+    SCOPED_TRACE("Vp=" + std::to_string(Vp));
+    const int N = 9, V = 100;
+    auto logits = random_bf16_values(static_cast<std::size_t>(N) * Vp, 4.0f, 35);
+    for (int i = 0; i < N; ++i)  // the padded columns are large: they must be ignored
+      for (int j = V; j < Vp; ++j) logits[static_cast<std::size_t>(i) * Vp + j] = 50.0f;
+    const auto targets = random_tokens(N, V, 36);
+    const float dloss = 1.0f / N;
+    std::vector<float> want_losses(N), want_d(logits.size());
+    cpu::crossentropy_forward_backward(want_losses.data(), want_d.data(), logits.data(),
+                                       targets.data(), N, V, Vp, dloss);
+
+    auto d_logits = to_device_bf16(logits);
+    auto d_targets = to_device(targets);
+    auto d_losses = poisoned<float>(N);
+    // dlogits in place, as the engine runs it
+    cuda::crossentropy_forward_backward(d_losses.get(), d_logits.get(), d_logits.get(),
+                                        d_targets.get(), N, V, Vp, dloss, kStream);
+    BTM_EXPECT_CLOSE(from_device(d_losses, N), want_losses, 1e-4, 1e-5);
+    const auto got_d = from_device_bf16(d_logits, logits.size());
+    BTM_EXPECT_CLOSE(got_d, want_d, 1e-2, 5e-3);
+    for (int i = 0; i < N; ++i)
+      for (int j = V; j < Vp; ++j) ASSERT_EQ(got_d[static_cast<std::size_t>(i) * Vp + j], 0.0f);
+
+    // fp32 logits, no gradient (evaluation)
+    auto d_logits_f = to_device(logits);
+    auto d_losses_f = poisoned<float>(N);
+    cuda::crossentropy_forward(d_losses_f.get(), d_logits_f.get(), d_targets.get(), N, V, Vp,
+                               kStream);
+    BTM_EXPECT_CLOSE(from_device(d_losses_f, N), want_losses, 1e-4, 1e-5);
+  }
+}
+
+TEST(CudaKernels, MeanOf) {
+  BTM_SKIP_WITHOUT_GPU();
+  const auto values = random_floats(5000, 0, 10, 37);
+  const double want = std::accumulate(values.begin(), values.end(), 0.0) / values.size();
+  auto d_values = to_device(values);
+  auto d_mean = poisoned<float>(1);
+  cuda::mean_of(d_mean.get(), d_values.get(), static_cast<int>(values.size()), kStream);
+  EXPECT_NEAR(from_device(d_mean, 1)[0], want, 1e-6 * want);
+}
+
+TEST(CudaKernels, SumOfSquaresAndAdamW) {
+  BTM_SKIP_WITHOUT_GPU();
+  // Three tensors: decayed weight, undecayed bias, decayed weight.
+  const std::vector<std::size_t> sizes = {4096, 64, 12288};
+  const std::vector<std::uint8_t> decays = {1, 0, 1};
+  std::vector<std::uint64_t> ends;
+  std::size_t n = 0;
+  for (std::size_t s : sizes) ends.push_back(n += s);
+  for (bool vector : {true, false}) {
+    SCOPED_TRACE(vector ? "float4" : "scalar");
+    auto p = random_floats(n, -1, 1, 38), g = random_floats(n, -0.5f, 0.5f, 39);
+    auto m = random_floats(n, -0.1f, 0.1f, 40), v = random_floats(n, 0, 0.01f, 41);
+    const double want_sumsq = cpu::sum_of_squares(g.data(), n);
+    auto d_p = to_device(p), d_g = to_device(g), d_m = to_device(m), d_v = to_device(v);
+    auto d_pb = poisoned<bf16>(n);
+    auto d_ends = to_device(ends);
+    auto d_decay = to_device(decays);
+    DeviceArray<double> d_sumsq(1), d_scratch(cuda::sum_of_squares_scratch_doubles());
+    cuda::sum_of_squares(d_sumsq.get(), d_scratch.get(), d_g.get(), n, kStream);
+    const double got_sumsq = from_device(d_sumsq, 1)[0];
+    EXPECT_NEAR(got_sumsq, want_sumsq, 1e-6 * want_sumsq);
+
+    const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    const float grad_clip = 1.0f;  // below the norm: clipping is active
+    const float bias1 = 1.0f - std::pow(beta1, 3.0f), bias2 = 1.0f - std::pow(beta2, 3.0f);
+    const float clip = static_cast<float>(std::min(1.0, grad_clip / (std::sqrt(got_sumsq) + 1e-6)));
+    ASSERT_LT(clip, 1.0f);
+    std::size_t begin = 0;
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+      cpu::adamw_update(p.data() + begin, g.data() + begin, m.data() + begin, v.data() + begin,
+                        sizes[k], lr, beta1, beta2, eps, decays[k] ? wd : 0.0f, bias1, bias2, clip);
+      begin += sizes[k];
+    }
+    cuda::DecaySegments segments{d_ends.get(), d_decay.get(), static_cast<int>(ends.size()),
+                                 vector};
+    cuda::adamw_update(d_p.get(), d_pb.get(), d_g.get(), d_m.get(), d_v.get(), n, segments, lr,
+                       beta1, beta2, eps, wd, bias1, bias2, d_sumsq.get(), grad_clip, kStream);
+    const auto got_p = from_device(d_p, n);
+    BTM_EXPECT_CLOSE(got_p, p, 1e-6, 1e-6);
+    BTM_EXPECT_CLOSE(from_device(d_m, n), m, 1e-6, 1e-6);
+    BTM_EXPECT_CLOSE(from_device(d_v, n), v, 1e-6, 1e-6);
+    const auto got_pb = from_device_bf16(d_pb, n);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(got_pb[i], round_bf16(got_p[i])) << i;
+  }
+}
+
+}  // namespace
+}  // namespace btm

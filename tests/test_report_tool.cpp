@@ -1,0 +1,150 @@
+// Tests of the Python report tool: tools/make_fake_eval.py writes a synthetic run, then
+// tools/report.py must turn it into report.md and three PNG plots, and refuse files that are not
+// btm eval files with exit code 2. Skipped where no python3 with h5py is installed.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace btm {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Exit status of a shell command (-1 if it did not exit normally).
+int run_shell(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+fs::path source_dir() {
+  const char* env = std::getenv("BTM_SOURCE_DIR");
+  return env && *env ? fs::path(env) : fs::path(BTM_SOURCE_DIR);
+}
+
+// The first python3 that can import h5py and numpy: $BTM_PYTHON, python3 on PATH (which may be a
+// pyenv without Debian's modules), then Debian's own /usr/bin/python3.
+std::optional<std::string> find_python() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("BTM_PYTHON"); env && *env) candidates.push_back(env);
+  candidates.push_back("python3");
+  candidates.push_back("/usr/bin/python3");
+  for (const std::string& python : candidates) {
+    if (run_shell(shell_quote(python) + " -c 'import h5py, numpy' >/dev/null 2>&1") == 0)
+      return python;
+  }
+  return std::nullopt;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool is_nonempty_png(const fs::path& path) {
+  if (!fs::exists(path) || fs::file_size(path) < 100) return false;
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, 8);
+  return std::string(magic, 8) == std::string("\x89PNG\r\n\x1a\n", 8);
+}
+
+class ReportTool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto found = find_python();
+    if (!found) GTEST_SKIP() << "no python3 with h5py and numpy (install python3-h5py)";
+    python_ = *found;
+    tools_ = source_dir() / "tools";
+    ASSERT_TRUE(fs::exists(tools_ / "report.py")) << tools_;
+  }
+
+  // Runs a tool with arguments; stdout and stderr go to `log`.
+  int tool(const std::string& script, const std::string& args, const fs::path& log) {
+    return run_shell(shell_quote(python_) + " " + shell_quote((tools_ / script).string()) + " " +
+                     args + " >" + shell_quote(log.string()) + " 2>&1");
+  }
+
+  std::string python_;
+  fs::path tools_;
+  test::TempDir dir_{"btm-report"};
+};
+
+TEST_F(ReportTool, WritesTableAndPlotsOfAFakeRun) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()) + " --dense", log), 0)
+      << read_text(log);
+  ASSERT_TRUE(fs::exists(run / "eval.h5"));
+  ASSERT_TRUE(fs::exists(run / "metrics" / "seed.h5"));
+
+  ASSERT_EQ(tool("report.py", shell_quote(run.string()), log), 0) << read_text(log);
+  const fs::path out = run / "report";  // the default output directory
+  const std::string md = read_text(out / "report.md");
+  ASSERT_FALSE(md.empty());
+  EXPECT_NE(md.find("| Method | In-domain mean | Out-of-domain mean | legal | code | covid † | "
+                    "tweets † |"),
+            std::string::npos)
+      << md;
+  for (const char* method : {"elm:legal", "elm:code", "ensemble:top-1", "ensemble:top-2",
+                             "ensemble:uniform-mixture", "ensemble:uniform-prior",
+                             "average:uniform", "average:cached-prior", "average:argmax", "dense"})
+    EXPECT_NE(md.find("| " + std::string(method) + " |"), std::string::npos) << method << "\n"
+                                                                             << md;
+  EXPECT_NE(md.find("**"), std::string::npos) << "no best value in bold\n" << md;
+  EXPECT_NE(md.find("| – |"), std::string::npos) << "the NaN entry is not shown as missing";
+  for (const char* png : {"loss_vs_tokens.png", "ppl_vs_topk.png", "prior_heatmap.png"})
+    EXPECT_TRUE(is_nonempty_png(out / png)) << png;
+
+  // --out puts everything elsewhere.
+  const fs::path other = dir_ / "elsewhere";
+  ASSERT_EQ(
+      tool("report.py", shell_quote(run.string()) + " --out " + shell_quote(other.string()), log),
+      0)
+      << read_text(log);
+  EXPECT_NE(read_text(other / "report.md").find("| ensemble:top-2 |"), std::string::npos);
+  EXPECT_TRUE(is_nonempty_png(other / "prior_heatmap.png"));
+}
+
+TEST_F(ReportTool, RefusesFilesThatAreNotBtmEvalFiles) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()), log), 0) << read_text(log);
+
+  // An HDF5 file of another btm format (a metrics file), named as an eval file.
+  const fs::path fake_run = dir_ / "not-eval";
+  fs::create_directories(fake_run);
+  fs::copy_file(run / "metrics" / "seed.h5", fake_run / "eval.h5");
+  EXPECT_EQ(tool("report.py", shell_quote(fake_run.string()), log), 2);
+  EXPECT_NE(read_text(log).find("not a btm eval file"), std::string::npos) << read_text(log);
+  EXPECT_FALSE(fs::exists(fake_run / "report" / "report.md"));
+
+  // The same file given by path.
+  EXPECT_EQ(tool("report.py", shell_quote((run / "metrics" / "seed.h5").string()), log), 2);
+
+  // Not HDF5 at all.
+  const fs::path text = dir_ / "text.h5";
+  std::ofstream(text) << "not hdf5\n";
+  EXPECT_EQ(tool("report.py", shell_quote(text.string()), log), 2);
+  EXPECT_NE(read_text(log).find("not an HDF5 file"), std::string::npos) << read_text(log);
+
+  // A run directory without eval.h5.
+  EXPECT_EQ(tool("report.py", shell_quote((dir_ / "empty").string()), log), 2);
+}
+
+}  // namespace
+}  // namespace btm

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Writes a synthetic but format-correct btm run for testing tools/report.py:
+RUN/eval.h5 (the format of include/btm/evaluate.hpp) and RUN/metrics/NAME.h5 for the seed and
+each ELM (the format of include/btm/metrics.hpp), plus the dense baseline with --dense.
+
+usage: python3 tools/make_fake_eval.py RUN [--elms legal,code] [--heldout covid,tweets] [--dense]
+The numbers are made up (deterministic, seeded) but shaped like a real run: each ELM is best on
+its own domain, the ensemble improves with k, held-out domains are harder."""
+import argparse
+import os
+import sys
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:
+    sys.exit(f"make_fake_eval.py: {e.name} is missing for {sys.executable}: "
+             "install python3-h5py and python3-numpy (Debian) or run /usr/bin/python3")
+
+STR = h5py.string_dtype()  # variable-length UTF-8, as btm's HDF5 layer writes strings
+
+
+def str_list(obj, name, values):
+    obj.attrs.create(name, np.array(values, dtype=object), dtype=STR)
+
+
+def write_metrics(path, name, steps, start_tokens, loss0, loss1, rng):
+    step = np.arange(1, steps + 1, dtype=np.int64)
+    tokens = start_tokens + step * 4096
+    loss = loss1 + (loss0 - loss1) * np.exp(-step / (steps / 4)) + rng.normal(0, 0.02, steps)
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "btm-metrics"
+        f.attrs["format_version"] = np.int64(1)
+        f.attrs["name"] = name
+        f.attrs["config"] = "[model]\nn_layer = 2\n"
+        f["step"] = step
+        f["tokens"] = tokens.astype(np.int64)
+        f["loss"] = loss.astype(np.float64)
+        f["lr"] = np.linspace(5e-4, 0, steps)
+        f["grad_norm"] = np.abs(rng.normal(1.0, 0.1, steps))
+        f["tokens_per_s"] = np.full(steps, 1e5)
+        f["elapsed_s"] = step * 0.04
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="run directory to create or fill")
+    p.add_argument("--elms", default="legal,code", help="train domains = ELM names")
+    p.add_argument("--heldout", default="covid,tweets", help="held-out evaluation domains")
+    p.add_argument("--dense", action="store_true", help="also a dense baseline")
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+
+    rng = np.random.default_rng(a.seed)
+    elms = [e for e in a.elms.split(",") if e]
+    heldout = [d for d in a.heldout.split(",") if d]
+    domains = elms + heldout
+    K, D = len(elms), len(domains)
+    in_domain = np.array([1.0] * K + [0.0] * len(heldout))
+
+    # Cached priors: a train domain puts most mass on its own ELM; a held-out one is spread.
+    priors = np.empty((D, K))
+    for d in range(D):
+        raw = rng.uniform(0.5, 1.5, K)
+        if d < K:
+            raw[d] += 4.0 * K
+        priors[d] = raw / raw.sum()
+
+    base = np.array([20.0] * K + [35.0] * len(heldout)) * rng.uniform(0.9, 1.1, D)
+    methods, rows = [], []
+    for j, name in enumerate(elms):
+        own = np.where(np.arange(D) == j, 0.7, 1.25)
+        methods.append(f"elm:{name}")
+        rows.append(base * own)
+    for k in range(1, K + 1):
+        methods.append(f"ensemble:top-{k}")
+        rows.append(base * (0.72 - 0.03 * (k - 1)))
+    extra = {"ensemble:uniform-mixture": 0.95, "ensemble:uniform-prior": 0.74,
+             "average:uniform": 1.05, "average:cached-prior": 0.82, "average:argmax": 0.8}
+    for name, factor in extra.items():
+        methods.append(name)
+        rows.append(base * factor)
+    if a.dense:
+        methods.append("dense")
+        rows.append(base * 0.85)
+    ppl = np.array(rows)
+    if K >= 2 and heldout:
+        ppl[methods.index(f"elm:{elms[1]}"), D - 1] = np.nan  # a method not evaluated somewhere
+
+    def group_mean(mask):
+        return ppl[:, mask].mean(axis=1) if mask.any() else np.full(len(methods), np.nan)
+
+    weights = np.stack([np.full((D, K), 1.0 / K), priors,
+                        np.eye(K)[np.argmax(priors, axis=1)]])
+
+    os.makedirs(os.path.join(a.run, "metrics"), exist_ok=True)
+    with h5py.File(os.path.join(a.run, "eval.h5"), "w") as f:
+        f.attrs["format"] = "btm-eval"
+        f.attrs["format_version"] = np.int64(1)
+        f.attrs["config"] = "[eval]\nblocks = 4\nposterior = prefix\n"
+        str_list(f, "elms", elms)
+        str_list(f, "domains", domains)
+        f.attrs["in_domain"] = in_domain
+        f.attrs["posterior"] = "prefix"
+        f["perplexity"] = ppl
+        str_list(f["perplexity"], "methods", methods)
+        f["mean_in_domain"] = group_mean(in_domain == 1.0)
+        f["mean_out_domain"] = group_mean(in_domain == 0.0)
+        f["priors"] = priors
+        f["average_weights"] = weights
+        str_list(f["average_weights"], "schemes", ["uniform", "cached-prior", "argmax"])
+        f["tokens"] = np.full(D, 4 * 1024, dtype=np.int64)
+
+    mdir = os.path.join(a.run, "metrics")
+    write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng)
+    for name in elms:
+        write_metrics(os.path.join(mdir, f"{name}.h5"), name, 100, 100 * 4096, 3.2, 2.6, rng)
+    if a.dense:
+        write_metrics(os.path.join(mdir, "dense.h5"), "dense", 200, 0, 6.0, 2.9, rng)
+    print(f"wrote {a.run}/eval.h5 ({len(methods)} methods x {D} domains) and metrics")
+
+
+if __name__ == "__main__":
+    main()

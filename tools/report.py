@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Turns a btm run's evaluation into a report: RUN/eval.h5 (written by `btm eval`, format in
+include/btm/evaluate.hpp) and RUN/metrics/*.h5 (include/btm/metrics.hpp) become
+
+  DIR/report.md          header (ELMs, domains, tokens) and the paper-style perplexity table:
+                         rows = methods, columns = in-domain mean, out-of-domain mean, each domain;
+                         the best (lowest) value of each column in bold; cached priors
+  DIR/loss_vs_tokens.png training loss per model (seed, ELMs, dense) against tokens
+  DIR/ppl_vs_topk.png    mean in- / out-of-domain perplexity of the top-k ensemble against k
+  DIR/prior_heatmap.png  the cached prior of every evaluation domain over the ELMs
+
+usage: python3 tools/report.py RUN [--out DIR]      (DIR defaults to RUN/report)
+RUN may also be the path of an eval file. Exit codes: 0 done, 2 the input is not a readable btm
+eval file (the message says why), 1 anything else. Needs python3-h5py, python3-numpy and
+python3-matplotlib (Debian packages)."""
+import argparse
+import math
+import os
+import re
+import sys
+
+EXIT_BAD_INPUT = 2
+EVAL_FORMAT = "btm-eval"
+EVAL_FORMAT_VERSION = 1
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:
+    sys.exit(f"report.py: the Python module {e.name} is missing for {sys.executable}: install "
+             "python3-h5py and python3-numpy (Debian), or run the tool with /usr/bin/python3")
+
+
+class BadInput(Exception):
+    """The input is not a btm eval file we can read; the message names the file and why."""
+
+
+def as_str(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return as_str(value.item())
+    return str(value)
+
+
+def as_str_list(value):
+    if isinstance(value, (str, bytes)):
+        return [as_str(value)]
+    return [as_str(v) for v in np.asarray(value).reshape(-1)]
+
+
+class EvalResults:
+    """The contents of one eval.h5, checked against the format."""
+
+    def __init__(self, path):
+        self.path = path
+        if not os.path.exists(path):
+            raise BadInput(f"{path}: file not found (run `btm eval` first)")
+        if not os.path.isfile(path):
+            raise BadInput(f"{path}: not a file")
+        if not h5py.is_hdf5(path):
+            raise BadInput(f"{path}: not an HDF5 file, so not a btm eval file")
+        try:
+            with h5py.File(path, "r") as f:
+                self._read(f)
+        except OSError as e:
+            raise BadInput(f"{path}: cannot read the HDF5 file ({e})")
+
+    def _need(self, f, name, ndim):
+        if name not in f or not isinstance(f[name], h5py.Dataset):
+            raise BadInput(f"{self.path}: dataset /{name} is missing: not a complete btm eval file")
+        data = f[name][()]
+        if np.ndim(data) != ndim:
+            raise BadInput(f"{self.path}: /{name} has {np.ndim(data)} dimensions, expected {ndim}")
+        return data
+
+    def _read(self, f):
+        fmt = as_str(f.attrs["format"]) if "format" in f.attrs else None
+        if fmt != EVAL_FORMAT:
+            what = f"its format attribute is '{fmt}'" if fmt else "it has no format attribute"
+            raise BadInput(f"{self.path}: not a btm eval file ({what}, expected '{EVAL_FORMAT}')")
+        version = int(np.asarray(f.attrs.get("format_version", -1)).reshape(-1)[0])
+        if version != EVAL_FORMAT_VERSION:
+            raise BadInput(f"{self.path}: btm eval format version {version}; this report.py "
+                           f"reads version {EVAL_FORMAT_VERSION} (use the tools of the btm "
+                           "that wrote it)")
+        for name in ("elms", "domains", "in_domain"):
+            if name not in f.attrs:
+                raise BadInput(f"{self.path}: root attribute '{name}' is missing")
+        self.elms = as_str_list(f.attrs["elms"])
+        self.domains = as_str_list(f.attrs["domains"])
+        self.in_domain = np.asarray(f.attrs["in_domain"], dtype=float).reshape(-1)
+        self.posterior = as_str(f.attrs["posterior"]) if "posterior" in f.attrs else "?"
+        K, D = len(self.elms), len(self.domains)
+        if len(self.in_domain) != D:
+            raise BadInput(f"{self.path}: in_domain has {len(self.in_domain)} entries for {D} "
+                           "domains")
+        self.ppl = np.asarray(self._need(f, "perplexity", 2), dtype=float)
+        if "methods" not in f["perplexity"].attrs:
+            raise BadInput(f"{self.path}: /perplexity has no 'methods' attribute")
+        self.methods = as_str_list(f["perplexity"].attrs["methods"])
+        if self.ppl.shape != (len(self.methods), D):
+            raise BadInput(f"{self.path}: /perplexity is {self.ppl.shape}, expected "
+                           f"({len(self.methods)} methods, {D} domains)")
+        self.mean_in = np.asarray(self._need(f, "mean_in_domain", 1), dtype=float)
+        self.mean_out = np.asarray(self._need(f, "mean_out_domain", 1), dtype=float)
+        for name, arr in (("mean_in_domain", self.mean_in), ("mean_out_domain", self.mean_out)):
+            if arr.shape != (len(self.methods),):
+                raise BadInput(f"{self.path}: /{name} has {arr.shape[0]} entries for "
+                               f"{len(self.methods)} methods")
+        self.priors = np.asarray(self._need(f, "priors", 2), dtype=float)
+        if self.priors.shape != (D, K):
+            raise BadInput(f"{self.path}: /priors is {self.priors.shape}, expected ({D}, {K})")
+        self.tokens = np.asarray(self._need(f, "tokens", 1)).astype(np.int64)
+        if self.tokens.shape != (D,):
+            raise BadInput(f"{self.path}: /tokens has {self.tokens.shape[0]} entries for {D} "
+                           "domains")
+        self.schemes, self.average_weights = [], None
+        if "average_weights" in f:
+            self.average_weights = np.asarray(f["average_weights"][()], dtype=float)
+            self.schemes = as_str_list(f["average_weights"].attrs.get("schemes", []))
+
+    def train_domains(self):
+        return [i for i, v in enumerate(self.in_domain) if v == 1.0]
+
+    def heldout_domains(self):
+        return [i for i, v in enumerate(self.in_domain) if v != 1.0]
+
+
+def read_metrics(metrics_dir):
+    """{name: (tokens, loss)} of every readable btm metrics file; others are skipped with a
+    warning (a report without one curve is still useful)."""
+    curves = {}
+    if not os.path.isdir(metrics_dir):
+        return curves
+    for entry in sorted(os.listdir(metrics_dir)):
+        if not entry.endswith(".h5"):
+            continue
+        path = os.path.join(metrics_dir, entry)
+        try:
+            with h5py.File(path, "r") as f:
+                if as_str(f.attrs.get("format", "")) != "btm-metrics":
+                    raise ValueError("not a btm metrics file")
+                name = as_str(f.attrs["name"]) if "name" in f.attrs else entry[:-3]
+                tokens = np.asarray(f["tokens"][()], dtype=float)
+                loss = np.asarray(f["loss"][()], dtype=float)
+            if tokens.shape != loss.shape:
+                raise ValueError("tokens and loss have different lengths")
+            curves[name] = (tokens, loss)
+        except (OSError, KeyError, ValueError) as e:
+            print(f"report.py: warning: skipping {path}: {e}", file=sys.stderr)
+    return curves
+
+
+def fmt_ppl(x):
+    return "–" if not math.isfinite(x) else f"{x:.2f}"
+
+
+def markdown_table(header, rows, bold):
+    """rows: list of lists of cell strings; bold[r][c] marks cells to embolden."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for r, row in enumerate(rows):
+        cells = [f"**{c}**" if bold[r][i] else c for i, c in enumerate(row)]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def best_mask(column):
+    """True where the column holds its smallest finite value (ties all marked)."""
+    finite = np.isfinite(column)
+    if not finite.any():
+        return np.zeros(len(column), dtype=bool)
+    best = column[finite].min()
+    return finite & (column <= best)
+
+
+def ordered_domains(ev):
+    return ev.train_domains() + ev.heldout_domains()
+
+
+def write_markdown(ev, curves, out_dir, plots):
+    order = ordered_domains(ev)
+    heldout = set(ev.heldout_domains())
+    columns = [ev.mean_in, ev.mean_out] + [ev.ppl[:, d] for d in order]
+    header = ["Method", "In-domain mean", "Out-of-domain mean"] + [
+        ev.domains[d] + (" †" if d in heldout else "") for d in order]
+    masks = [best_mask(c) for c in columns]
+    rows, bold = [], []
+    for m, method in enumerate(ev.methods):
+        rows.append([method] + [fmt_ppl(c[m]) for c in columns])
+        bold.append([False] + [mask[m] for mask in masks])
+
+    lines = ["# btm evaluation report", ""]
+    lines.append(f"- Eval file: `{ev.path}`")
+    lines.append(f"- ELMs (K = {len(ev.elms)}): " + ", ".join(ev.elms))
+    lines.append("- Train domains (in-domain): " +
+                 (", ".join(ev.domains[d] for d in ev.train_domains()) or "none"))
+    lines.append("- Held-out domains (out-of-domain, †): " +
+                 (", ".join(ev.domains[d] for d in ev.heldout_domains()) or "none"))
+    lines.append("- Test tokens scored per domain: " +
+                 ", ".join(f"{ev.domains[d]} {int(ev.tokens[d]):,}" for d in order) +
+                 f" (total {int(ev.tokens.sum()):,})")
+    lines.append(f"- Domain posterior: {ev.posterior}")
+    lines += ["", "## Perplexity", "",
+              "Lower is better; the best value of each column is in bold; – = not evaluated.", "",
+              markdown_table(header, rows, bold), ""]
+
+    lines += ["## Cached priors", "",
+              "The prior over ELMs estimated on each evaluation domain's validation split "
+              "(used for top-k and for the cached-prior average).", ""]
+    prior_rows = [[ev.domains[d] + (" †" if d in heldout else "")] +
+                  [f"{ev.priors[d, j]:.3f}" for j in range(len(ev.elms))] for d in order]
+    prior_bold = [[False] + list(best_mask(-ev.priors[d])) for d in order]
+    lines += [markdown_table(["Domain"] + ev.elms, prior_rows, prior_bold), ""]
+
+    lines += ["## Plots", ""]
+    for file, caption in plots:
+        lines.append(f"![{caption}]({file})" if file else f"- {caption}")
+    lines.append("")
+    if not curves:
+        lines.append("No training metrics were found (RUN/metrics/*.h5).")
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def plot_loss(plt, curves, path):
+    def order(name):
+        return (0 if name == "seed" else 2 if name == "dense" else 1, name)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sorted(curves, key=order):
+        tokens, loss = curves[name]
+        style = {"seed": dict(color="black", lw=2), "dense": dict(color="gray", lw=2, ls="--")}
+        ax.plot(tokens, loss, label=name, **style.get(name, dict(lw=1.2)))
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("training loss (nats / token)")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def topk_rows(ev):
+    found = []
+    for m, method in enumerate(ev.methods):
+        match = re.fullmatch(r"ensemble:top-(\d+)", method)
+        if match:
+            found.append((int(match.group(1)), m))
+    return sorted(found)
+
+
+def plot_topk(plt, ev, path):
+    rows = topk_rows(ev)
+    ks = [k for k, _ in rows]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for series, label, color in ((ev.mean_in, "in-domain mean", "tab:blue"),
+                                 (ev.mean_out, "out-of-domain mean", "tab:orange")):
+        ys = [series[m] for _, m in rows]
+        if any(math.isfinite(y) for y in ys):
+            ax.plot(ks, ys, "o-", color=color, label=f"ensemble top-k, {label}")
+        for ref, ls in (("dense", "--"), ("average:cached-prior", ":")):
+            if ref in ev.methods and math.isfinite(series[ev.methods.index(ref)]):
+                ax.axhline(series[ev.methods.index(ref)], color=color, ls=ls, lw=1,
+                           label=f"{ref}, {label}")
+    ax.set_xlabel("k (ELMs in the ensemble, largest cached prior first)")
+    ax.set_ylabel("perplexity")
+    ax.set_xticks(ks)
+    ax.set_title("Perplexity vs top-k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_priors(plt, ev, path):
+    order = ordered_domains(ev)
+    heldout = set(ev.heldout_domains())
+    data = ev.priors[order]
+    K = len(ev.elms)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * K), max(3.0, 1.5 + 0.45 * len(order))))
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(K))
+    ax.set_xticklabels(ev.elms, rotation=45, ha="right")
+    ax.set_yticks(range(len(order)))
+    ax.set_yticklabels([ev.domains[d] + (" (held-out)" if d in heldout else "") for d in order])
+    if len(ev.train_domains()) and len(ev.heldout_domains()):
+        ax.axhline(len(ev.train_domains()) - 0.5, color="white", lw=2)
+    if K * len(order) <= 400:
+        for r in range(len(order)):
+            for j in range(K):
+                ax.text(j, r, f"{data[r, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if data[r, j] < 0.6 else "black")
+    ax.set_xlabel("ELM")
+    ax.set_ylabel("evaluation domain")
+    ax.set_title("Cached prior over the ELMs")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description="Report of a btm run's evaluation: markdown + plots.")
+    p.add_argument("run", help="run directory (holding eval.h5 and metrics/), or an eval file")
+    p.add_argument("--out", help="output directory (default RUN/report)")
+    a = p.parse_args(argv)
+
+    if os.path.isdir(a.run):
+        run_dir, eval_path = a.run, os.path.join(a.run, "eval.h5")
+    else:
+        run_dir, eval_path = os.path.dirname(os.path.abspath(a.run)), a.run
+    try:
+        ev = EvalResults(eval_path)
+    except BadInput as e:
+        print(f"report.py: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"report.py: matplotlib is missing for {sys.executable}: install "
+              "python3-matplotlib (Debian)", file=sys.stderr)
+        return 1
+
+    out_dir = a.out or os.path.join(run_dir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    curves = read_metrics(os.path.join(run_dir, "metrics"))
+    plots = []
+    if curves:
+        plot_loss(plt, curves, os.path.join(out_dir, "loss_vs_tokens.png"))
+        plots.append(("loss_vs_tokens.png", "training loss vs tokens"))
+    else:
+        plots.append((None, "loss_vs_tokens.png: not drawn, no metrics files"))
+    if topk_rows(ev):
+        plot_topk(plt, ev, os.path.join(out_dir, "ppl_vs_topk.png"))
+        plots.append(("ppl_vs_topk.png", "perplexity vs top-k"))
+    else:
+        plots.append((None, "ppl_vs_topk.png: not drawn, no ensemble:top-k results"))
+    plot_priors(plt, ev, os.path.join(out_dir, "prior_heatmap.png"))
+    plots.append(("prior_heatmap.png", "cached prior of each evaluation domain"))
+    report = write_markdown(ev, curves, out_dir, plots)
+    print(f"report.py: wrote {report} and {sum(1 for f, _ in plots if f)} plots in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
