@@ -16,6 +16,14 @@ int cuda_device_count() {
 #endif
 }
 
+std::string cuda_device_pci_id([[maybe_unused]] int gpu) {
+#ifdef BTM_HAVE_CUDA
+  return cuda_pci_bus_id(gpu);
+#else
+  throw InputError("this btm was built without CUDA");
+#endif
+}
+
 std::string resolve_device(const std::string& requested) {
   if (requested == "cpu") return "cpu";
   const int gpus = cuda_device_count();

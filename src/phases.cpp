@@ -130,12 +130,16 @@ PhaseResult run_seed_phase(RunContext& ctx) {
   const Config& config = ctx.config;
   const Budget budget = make_budget(config, ctx.world.size(), static_cast<int>(config.data.domains.size()));
   const fs::path file = checkpoint_file(ctx.run_dir, "seed");
-  Forest forest = load_or_new_forest(ctx);
-  if (const ModelRecord* r = forest.find("seed"); r && r->status == "trained" && fs::exists(file)) {
-    if (ctx.leader()) std::cout << "[seed] already trained (" << r->steps << " steps): skipped" << std::endl;
-    return PhaseResult::Done;
-  }
-  if (!fs::exists(file)) {
+  Forest forest;
+  const bool trained = decided_by_root(ctx.world, [&] {
+    forest = load_or_new_forest(ctx);
+    const ModelRecord* r = forest.find("seed");
+    if (!(r && r->status == "trained" && fs::exists(file))) return false;
+    std::cout << "[seed] already trained (" << r->steps << " steps): skipped" << std::endl;
+    return true;
+  });
+  if (trained) return PhaseResult::Done;
+  if (!decided_by_root(ctx.world, [&] { return fs::exists(file); })) {
     on_leader(ctx, [&] {
       Checkpoint c;
       if (!config.run.seed_checkpoint.empty()) {
@@ -271,15 +275,16 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
 
 PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& names,
                              std::uint64_t* world_bytes_during_train) {
-  std::vector<std::string> pending;
-  collective_check(ctx.world, [&] {
+  const std::vector<std::string> pending = listed_by_root(ctx.world, [&] {
+    std::vector<std::string> unfinished;
     for (const std::string& name : names) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       if (!fs::exists(file))
         throw InputError("ELM '" + name + "' has no checkpoint (" + file.string() +
                          "): branch it first (btm branch)");
-      if (!peek_checkpoint(file).finished()) pending.push_back(name);
+      if (!peek_checkpoint(file).finished()) unfinished.push_back(name);
     }
+    return unfinished;
   });
   if (pending.empty()) {
     if (ctx.leader()) std::cout << "[train] all " << names.size() << " ELMs are trained: skipped" << std::endl;
@@ -335,12 +340,12 @@ PhaseResult run_dense_phase(RunContext& ctx) {
   const std::vector<std::string> names = elm_names(config);
   const Budget budget = make_budget(config, ctx.world.size(), static_cast<int>(names.size()));
   const fs::path file = checkpoint_file(ctx.run_dir, "dense");
-  if (fs::exists(file) && peek_checkpoint(file).finished()) {
+  if (decided_by_root(ctx.world, [&] { return fs::exists(file) && peek_checkpoint(file).finished(); })) {
     if (ctx.leader()) std::cout << "[dense] already trained: skipped" << std::endl;
     update_record(ctx, "dense");
     return PhaseResult::Done;
   }
-  if (!fs::exists(file)) {
+  if (!decided_by_root(ctx.world, [&] { return fs::exists(file); })) {
     on_leader(ctx, [&] {
       Forest forest = load_or_new_forest(ctx);
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");

@@ -7,6 +7,7 @@
 #include "btm/cli.hpp"
 #include "btm/commands.hpp"
 #include "btm/corpus.hpp"
+#include "btm/ensemble.hpp"
 #include "btm/error.hpp"
 #include "btm/evaluate.hpp"
 #include "btm/forest.hpp"
@@ -195,13 +196,7 @@ int cmd_branch(const Args& args, MpiComm& world) {
     if (weights.size() != parents.size())
       throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
                        std::to_string(parents.size()) + " parents");
-    double sum = 0;
-    for (double w : weights) {
-      if (!(w >= 0)) throw InputError("--weights must be >= 0");
-      sum += w;
-    }
-    if (!(sum > 0)) throw InputError("--weights must not all be zero");
-    for (double& w : weights) w /= sum;
+    weights = ensemble::normalise_weights(weights);
   } else {
     const int topk = config.eval.topk.empty() ? static_cast<int>(parents.size()) : config.eval.topk[0];
     weights = posterior_branch_weights(ctx, parents, new_domain, topk);
@@ -239,7 +234,7 @@ int cmd_train(const Args& args, MpiComm& world) {
     }
   });
   if (config.run.split == "random") make_random_split(ctx);
-  if (!fs::exists(checkpoint_file(ctx.run_dir, "seed"))) {
+  if (!decided_by_root(ctx.world, [&] { return fs::exists(checkpoint_file(ctx.run_dir, "seed")); })) {
     // No seed: every ELM starts from the initialisation (seed of zero steps).
     Config from_scratch = config;
     from_scratch.run.seed_share = 0;
@@ -329,6 +324,94 @@ int cmd_forest(const Args& args, MpiComm& world) {
     return kExitOk;
   }
   throw InputError("btm forest: unknown action '" + action + "' (use list, add or remove)");
+}
+
+int cmd_eval(const Args& args, MpiComm& world) {
+  Config config;
+  parse_command("eval",
+                "The collective phase: per-token log-probabilities of every ELM (and the dense\n"
+                "baseline) on every train and held-out domain, ensembles with the cached-prior domain\n"
+                "posterior (top-1..K), the uniform mixture, parameter averages; writes RUN/eval.h5.",
+                args, po::options_description("Options"), &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world, 0);
+  run_eval_phase(ctx);
+  return kExitOk;
+}
+
+int cmd_average(const Args& args, MpiComm& world) {
+  Config config;
+  std::string name, parents_text, weights_text;
+  po::options_description options("Options");
+  options.add_options()
+      ("name", po::value(&name)->required(), "name of the averaged model (RUN/elms/NAME.h5)")
+      ("parents", po::value(&parents_text), "ELMs to average (default: every trained ELM)")
+      ("weights", po::value(&weights_text),
+       "their weights, comma separated, normalised to sum 1 (default: uniform)");
+  parse_command("average",
+                "Average ELM parameters, theta = sum_j w_j theta_j, into one checkpoint that is added\n"
+                "to the forest as kind 'average' (evaluate it with btm logits, or branch from it).",
+                args, options, &config, world.rank() == 0);
+  RunContext ctx = prepare_context(config, world, 0);
+  collective_check(world, [&] {
+    if (!ctx.leader()) return;
+    Forest forest = load_forest(ctx.run_dir);
+    if (forest.find(name) || fs::exists(checkpoint_file(ctx.run_dir, name)))
+      throw InputError("a model named '" + name + "' already exists in " + ctx.run_dir.string());
+    std::vector<std::string> parents = split_list(parents_text);
+    if (parents.empty())
+      for (const ModelRecord* r : forest.elms())
+        if (r->status == "trained") parents.push_back(r->name);
+    if (parents.empty()) throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to average");
+    std::vector<double> weights(parents.size(), 1.0);
+    if (!weights_text.empty()) {
+      weights.clear();
+      for (const std::string& w : split_list(weights_text)) {
+        try {
+          weights.push_back(std::stod(w));
+        } catch (const std::exception&) {
+          throw InputError("--weights: '" + w + "' is not a number");
+        }
+      }
+      if (weights.size() != parents.size())
+        throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
+                         std::to_string(parents.size()) + " parents");
+    }
+    weights = ensemble::normalise_weights(weights);
+    std::vector<Checkpoint> models;
+    for (const std::string& p : parents)
+      models.push_back(load_checkpoint(checkpoint_file(ctx.run_dir, p), &config.model, false));
+    Checkpoint out = models[0];
+    std::vector<std::span<const float>> views;
+    for (const Checkpoint& m : models) views.emplace_back(m.params);
+    ensemble::weighted_average(views, weights, out.params);
+    out.name = name;
+    out.adam_m.assign(out.params.size(), 0.0f);
+    out.adam_v.assign(out.params.size(), 0.0f);
+    out.target_steps = out.step;
+    out.tokens = 0;
+    for (std::size_t j = 0; j < models.size(); ++j)
+      out.tokens += static_cast<std::uint64_t>(weights[j] * static_cast<double>(models[j].tokens));
+    out.domains.clear();
+    for (const Checkpoint& m : models) out.domains.insert(out.domains.end(), m.domains.begin(), m.domains.end());
+    out.config_ini = ctx.config_ini;
+    save_checkpoint(checkpoint_file(ctx.run_dir, name), out);
+    ModelRecord r;
+    r.name = name;
+    r.kind = "average";
+    r.domains = out.domains;
+    r.parents = parents;
+    r.parent_weights = weights;
+    r.status = "trained";
+    r.steps = out.step;
+    r.tokens = static_cast<std::int64_t>(out.tokens);
+    r.checkpoint = fs::path("elms") / (name + ".h5");
+    forest.upsert(r);
+    save_forest(ctx.run_dir, forest);
+    std::cout << "[average] " << name << " =";
+    for (std::size_t j = 0; j < parents.size(); ++j) std::cout << " " << weights[j] << "*" << parents[j];
+    std::cout << " -> " << checkpoint_file(ctx.run_dir, name).string() << std::endl;
+  });
+  return kExitOk;
 }
 
 }  // namespace btm

@@ -14,6 +14,7 @@ namespace btm {
 namespace fs = std::filesystem;
 
 namespace {
+constexpr int kPciIdLength = 16;  // "0000:19:00.0" padded
 // Written by signal handlers, so it must be a plain global of this type.
 volatile std::sig_atomic_t g_stop_requested = 0;
 void on_stop_signal(int) { g_stop_requested = 1; }
@@ -56,6 +57,60 @@ void collective_check(MpiComm& comm, const std::function<void()>& check) {
   throw InputError(message);
 }
 
+bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
+  int answer = 0;
+  collective_check(comm, [&] {
+    if (comm.rank() == 0) answer = decide() ? 1 : 0;
+  });
+  comm.broadcast(&answer, sizeof(answer), 0);
+  return answer != 0;
+}
+
+std::vector<std::string> listed_by_root(MpiComm& comm, const std::function<std::vector<std::string>()>& list) {
+  std::string joined;
+  collective_check(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (const std::string& item : list()) joined += item + '\n';
+  });
+  std::uint64_t n = joined.size();
+  comm.broadcast(&n, sizeof(n), 0);
+  joined.resize(n);
+  if (n) comm.broadcast(joined.data(), n, 0);
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  for (std::size_t end; (end = joined.find('\n', start)) != std::string::npos; start = end + 1)
+    items.push_back(joined.substr(start, end - start));
+  return items;
+}
+
+namespace {
+
+// The GPU of this rank: local rank r takes visible device r when every rank sees all of the
+// node's GPUs (mpirun), or its only visible device when Slurm binds one GPU per task. Two
+// ranks on one physical GPU (same PCI bus id) are refused: they would share its memory and
+// compute and be slower than one.
+int pick_gpu(MpiComm& world, const NodeInfo& node) {
+  const int gpus = cuda_device_count();
+  const int gpu = gpus >= node.local_size ? node.local_rank : (gpus == 1 ? 0 : -1);
+  std::string id = gpu >= 0 ? cuda_device_pci_id(gpu) : std::string();
+  id.resize(kPciIdLength, ' ');
+  MPI_Comm local;
+  BTM_MPI(MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
+  std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
+  BTM_MPI(MPI_Allgather(id.data(), kPciIdLength, MPI_CHAR, all.data(), kPciIdLength, MPI_CHAR, local));
+  BTM_MPI(MPI_Comm_free(&local));
+  bool shared = gpu < 0;
+  for (int r = 0; r < node.local_size && !shared; ++r)
+    shared = r != node.local_rank && all.compare(static_cast<std::size_t>(r) * kPciIdLength, kPciIdLength, id) == 0;
+  if (world.allreduce_max(shared ? 1 : 0))
+    throw InputError("more ranks on a node than GPUs: " + std::to_string(node.local_size) +
+                     " ranks on a node that has fewer GPUs for them (this rank sees " + std::to_string(gpus) +
+                     "); start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, or mpirun -np GPUS)");
+  return gpu;
+}
+
+}  // namespace
+
 RunContext make_context(const Config& config, MpiComm& world) {
   RunContext ctx{config, to_ini(config), world, node_info(world), "cpu", 0, 1, fs::path(config.run.dir), 0};
   collective_check(world, [&] { ctx.device = resolve_device(config.run.device); });
@@ -64,16 +119,7 @@ RunContext make_context(const Config& config, MpiComm& world) {
   const int on_cpu = world.allreduce_max(ctx.device == "cpu" ? 1 : 0);
   if (on_gpu && on_cpu)
     throw InputError("some ranks see a GPU and others do not: set run.device = cuda or cpu explicitly");
-  if (ctx.device == "cuda") {
-    const int gpus = cuda_device_count();
-    const int too_many = world.allreduce_max(ctx.node.local_size > gpus ? 1 : 0);
-    if (too_many)
-      throw InputError("more ranks on a node than GPUs: a node runs " +
-                       std::to_string(ctx.node.local_size) + " ranks but sees " + std::to_string(gpus) +
-                       " GPUs; start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, "
-                       "or mpirun -np GPUS)");
-    ctx.gpu = ctx.node.local_rank % gpus;
-  }
+  if (ctx.device == "cuda") ctx.gpu = pick_gpu(world, ctx.node);
   if (config.run.threads > 0) {
     ctx.threads = config.run.threads;
   } else {

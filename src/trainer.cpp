@@ -67,7 +67,7 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
   const double elapsed_before = metrics.rows().empty() ? 0.0 : metrics.rows().back().elapsed_s;
 
   if (leader)
-    std::cout << "[" << name << "] " << (state.step > 0 ? "resuming at" : "starting at") << " step "
+    std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at") << " step "
               << state.step << " of " << state.target_steps << " on " << ranks << " rank"
               << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "), "
               << tokens_per_step << " tokens per step" << std::endl;

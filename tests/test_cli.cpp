@@ -94,3 +94,30 @@ TEST(Cli, ShippedConfigsAreValid) {
         << path;
   }
 }
+
+// `btm bench` prints one JSON line per case with measured figures, and refuses bad options.
+TEST(Cli, BenchPrintsOneJsonLinePerCase) {
+  auto r = run_btm("bench --run.device cpu --run.threads 1 --model.n_layer 1 --model.d_model 32 "
+                   "--model.n_head 2 --model.context 16 --data.batch 2 --steps 3 --warmup 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* c : {"{\"case\": \"train\"", "{\"case\": \"aggregate\"", "{\"case\": \"eval\""})
+    EXPECT_NE(r.output.find(c), std::string::npos) << c << "\n" << r.output;
+  // Measured, not printed constants: the timed steps move the loss and take time.
+  const auto train = r.output.find("{\"case\": \"train\"");
+  const std::string line = r.output.substr(train, r.output.find('\n', train) - train);
+  const auto field = [&](const std::string& name) {
+    const auto at = line.find("\"" + name + "\": ");
+    EXPECT_NE(at, std::string::npos) << name;
+    return std::stod(line.substr(at + name.size() + 4));
+  };
+  EXPECT_GT(field("tokens_per_s"), 0);
+  EXPECT_GT(field("step_ms"), 0);
+  EXPECT_NE(field("loss_first"), field("loss"));
+  EXPECT_EQ(r.output.find("\"mfu\""), std::string::npos) << "no MFU on cpu without --peak-tflops";
+
+  auto bad = run_btm("bench --run.device cpu --cases train,fly");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("unknown case 'fly'"), std::string::npos) << bad.output;
+  bad = run_btm("bench --run.device cpu --steps 0");
+  EXPECT_EQ(bad.exit_code, 2);
+}

@@ -4,8 +4,10 @@
 // Only in builds with BTM_HAVE_CUDA.
 #pragma once
 
+#include <cstddef>
 #include <ostream>
 
+#include "btm/comm.hpp"
 #include "btm/config.hpp"
 #include "btm/cuda_engine.hpp"
 
@@ -22,5 +24,13 @@ namespace btm {
 void bench_engine_json(const ModelConfig& model, int batch, int steps, int warmup,
                        double peak_tflops, std::ostream& out,
                        CudaAttention attention = CudaAttention::Auto);
+
+// Device bytes in use on the current device (cudaMemGetInfo: total - free, the CUDA context
+// and other processes on the same GPU included).
+std::size_t cuda_memory_used_bytes();
+
+// Mean milliseconds of one in-place sum of `count` floats over the device communicator `comm`
+// (a device buffer is allocated here), after `warmup` untimed calls.
+double cuda_time_allreduce_ms(Communicator& comm, std::size_t count, int iterations, int warmup);
 
 }  // namespace btm

@@ -13,6 +13,9 @@ namespace btm {
 
 // Number of CUDA devices visible to this process (0 if the driver or devices are missing).
 int cuda_visible_devices();
+// The PCI bus id of visible device `gpu` ("0000:19:00.0"): the same physical GPU has the same id
+// in every process, whatever CUDA_VISIBLE_DEVICES renumbered.
+std::string cuda_pci_bus_id(int gpu);
 
 // How the engine computes causal attention: Flash is the fused kernel (no T x T matrix, head
 // dim 64 only); Materialized keeps the probabilities [B, NH, T, T] per layer (cuBLAS batched

@@ -30,6 +30,12 @@ int cuda_visible_devices() {
   return count;
 }
 
+std::string cuda_pci_bus_id(int gpu) {
+  char id[32] = {};
+  BTM_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof(id)), gpu));
+  return id;
+}
+
 namespace {
 
 using cuda::bf16;

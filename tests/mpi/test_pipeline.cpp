@@ -2,12 +2,14 @@
 // group, independence of groups, no traffic between groups, an end-to-end forest, restarts.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "btm/checkpoint.hpp"
 #include "btm/commands.hpp"
 #include "btm/error.hpp"
 #include "btm/forest.hpp"
+#include "btm/h5.hpp"
 #include "btm/metrics.hpp"
 #include "btm/phases.hpp"
 #include "btm/run_context.hpp"
@@ -252,6 +254,99 @@ TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
     const Forest f = load_forest(dir / "run");
     for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, "trained");
     EXPECT_EQ(MetricsLog::read(metrics_file(dir / "run", "d1")).back().step, 6);
+  }
+  world().barrier();
+}
+
+namespace {
+
+struct EvalResult {
+  std::vector<std::string> methods;
+  std::vector<double> perplexity, priors, weights;
+  std::vector<std::int64_t> tokens;
+};
+
+EvalResult read_eval(const fs::path& run) {
+  h5::Handle file = h5::open_file(eval_file(run), false);
+  EvalResult r;
+  r.perplexity = h5::read_array<double>(file, "perplexity");
+  r.priors = h5::read_array<double>(file, "priors");
+  r.weights = h5::read_array<double>(file, "average_weights");
+  r.tokens = h5::read_array<std::int64_t>(file, "tokens");
+  h5::Handle set(BTM_H5(H5Dopen2(file, "perplexity", H5P_DEFAULT)));
+  r.methods = h5::get_strings(set, "methods");
+  return r;
+}
+
+void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i])) {
+      EXPECT_TRUE(std::isnan(b[i])) << what << "[" << i << "]";
+      continue;
+    }
+    EXPECT_LE(std::abs(a[i] - b[i]), rel * std::abs(a[i]) + 1e-12) << what << "[" << i << "]: " << a[i] << " vs " << b[i];
+  }
+}
+
+}  // namespace
+
+// The collective phase gives the same eval.h5 numbers on 1, 2 and 4 ranks (and on 2 groups of
+// 2 ranks): every log-probability comes from the same computation whatever rank makes it, and
+// parameter averages are summed in double. Tolerance: 1e-6 relative (fp32 rounding of the
+// averaged parameters may differ in the last bit with the order of the sum).
+TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 4);
+  Args train = {"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1,d2",
+                "--data.eval_domains", "d3", "--run.dir", (dir / "run").string(), "--model.n_layer", "2",
+                "--model.d_model", "32", "--model.n_head", "2", "--model.context", "16",
+                "--data.batch", "2", "--run.steps", "6", "--run.seed_share", "0.5", "--run.threads", "1",
+                "--run.device", "cpu", "--run.dense", "true", "--optim.lr", "3e-3", "--eval.blocks", "5",
+                "--eval.prior_blocks", "6", "--eval.prior_batch", "2", "--no-eval"};
+  ASSERT_EQ(cmd_run(train, world()), kExitOk);
+  if (world().rank() == 0)
+    for (const char* copy : {"run1", "run2", "run4", "run2x2"})
+      fs::copy(dir / "run", dir / copy, fs::copy_options::recursive);
+  world().barrier();
+  auto eval_args = [&](const std::string& run, const std::string& ranks_per_elm) {
+    Args a = train;
+    a.pop_back();  // --no-eval
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (a[i] == "--run.dir") a[i + 1] = (dir / run).string();
+    a.insert(a.end(), {"--run.ranks_per_elm", ranks_per_elm});
+    return a;
+  };
+  std::unique_ptr<MpiComm> one = world().split(world().rank() == 0 ? 0 : 1, world().rank());
+  std::unique_ptr<MpiComm> two = world().split(world().rank() < 2 ? 0 : 1, world().rank());
+  if (world().rank() == 0) {
+    EXPECT_EQ(cmd_eval(eval_args("run1", "1"), *one), kExitOk);
+  }
+  if (world().rank() < 2) {
+    EXPECT_EQ(cmd_eval(eval_args("run2", "1"), *two), kExitOk);
+  }
+  EXPECT_EQ(cmd_eval(eval_args("run4", "1"), world()), kExitOk);
+  EXPECT_EQ(cmd_eval(eval_args("run2x2", "2"), world()), kExitOk);
+  if (world().rank() == 0) {
+    const EvalResult ref = read_eval(dir / "run1");
+    // 3 ELMs, top-1..3, uniform mixture, uniform prior, 3 averages, dense; 4 domains.
+    ASSERT_EQ(ref.methods.size(), 3u + 3u + 2u + 3u + 1u);
+    EXPECT_EQ(ref.methods.front(), "elm:d0");
+    EXPECT_EQ(ref.methods.back(), "dense");
+    ASSERT_EQ(ref.tokens.size(), 4u);
+    for (std::int64_t t : ref.tokens) EXPECT_EQ(t, 5 * 16);
+    for (double p : ref.perplexity) {
+      EXPECT_TRUE(std::isfinite(p));
+      EXPECT_GT(p, 1.0);
+    }
+    for (const char* run : {"run2", "run4", "run2x2"}) {
+      const EvalResult other = read_eval(dir / run);
+      EXPECT_EQ(other.methods, ref.methods) << run;
+      EXPECT_EQ(other.tokens, ref.tokens) << run;
+      expect_close(ref.perplexity, other.perplexity, 1e-6, run);
+      expect_close(ref.priors, other.priors, 1e-9, run);
+      expect_close(ref.weights, other.weights, 1e-9, run);
+    }
   }
   world().barrier();
 }

@@ -121,7 +121,7 @@ show_output() {
   echo "----"
 }
 # not_trained_in NAME TEXT: btm's log TEXT shows no training of model NAME.
-not_trained_in() { ! grep -Eq "^\[$1\] (starting at|resuming at|step )" <<<"$2"; }
+not_trained_in() { ! grep -Eq "^\[$1\] (starting at|continuing at|step )" <<<"$2"; }
 last_line_has() { tail -n 1 "$1" | grep -qF "$2"; }
 submit() {
   local job
@@ -222,7 +222,7 @@ check "forest: job $forest back to PENDING after exit 75 (got $state)" test "$st
 check "forest: Restarts=1 (got $(job_field "$forest" Restarts))" test "$(job_field "$forest" Restarts)" = 1
 "$PY" "$HERE/check_run.py" snapshot "$WORK/run" >"$WORK/before-restart.json"
 echo "checkpoints at the requeue: $("$PY" -c 'import json, sys
-print(", ".join(f"{k} {v["step"]}/{v["target_steps"]}" for k, v in json.load(open(sys.argv[1])).items()))' \
+print(", ".join(k + " " + str(v["step"]) + "/" + str(v["target_steps"]) for k, v in json.load(open(sys.argv[1])).items()))' \
   "$WORK/before-restart.json")"
 check "forest: ELM c was stopped mid-training" "$PY" -c 'import json, sys
 c = json.load(open(sys.argv[1]))["c"]; sys.exit(not 0 < c["step"] < c["target_steps"])' "$WORK/before-restart.json"
@@ -238,7 +238,7 @@ check "forest: the batch shell forwarded SIGUSR1" grep -q "SIGUSR1 received: for
 check "forest: btm checkpointed c on the signal" grep -q '^\[c\] stop requested: checkpointed at step' <<<"$first_run"
 check "forest: the first run ended with exit 75 and requeued" \
   grep -q "checkpointed and stopped (exit 75): requeueing job $forest" <<<"$first_run"
-check "forest: the restart continued c from its checkpoint" grep -q '^\[c\] resuming at step' <<<"$second_run"
+check "forest: the restart continued c from its checkpoint" grep -q '^\[c\] continuing at step' <<<"$second_run"
 check "forest: the restart skipped the trained seed" grep -q '^\[seed\] already trained' <<<"$second_run"
 for name in $("$PY" -c 'import json, sys
 print(" ".join(k for k, v in json.load(open(sys.argv[1])).items() if v["step"] == v["target_steps"]))' \

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU machine's acceptance run, from the directory tools/gpu-stage.sh filled (.carry) and a
+# copy of the source tree (inputs/). Each step's full output goes to OUT/NAME.txt; a summary
+# line per step is printed. Steps (default: all): tests e2e 124m hf
+#   tests  the GPU test suite through ctest (every kernel vs the CPU reference, model, resume),
+#          then the NCCL tests on 2 ranks
+#   e2e    btm run with inputs/gpu-small.cfg: 2 groups x 1 GPU, then 1 ELM per 2 GPUs
+#   124m   the GPT-2 124M shape, a few hundred steps on one real domain
+#   hf     the seed of the e2e forest against Hugging Face GPT2LMHeadModel (tools/compare_hf.py)
+#   tools/gpu-check.sh [STEP...]       (OUT defaults to /tmp/btm-gpu-check)
+set -uo pipefail
+carry=$(cd "${CARRY:-.carry}" && pwd)
+out=${OUT:-/tmp/btm-gpu-check}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+gpus=$(nvidia-smi -L | grep -c '^GPU')
+corpus=${CORPUS:-$carry/corpus}
+status=0
+
+step() {  # step NAME COMMAND...: runs, times, records
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" >"$out/$name.txt" 2>&1
+  local rc=$?
+  echo "[$name] rc=$rc in $((SECONDS - start)) s: $*"
+  tail -4 "$out/$name.txt" | sed 's/^/    /'
+  ((rc == 0)) || status=1
+}
+
+tests() {
+  cat >"$carry/CTestTestfile.cmake" <<CT
+add_test(gpu_tests "$carry/btm_gpu_tests")
+set_tests_properties(gpu_tests PROPERTIES SKIP_REGULAR_EXPRESSION "\\\\[  SKIPPED \\\\]")
+add_test(nccl_tests_2_ranks mpirun -np 2 "$carry/btm_gpu_tests" --gtest_filter=Nccl*)
+CT
+  step ctest bash -c "cd '$carry' && ctest --output-on-failure -V"
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |tests passed|^\[==========\]' "$out/ctest.txt" | sed 's/^/    /'
+}
+
+e2e() {
+  local common=(--config inputs/gpu-small.cfg --data.corpus "$corpus")
+  step e2e_2groups mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$out/e2e-2x1" --run.ranks_per_elm 1
+  step e2e_1elm_2gpus mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$out/e2e-1x2" --run.ranks_per_elm 2
+}
+
+gpt2_124m() {
+  step gpt2_124m "$carry/btm" run --config inputs/gpt2-124m.cfg --data.corpus "$corpus" \
+    --data.domains religious --data.eval_domains computing_dictionary --data.batch 16 \
+    --run.steps 400 --run.seed_share 0 --run.dense false --run.log_every 25 \
+    --run.checkpoint_every 400 --eval.blocks 32 --eval.prior_blocks 16 --run.dir "$out/gpt2-124m"
+}
+
+hf() {
+  step compare_hf python3 tools/compare_hf.py --btm "$carry/btm" --checkpoint "$out/e2e-2x1/elms/seed.h5" \
+    --batch 2 --seq 128
+}
+
+steps=${*:-tests e2e 124m hf}
+echo "gpu-check on $gpus GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+for s in $steps; do
+  case $s in
+    tests) tests ;;
+    e2e) e2e ;;
+    124m) gpt2_124m ;;
+    hf) hf ;;
+    *) echo "gpu-check: unknown step $s" >&2; exit 2 ;;
+  esac
+done
+exit $status
