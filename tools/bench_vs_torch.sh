@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the btm CUDA engine's training benchmark and the PyTorch reference (torch_gpt.py,
-# torch.compile) on the same GPU, one after the other, and prints the JSON lines and the
-# throughput ratios btm / torch. Meant for the GPU machine, from the directory that
-# tools/gpu-stage.sh filled (default .carry):
+# Runs `btm bench` (training step, and the evaluation forward) and the PyTorch reference
+# torch_gpt.py (torch.compile, bf16 autocast, fused AdamW, SDPA flash attention) on the same
+# GPU, one after the other in the same call, and prints the JSON lines and the ratios
+# btm / torch. Meant for the GPU machine, from the directory tools/gpu-stage.sh filled:
 #   bench_vs_torch.sh [CARRY_DIR] [LAYERS DIM HEADS SEQ BATCH [VOCAB [STEPS]]]
 # e.g. bench_vs_torch.sh .carry 12 768 12 1024 32 50304 20
 # ATTENTIONS="flash materialized" benchmarks both attention kernels (default: auto).
@@ -13,27 +13,31 @@ carry=${1:-.carry}
 layers=${2:-12} dim=${3:-768} heads=${4:-12} seq=${5:-1024} batch=${6:-32}
 vocab=${7:-50304} steps=${8:-20}
 out=${OUT:-/tmp}
+tag="${layers}x${dim}_b${batch}"
 
 for attention in ${ATTENTIONS:-auto}; do
-  line=$(BTM_BENCH="$layers,$dim,$heads,$seq,$batch,$vocab" BTM_BENCH_STEPS=$steps \
-    BTM_BENCH_WARMUP=5 BTM_BENCH_ATTENTION=$attention \
-    "$carry/btm_gpu_tests" --gtest_filter=CudaBench.FromEnvironment |
-    grep '^{"system": "btm-cuda"' || true)
-  [[ -n $line ]] || { echo "bench_vs_torch: btm ($attention) printed no JSON line" >&2; exit 1; }
-  echo "$line" | tee "$out/btm_$attention.json"
+  "$carry/btm" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
+    --model.n_head "$heads" --model.context "$seq" --model.vocab_size "$vocab" \
+    --model.vocab_multiple 128 --data.batch "$batch" --steps "$steps" --warmup 5 \
+    --attention "$attention" --cases train,eval >"$out/btm_${tag}_$attention.txt"
+  grep '"case": "train"' "$out/btm_${tag}_$attention.txt" | tee "$out/btm_${tag}_$attention.json"
+  grep '"case": "eval"' "$out/btm_${tag}_$attention.txt" | tee "$out/btm_eval_${tag}_$attention.json"
 done
 
-torch_line=$(PYTHONUNBUFFERED=1 python3 "$carry/torch_gpt.py" --layers "$layers" --dim "$dim" \
+PYTHONUNBUFFERED=1 python3 "$carry/torch_gpt.py" --layers "$layers" --dim "$dim" \
   --heads "$heads" --seq "$seq" --batch "$batch" --vocab "$vocab" --steps "$steps" |
-  grep '^{' | tail -1)
-echo "$torch_line" | tee "$out/torch.json"
+  grep '^{' | tail -1 | tee "$out/torch_$tag.json"
 
-python3 - "$out/torch.json" "$out"/btm_*.json <<'PY' | tee "$out/ratio.txt"
-import json, sys
+python3 - "$out/torch_$tag.json" "$out"/btm_"${tag}"_*.json <<'PY' | tee "$out/ratio_$tag.txt"
+import json, os, sys
 torch = json.load(open(sys.argv[1]))
 for path in sys.argv[2:]:
     btm = json.load(open(path))
-    print(f"btm ({btm['attention']}) / torch tokens/s = "
-          f"{btm['tokens_per_s'] / torch['tokens_per_s']:.3f} "
-          f"({btm['tokens_per_s']:.0f} vs {torch['tokens_per_s']:.0f}, {torch['system']})")
+    evalp = path.replace("btm_", "btm_eval_")
+    ev = json.load(open(evalp)) if os.path.exists(evalp) else None
+    print(f"{btm['layers']}x{btm['dim']} T={btm['seq']} B={btm['batch_per_rank']}: btm ({btm.get('attention', '')}) "
+          f"/ torch tokens/s = {btm['tokens_per_s'] / torch['tokens_per_s']:.3f} "
+          f"({btm['tokens_per_s']:.0f} vs {torch['tokens_per_s']:.0f} {torch['system']}); "
+          f"MFU {btm.get('mfu', 0):.3f} vs {torch['mfu']:.3f}; btm memory {btm['mem_gib']:.1f} GiB"
+          + (f"; eval forward {ev['tokens_per_s']:.0f} tok/s = {ev['tokens_per_s'] / btm['tokens_per_s']:.2f}x btm training" if ev else ""))
 PY

@@ -22,10 +22,6 @@ done
 rm -rf "$carry"
 mkdir -p "$carry/lib"
 cp "${binaries[@]}" "$carry/"
-# Any bench or tool executables next to the build (optional).
-for extra in "$build/btm_bench" "$build/tests/btm_tests"; do
-  [[ -x $extra ]] && cp "$extra" "$carry/"
-done
 
 # The libraries the GPU machine does not have, resolved through this machine's loader.
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
@@ -42,6 +38,17 @@ for torch_script in "$root/shared/bench/torch_gpt.py" "$root/../shared/bench/tor
     break
   fi
 done
+
+# Tokenized corpora for the end-to-end runs (tools/gpu-check.sh): the quick corpus, and the
+# full-size domains that were prepared (data/full/corpus). The device tool carries 64 MiB.
+if [[ -d $root/data/quick/corpus ]]; then
+  mkdir -p "$carry/corpus-quick"
+  cp "$root"/data/quick/corpus/*.h5 "$carry/corpus-quick/"
+fi
+if [[ -d $root/data/full/corpus ]]; then
+  mkdir -p "$carry/corpus-full"
+  cp "$root"/data/full/corpus/*.h5 "$carry/corpus-full/"
+fi
 
 du -sh "$carry"
 ls -la "$carry" "$carry/lib"

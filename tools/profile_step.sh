@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Per-kernel time breakdown of btm's training step on the GPU machine: Nsight Compute times
+# every kernel of two training steps (one warm-up, one timed; kernels run serialised, so the
+# sum is the step's GPU time without overlap) and the kernels are grouped by name.
+#   tools/profile_step.sh [CARRY_DIR] [LAYERS DIM HEADS SEQ BATCH]     (default the 124M shape)
+set -euo pipefail
+carry=${1:-.carry}
+layers=${2:-12} dim=${3:-768} heads=${4:-12} seq=${5:-1024} batch=${6:-32}
+out=${OUT:-/tmp}
+csv="$out/profile_${layers}x${dim}_b${batch}.csv"
+ncu --metrics gpu__time_duration.sum --csv --print-units base \
+  "$carry/btm" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
+  --model.n_head "$heads" --model.context "$seq" --model.vocab_size 50304 \
+  --model.vocab_multiple 128 --data.batch "$batch" --steps 1 --warmup 1 --cases train >"$csv" 2>/dev/null || true
+python3 - "$csv" <<'PY'
+import csv, re, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head = rows[0]
+name_i, value_i = head.index("Kernel Name"), head.index("Metric Value")
+total = collections.Counter(); count = collections.Counter()
+for r in rows[1:]:
+    name = re.sub(r"<.*", "", r[name_i]).replace("void ", "").strip()
+    name = re.sub(r"\(.*", "", name)
+    ns = float(r[value_i].replace(",", ""))
+    total[name] += ns; count[name] += 1
+all_ns = sum(total.values())
+print(f"kernel time of 2 training steps: {all_ns / 1e6:.2f} ms GPU, {sum(count.values())} kernel launches")
+print(f"{'kernel':60s} {'launches':>8s} {'ms':>9s} {'share':>7s}")
+for name, ns in total.most_common(25):
+    print(f"{name[:60]:60s} {count[name]:8d} {ns / 1e6:9.3f} {ns / all_ns:7.1%}")
+PY
