@@ -54,7 +54,7 @@ model = GPT2LMHeadModel(cfg).eval()
 sd = model.state_dict()
 with torch.no_grad():
     for name, value in tensors.items():
-        key = "transformer." + name
+        key = "transformer." + name + (".weight" if name in ("wte", "wpe") else "")
         w = torch.from_numpy(value.copy())
         if name.endswith(".weight") and value.ndim == 2 and name not in ("wte", "wpe"):
             w = w.t().contiguous()  # HF Conv1D stores [in, out]

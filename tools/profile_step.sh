@@ -14,13 +14,18 @@ ncu --metrics gpu__time_duration.sum --csv --print-units base \
   --model.vocab_multiple 128 --data.batch "$batch" --steps 1 --warmup 1 --cases train >"$csv" 2>/dev/null || true
 python3 - "$csv" <<'PY'
 import csv, re, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+start = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
+if start is None:
+    sys.exit("profile_step: no kernel table in the ncu output; its first lines:\n" + "\n".join(lines[:8]))
+rows = list(csv.reader(lines[start:]))
 head = rows[0]
 name_i, value_i = head.index("Kernel Name"), head.index("Metric Value")
 total = collections.Counter(); count = collections.Counter()
 for r in rows[1:]:
-    name = re.sub(r"<.*", "", r[name_i]).replace("void ", "").strip()
-    name = re.sub(r"\(.*", "", name)
+    if len(r) <= max(name_i, value_i):
+        continue
+    name = re.sub(r"\(.*", "", re.sub(r"<.*", "", r[name_i]).replace("void ", "")).strip()
     ns = float(r[value_i].replace(",", ""))
     total[name] += ns; count[name] += 1
 all_ns = sum(total.values())

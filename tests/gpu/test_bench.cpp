@@ -1,59 +1,45 @@
-// The throughput benchmark as an opt-in test (no CMake target of its own): set
-//   BTM_BENCH="layers,dim,heads,seq,batch,vocab"  (e.g. "12,768,12,1024,32,50304")
-// and optionally BTM_BENCH_STEPS (20), BTM_BENCH_WARMUP (5), BTM_BENCH_PEAK_TFLOPS (989),
-// BTM_BENCH_ATTENTION (auto | flash | materialized);
-// the JSON line goes to stdout. Without BTM_BENCH the test is skipped, and a tiny smoke run
-// checks that the line is well-formed.
+// `btm bench` on the GPU: the CUDA engine's JSON lines carry measured figures (tokens/s, MFU
+// against the default 989 TFLOP/s peak, device memory, the attention kernel used).
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <sstream>
 #include <string>
 
-#include "btm/cuda_bench.hpp"
 #include "gpu_test_util.hpp"
+#include "test_util.hpp"
 
 namespace btm {
 namespace {
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::atoi(v) : fallback;
+double field(const std::string& line, const std::string& name) {
+  const auto at = line.find("\"" + name + "\": ");
+  if (at == std::string::npos) return -1;
+  return std::stod(line.substr(at + name.size() + 4));
 }
 
-TEST(CudaBench, SmokeLineIsJson) {
-  BTM_SKIP_WITHOUT_GPU();
-  ModelConfig m;  // the default tiny model
-  std::ostringstream out;
-  bench_engine_json(m, 2, 2, 1, 989.0, out);
-  const std::string line = out.str();
-  EXPECT_EQ(line.front(), '{');
-  EXPECT_NE(line.find("\"tokens_per_s\": "), std::string::npos) << line;
-  EXPECT_NE(line.find("\"mfu\": "), std::string::npos) << line;
-  EXPECT_EQ(line.find("nan"), std::string::npos) << line;
+std::string line_of(const std::string& output, const std::string& start) {
+  const auto at = output.find(start);
+  if (at == std::string::npos) return {};
+  return output.substr(at, output.find('\n', at) - at);
 }
 
-TEST(CudaBench, FromEnvironment) {
+TEST(CudaBench, BtmBenchReportsMeasuredFigures) {
   BTM_SKIP_WITHOUT_GPU();
-  const char* spec = std::getenv("BTM_BENCH");
-  if (spec == nullptr) GTEST_SKIP() << "set BTM_BENCH=layers,dim,heads,seq,batch,vocab to run";
-  ModelConfig m;
-  int batch = 0;
-  char sep = 0;
-  std::istringstream in(spec);
-  in >> m.n_layer >> sep >> m.d_model >> sep >> m.n_head >> sep >> m.context >> sep >> batch >>
-      sep >> m.vocab_size;
-  ASSERT_TRUE(in) << "BTM_BENCH='" << spec << "' is not layers,dim,heads,seq,batch,vocab";
-  const char* peak = std::getenv("BTM_BENCH_PEAK_TFLOPS");
-  const char* kernel = std::getenv("BTM_BENCH_ATTENTION");  // auto | flash | materialized
-  const std::string attention = kernel != nullptr ? kernel : "auto";
-  ASSERT_TRUE(attention == "auto" || attention == "flash" || attention == "materialized")
-      << "BTM_BENCH_ATTENTION='" << attention << "': use auto, flash or materialized";
-  bench_engine_json(m, batch, env_int("BTM_BENCH_STEPS", 20), env_int("BTM_BENCH_WARMUP", 5),
-                    peak != nullptr ? std::atof(peak) : 989.0, std::cout,
-                    attention == "flash"          ? CudaAttention::Flash
-                    : attention == "materialized" ? CudaAttention::Materialized
-                                                  : CudaAttention::Auto);
+  const auto r = test::run_btm(
+      "bench --run.device cuda --model.n_layer 2 --model.d_model 128 --model.n_head 2 --model.context 64 "
+      "--data.batch 4 --steps 5 --warmup 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string train = line_of(r.output, "{\"case\": \"train\"");
+  ASSERT_FALSE(train.empty()) << r.output;
+  EXPECT_NE(train.find("\"system\": \"btm-cuda\""), std::string::npos) << train;
+  EXPECT_NE(train.find("\"attention\": \"flash\""), std::string::npos) << train;  // head dim 64
+  EXPECT_GT(field(train, "tokens_per_s"), 0) << train;
+  EXPECT_GT(field(train, "mfu"), 0) << train;
+  EXPECT_LT(field(train, "mfu"), 1) << train;
+  EXPECT_GT(field(train, "mem_gib"), 0) << train;
+  EXPECT_NE(field(train, "loss_first"), field(train, "loss")) << train;
+  const std::string eval = line_of(r.output, "{\"case\": \"eval\"");
+  EXPECT_GT(field(eval, "tokens_per_s"), 0) << r.output;
+  EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
 }
 
 }  // namespace
