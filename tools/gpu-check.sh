@@ -57,8 +57,9 @@ gpt2_124m() {
 }
 
 hf() {
-  step compare_hf python3 tools/compare_hf.py --btm "$carry/btm" --checkpoint "$runs/e2e-2x1/elms/seed.h5" \
-    --batch 2 --seq 128
+  # A small trained checkpoint: HF_CHECKPOINT, else the e2e forest's seed.
+  step compare_hf python3 tools/compare_hf.py --btm "$carry/btm" \
+    --checkpoint "${HF_CHECKPOINT:-$runs/e2e-2x1/elms/seed.h5}" --batch 2
 }
 
 steps=${*:-tests e2e 124m hf}

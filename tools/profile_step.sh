@@ -12,6 +12,7 @@ ncu --metrics gpu__time_duration.sum --csv --print-units base \
   "$carry/btm" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
   --model.n_head "$heads" --model.context "$seq" --model.vocab_size 50304 \
   --model.vocab_multiple 128 --data.batch "$batch" --steps 1 --warmup 1 --cases train >"$csv" 2>/dev/null || true
+# (the bench line printed under ncu is not a throughput figure: ncu serialises and replays kernels)
 python3 - "$csv" <<'PY'
 import csv, re, sys, collections
 lines = open(sys.argv[1], errors="replace").read().splitlines()
@@ -25,7 +26,8 @@ total = collections.Counter(); count = collections.Counter()
 for r in rows[1:]:
     if len(r) <= max(name_i, value_i):
         continue
-    name = re.sub(r"\(.*", "", re.sub(r"<.*", "", r[name_i]).replace("void ", "")).strip()
+    name = r[name_i].replace("void ", "").replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    name = re.sub(r"[<(].*", "", name).strip()
     ns = float(r[value_i].replace(",", ""))
     total[name] += ns; count[name] += 1
 all_ns = sum(total.values())
