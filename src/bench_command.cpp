@@ -52,18 +52,15 @@ std::unique_ptr<Engine> bench_engine(const RunContext& ctx, const std::string& a
 #ifdef BTM_HAVE_CUDA
   if (ctx.device == "cuda") {
     CudaAttention a = CudaAttention::Auto;
-    if (attention == "flash") a = CudaAttention::Flash;
-    else if (attention == "materialized") a = CudaAttention::Materialized;
+    if (attention == "flash")
+      a = CudaAttention::Flash;
+    else if (attention == "materialized")
+      a = CudaAttention::Materialized;
     return make_cuda_engine(ctx.config.model, ctx.gpu, ctx.config.data.batch, a);
   }
 #endif
   (void)attention;
-  EngineOptions options;
-  options.device = ctx.device;
-  options.threads = ctx.threads;
-  options.gpu = ctx.gpu;
-  options.max_batch = ctx.config.data.batch;
-  return make_engine(ctx.config.model, options);
+  return make_engine_for(ctx);
 }
 
 // Bytes of memory this rank holds for the engine: device memory in use on cuda, the peak
@@ -80,7 +77,8 @@ double memory_gib(const RunContext& ctx) {
 
 double time_allreduce_ms(Communicator& comm, std::size_t count, int iterations, int warmup) {
 #ifdef BTM_HAVE_CUDA
-  if (comm.space() == MemorySpace::Device) return cuda_time_allreduce_ms(comm, count, iterations, warmup);
+  if (comm.space() == MemorySpace::Device)
+    return cuda_time_allreduce_ms(comm, count, iterations, warmup);
 #endif
   std::vector<float> buffer(count, 0.0f);
   for (int i = 0; i < warmup; ++i) comm.allreduce_sum(buffer.data(), count);
@@ -107,7 +105,9 @@ void print_from_leaders(MpiComm& world, bool leader, const std::string& line) {
   if (world.rank() == 0)
     for (int r = 0; r < world.size(); ++r)
       if (lengths[static_cast<std::size_t>(r)] > 0)
-        std::cout << all.substr(static_cast<std::size_t>(r) * longest, lengths[static_cast<std::size_t>(r)]) << "\n";
+        std::cout << all.substr(static_cast<std::size_t>(r) * longest,
+                                lengths[static_cast<std::size_t>(r)])
+                  << "\n";
   if (world.rank() == 0) std::cout << std::flush;
 }
 
@@ -118,6 +118,7 @@ int cmd_bench(const Args& args, MpiComm& world) {
   BenchOptions o;
   std::string cases_text = "train,eval,allreduce";
   po::options_description options("Options");
+  // clang-format off
   options.add_options()
       ("steps", po::value(&o.steps)->default_value(o.steps), "timed training steps")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
@@ -125,12 +126,15 @@ int cmd_bench(const Args& args, MpiComm& world) {
        "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
       ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | materialized")
       ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce (comma separated)");
-  parse_command("bench",
-                "Throughput of training steps on random tokens: one JSON line per group and case. The\n"
-                "model comes from [model], the batch per rank from data.batch, groups from\n"
-                "run.ranks_per_elm, the device from run.device. No corpus or run directory is used.",
-                args, options, &config, world.rank() == 0);
-  if (o.steps < 1 || o.warmup < 0) throw InputError("bench: --steps must be >= 1 and --warmup >= 0");
+  // clang-format on
+  parse_command(
+      "bench",
+      "Throughput of training steps on random tokens: one JSON line per group and case. The\n"
+      "model comes from [model], the batch per rank from data.batch, groups from\n"
+      "run.ranks_per_elm, the device from run.device. No corpus or run directory is used.",
+      args, options, &config, world.rank() == 0);
+  if (o.steps < 1 || o.warmup < 0)
+    throw InputError("bench: --steps must be >= 1 and --warmup >= 0");
   if (o.attention != "auto" && o.attention != "flash" && o.attention != "materialized")
     throw InputError("--attention is '" + o.attention + "': use auto, flash or materialized");
   o.cases = split_list(cases_text);
@@ -141,8 +145,9 @@ int cmd_bench(const Args& args, MpiComm& world) {
   RunContext ctx = make_context(config, world);
   const int r = config.run.ranks_per_elm;
   if (r < 1 || world.size() % r != 0)
-    throw InputError("rank layout: " + std::to_string(world.size()) + " ranks cannot be cut into groups of " +
-                     "run.ranks_per_elm = " + std::to_string(r) + ": use one of " + valid_ranks_per_elm(world.size()));
+    throw InputError("rank layout: " + std::to_string(world.size()) +
+                     " ranks cannot be cut into groups of " + "run.ranks_per_elm = " +
+                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(world.size()));
   const int groups = world.size() / r;
   const int group_index = world.rank() / r;
   std::unique_ptr<MpiComm> group = world.split(group_index, world.rank());
@@ -163,8 +168,10 @@ int cmd_bench(const Args& args, MpiComm& world) {
   std::vector<std::int32_t> inputs(tokens), targets(tokens);
   Rng rng(42 + static_cast<std::uint64_t>(world.rank()));
   for (std::size_t i = 0; i < tokens; ++i) {
-    inputs[i] = static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(m.vocab_size));
-    targets[i] = static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(m.vocab_size));
+    inputs[i] =
+        static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(m.vocab_size));
+    targets[i] =
+        static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(m.vocab_size));
   }
   const Batch batch{inputs.data(), targets.data(), B, T};
   std::ostringstream head;
@@ -175,9 +182,11 @@ int cmd_bench(const Args& args, MpiComm& world) {
   if (ctx.device == "cuda") head << ", \"attention\": \"" << cuda_engine_attention(*engine) << "\"";
 #endif
   if (world.rank() == 0)
-    std::cout << "# bench: " << groups << " group" << (groups == 1 ? "" : "s") << " of " << r << " rank"
-              << (r == 1 ? "" : "s") << " on " << ctx.device << "; MFU = tokens/s x (6N + 12 L d T) / (ranks x "
-              << (peak > 0 ? std::to_string(static_cast<int>(peak)) + " TFLOP/s" : std::string("peak: none given"))
+    std::cout << "# bench: " << groups << " group" << (groups == 1 ? "" : "s") << " of " << r
+              << " rank" << (r == 1 ? "" : "s") << " on " << ctx.device
+              << "; MFU = tokens/s x (6N + 12 L d T) / (ranks x "
+              << (peak > 0 ? std::to_string(static_cast<int>(peak)) + " TFLOP/s"
+                           : std::string("peak: none given"))
               << "); busbw = algbw x 2(r-1)/r" << std::endl;
 
   if (wants(o, "train")) {
@@ -217,11 +226,12 @@ int cmd_bench(const Args& args, MpiComm& world) {
     std::ostringstream line;
     line.setf(std::ios::fixed);
     line.precision(2);
-    line << "{\"case\": \"train\", " << head.str() << ", \"group\": " << group_index << ", \"ranks\": " << r
-         << ", \"global_batch\": " << B * r << ", \"steps\": " << o.steps << ", \"step_ms\": " << mean_ms
-         << ", \"step_ms_median\": " << step_ms[step_ms.size() / 2];
+    line << "{\"case\": \"train\", " << head.str() << ", \"group\": " << group_index
+         << ", \"ranks\": " << r << ", \"global_batch\": " << B * r << ", \"steps\": " << o.steps
+         << ", \"step_ms\": " << mean_ms << ", \"step_ms_median\": " << step_ms[step_ms.size() / 2];
     line.precision(0);
-    line << ", \"tokens_per_s\": " << group_tokens_per_s << ", \"flops_per_token\": " << flops_per_token;
+    line << ", \"tokens_per_s\": " << group_tokens_per_s
+         << ", \"flops_per_token\": " << flops_per_token;
     line.precision(4);
     if (peak > 0) line << ", \"mfu\": " << group_tokens_per_s * flops_per_token / (r * peak * 1e12);
     line << ", \"loss_first\": " << first_loss << ", \"loss\": " << loss;
@@ -231,9 +241,11 @@ int cmd_bench(const Args& args, MpiComm& world) {
     // Aggregate over groups (leaders' figures; other ranks add zero).
     const double total = world.allreduce_sum(leader ? group_tokens_per_s : 0.0);
     if (world.rank() == 0) {
-      std::printf("{\"case\": \"aggregate\", \"system\": \"btm-%s\", \"groups\": %d, \"ranks_per_group\": %d, "
-                  "\"ranks\": %d, \"tokens_per_s\": %.0f, \"tokens_per_s_per_group\": %.0f}\n",
-                  engine->kind().c_str(), groups, r, world.size(), total, total / groups);
+      std::printf(
+          "{\"case\": \"aggregate\", \"system\": \"btm-%s\", \"groups\": %d, \"ranks_per_group\": "
+          "%d, "
+          "\"ranks\": %d, \"tokens_per_s\": %.0f, \"tokens_per_s_per_group\": %.0f}\n",
+          engine->kind().c_str(), groups, r, world.size(), total, total / groups);
       std::fflush(stdout);
     }
   }
@@ -248,8 +260,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
     std::ostringstream line;
     line.setf(std::ios::fixed);
     line.precision(2);
-    line << "{\"case\": \"eval\", " << head.str() << ", \"group\": " << group_index << ", \"rank\": "
-         << world.rank() << ", \"batch_ms\": " << ms;
+    line << "{\"case\": \"eval\", " << head.str() << ", \"group\": " << group_index
+         << ", \"rank\": " << world.rank() << ", \"batch_ms\": " << ms;
     line.precision(0);
     line << ", \"tokens_per_s\": " << static_cast<double>(tokens) / (ms * 1e-3) << "}";
     print_from_leaders(world, leader, line.str());
@@ -266,8 +278,9 @@ int cmd_bench(const Args& args, MpiComm& world) {
     line.setf(std::ios::fixed);
     line.precision(3);
     line << "{\"case\": \"allreduce\", \"system\": \"btm-" << engine->kind() << "\", \"comm\": \""
-         << (comm.space() == MemorySpace::Device ? "nccl" : "mpi") << "\", \"group\": " << group_index
-         << ", \"ranks\": " << r << ", \"bytes\": " << static_cast<std::size_t>(bytes) << ", \"time_ms\": " << ms
+         << (comm.space() == MemorySpace::Device ? "nccl" : "mpi")
+         << "\", \"group\": " << group_index << ", \"ranks\": " << r
+         << ", \"bytes\": " << static_cast<std::size_t>(bytes) << ", \"time_ms\": " << ms
          << ", \"algbw_gbs\": " << algbw << ", \"busbw_gbs\": " << busbw << "}";
     print_from_leaders(world, leader, line.str());
   }

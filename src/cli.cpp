@@ -18,8 +18,10 @@ std::vector<std::string> split_list(const std::string& text) {
     item.clear();
   };
   for (char c : text) {
-    if (c == ',') flush();
-    else item += c;
+    if (c == ',')
+      flush();
+    else
+      item += c;
   }
   flush();
   return items;
@@ -50,9 +52,11 @@ bool parse_bool(const std::string& text, const char* option) {
 }  // namespace
 
 po::options_description config_options(Config& c) {
-  po::options_description all("Configuration (INI sections [model] [optim] [data] [run] [eval]; "
-                              "a flag --section.key overrides the file)");
+  po::options_description all(
+      "Configuration (INI sections [model] [optim] [data] [run] [eval]; "
+      "a flag --section.key overrides the file)");
   po::options_description model("[model]");
+  // clang-format off
   model.add_options()
       ("model.n_layer", po::value(&c.model.n_layer)->default_value(c.model.n_layer), "transformer blocks")
       ("model.n_head", po::value(&c.model.n_head)->default_value(c.model.n_head), "attention heads")
@@ -62,7 +66,9 @@ po::options_description config_options(Config& c) {
        "vocabulary (byte: 257, gpt2: 50257)")
       ("model.vocab_multiple", po::value(&c.model.vocab_multiple)->default_value(c.model.vocab_multiple),
        "pad the embedding table to a multiple of this");
+  // clang-format on
   po::options_description optim("[optim]");
+  // clang-format off
   optim.add_options()
       ("optim.lr", po::value(&c.optim.lr)->default_value(c.optim.lr), "peak learning rate")
       ("optim.min_lr_ratio", po::value(&c.optim.min_lr_ratio)->default_value(c.optim.min_lr_ratio),
@@ -77,21 +83,27 @@ po::options_description config_options(Config& c) {
        "decoupled weight decay (2-D weights only)")
       ("optim.grad_clip", po::value(&c.optim.grad_clip)->default_value(c.optim.grad_clip),
        "clip the global gradient norm (0: off)");
+  // clang-format on
   po::options_description data("[data]");
+  // clang-format off
   data.add_options()
       ("data.corpus", po::value(&c.data.corpus)->default_value(c.data.corpus),
        "directory of DOMAIN.h5 corpora (btm prepare)")
       ("data.domains", po::value<std::string>()->notifier([&c](const std::string& s) {
          c.data.domains = split_list(s);
-       }), "train domains, comma separated: one ELM each")
-      ("data.eval_domains", po::value<std::string>()->notifier([&c](const std::string& s) {
-         c.data.eval_domains = split_list(s);
-       }), "held-out domains (no ELM trains on them), comma separated")
-      ("data.batch", po::value(&c.data.batch)->default_value(c.data.batch),
-       "sequences per rank per micro-step")
-      ("data.accum", po::value(&c.data.accum)->default_value(c.data.accum),
-       "micro-steps per optimizer step");
+        // clang-format on
+      }),
+      "train domains, comma separated: one ELM each")(
+      "data.eval_domains", po::value<std::string>()->notifier([&c](const std::string& s) {
+        c.data.eval_domains = split_list(s);
+      }),
+      "held-out domains (no ELM trains on them), comma separated")(
+      "data.batch", po::value(&c.data.batch)->default_value(c.data.batch),
+      "sequences per rank per micro-step")("data.accum",
+                                           po::value(&c.data.accum)->default_value(c.data.accum),
+                                           "micro-steps per optimizer step");
   po::options_description run("[run]");
+  // clang-format off
   run.add_options()
       ("run.dir", po::value(&c.run.dir)->default_value(c.run.dir), "the forest directory")
       ("run.steps", po::value(&c.run.steps)->default_value(c.run.steps),
@@ -114,8 +126,11 @@ po::options_description config_options(Config& c) {
        "domain | random (K pseudo-domains of shuffled documents: the paper's ablation)")
       ("run.dense", po::value<std::string>()->notifier([&c](const std::string& s) {
          c.run.dense = parse_bool(s, "run.dense");
-       }), "also train the compute-matched dense baseline (true | false)");
+        // clang-format on
+      }),
+      "also train the compute-matched dense baseline (true | false)");
   po::options_description eval("[eval]");
+  // clang-format off
   eval.add_options()
       ("eval.blocks", po::value(&c.eval.blocks)->default_value(c.eval.blocks),
        "test blocks per domain (0: all)")
@@ -129,7 +144,9 @@ po::options_description config_options(Config& c) {
        "prefix (paper: full-prefix likelihood) | prev-token (reference code)")
       ("eval.topk", po::value<std::string>()->notifier([&c](const std::string& s) {
          c.eval.topk = parse_int_list(s, "eval.topk");
-       }), "ensemble sizes to report, comma separated (default 1..K)");
+        // clang-format on
+      }),
+      "ensemble sizes to report, comma separated (default 1..K)");
   all.add(model).add(optim).add(data).add(run).add(eval);
   return all;
 }
@@ -139,13 +156,17 @@ po::variables_map parse_command(const std::string& command, const std::string& s
                                 const po::options_description& command_options, Config* config,
                                 bool print_help) {
   po::options_description generic("General");
+  // clang-format off
   generic.add_options()("help,h", "print this help");
+  // clang-format on
   po::options_description visible;
   visible.add(generic).add(command_options);
   std::unique_ptr<po::options_description> config_desc;
   if (config) {
+    // clang-format off
     visible.add_options()("config,c", po::value<std::vector<std::string>>()->composing(),
                           "INI config file (repeatable; later files win)");
+    // clang-format on
     config_desc = std::make_unique<po::options_description>(config_options(*config));
     visible.add(*config_desc);
   }
@@ -154,11 +175,14 @@ po::variables_map parse_command(const std::string& command, const std::string& s
   try {
     po::store(po::command_line_parser(args).options(visible).run(), vm);
   } catch (const po::error& e) {
-    throw InputError("btm " + command + ": " + e.what() + " (btm " + command + " --help lists the options)");
+    throw InputError("btm " + command + ": " + e.what() + " (btm " + command +
+                     " --help lists the options)");
   }
   if (vm.count("help")) {
     if (print_help)
-      std::cout << "usage: btm " << command << " [options]\n\n" << summary << "\n\n" << visible << "\n";
+      std::cout << "usage: btm " << command << " [options]\n\n"
+                << summary << "\n\n"
+                << visible << "\n";
     throw HelpShown{};
   }
   if (config && vm.count("config")) {

@@ -65,7 +65,9 @@ void MpiComm::allgather(const void* send, void* recv, std::size_t bytes_per_rank
   count_bytes(bytes_per_rank);
 }
 
-void MpiComm::barrier() { BTM_MPI(MPI_Barrier(comm_)); }
+void MpiComm::barrier() {
+  BTM_MPI(MPI_Barrier(comm_));
+}
 
 std::unique_ptr<MpiComm> MpiComm::split(int color, int key) const {
   MPI_Comm out = MPI_COMM_NULL;

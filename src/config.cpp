@@ -20,8 +20,9 @@ void check_domain_name(const std::string& name, const char* option) {
     require(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.',
             std::string(option) + ": domain name '" + name +
                 "' may only use letters, digits, '_', '-' and '.'");
-  require(name != "seed" && name != "dense" && !name.starts_with("average"),
-          std::string(option) + ": '" + name + "' is reserved for the seed / dense / averaged models");
+  require(
+      name != "seed" && name != "dense" && !name.starts_with("average"),
+      std::string(option) + ": '" + name + "' is reserved for the seed / dense / averaged models");
 }
 
 std::string join(const std::vector<std::string>& items) {
@@ -37,8 +38,8 @@ void validate(const Config& c) {
   require(m.n_layer >= 1, "model.n_layer must be >= 1");
   require(m.n_head >= 1, "model.n_head must be >= 1");
   require(m.d_model >= 1 && m.d_model % m.n_head == 0,
-          "model.d_model (" + std::to_string(m.d_model) + ") must be a positive multiple of model.n_head (" +
-              std::to_string(m.n_head) + ")");
+          "model.d_model (" + std::to_string(m.d_model) +
+              ") must be a positive multiple of model.n_head (" + std::to_string(m.n_head) + ")");
   require(m.context >= 2, "model.context must be >= 2");
   require(m.vocab_size >= 2 && m.vocab_size <= 65536,
           "model.vocab_size must be in [2, 65536] (corpora store uint16 ids)");
@@ -47,7 +48,8 @@ void validate(const Config& c) {
   const OptimConfig& o = c.optim;
   require(o.lr > 0 && std::isfinite(o.lr), "optim.lr must be > 0");
   require(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]");
-  require(o.warmup_fraction >= 0 && o.warmup_fraction < 1, "optim.warmup_fraction must be in [0, 1)");
+  require(o.warmup_fraction >= 0 && o.warmup_fraction < 1,
+          "optim.warmup_fraction must be in [0, 1)");
   require(o.decay == "linear" || o.decay == "cosine",
           "optim.decay is '" + o.decay + "': use linear or cosine");
   require(o.beta1 >= 0 && o.beta1 < 1, "optim.beta1 must be in [0, 1)");
@@ -67,8 +69,9 @@ void validate(const Config& c) {
   for (const std::string& name : d.eval_domains) {
     check_domain_name(name, "data.eval_domains");
     require(seen.insert(name).second,
-            "data.eval_domains: '" + name + "' is also a train domain or listed twice (held-out "
-            "domains must be domains no ELM trains on; train domains are evaluated anyway)");
+            "data.eval_domains: '" + name +
+                "' is also a train domain or listed twice (held-out "
+                "domains must be domains no ELM trains on; train domains are evaluated anyway)");
   }
 
   const RunConfig& r = c.run;

@@ -18,7 +18,9 @@ namespace {
 constexpr const char* kSplitNames[3] = {"train", "valid", "test"};
 }
 
-const char* split_name(Split split) { return kSplitNames[static_cast<int>(split)]; }
+const char* split_name(Split split) {
+  return kSplitNames[static_cast<int>(split)];
+}
 
 TokenArray TokenArray::owned(std::vector<std::uint16_t> tokens) {
   TokenArray a;
@@ -35,7 +37,8 @@ TokenArray TokenArray::mapped(const fs::path& file, std::size_t byte_offset, std
   const int fd = ::open(file.c_str(), O_RDONLY);
   if (fd < 0) throw InputError(file.string() + ": cannot open for reading");
   const long page = ::sysconf(_SC_PAGESIZE);
-  const std::size_t aligned = byte_offset / static_cast<std::size_t>(page) * static_cast<std::size_t>(page);
+  const std::size_t aligned =
+      byte_offset / static_cast<std::size_t>(page) * static_cast<std::size_t>(page);
   const std::size_t length = byte_offset - aligned + count * sizeof(std::uint16_t);
   void* base = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(aligned));
   ::close(fd);
@@ -124,7 +127,8 @@ DomainCorpus load_corpus(const fs::path& file, int model_vocab) {
     if (a.size() && max_id >= corpus.info.vocab_size)
       throw InputError(file.string() + ": /" + kSplitNames[s] + " holds token id " +
                        std::to_string(max_id) + " >= vocab_size " +
-                       std::to_string(corpus.info.vocab_size) + " (corrupt corpus: re-run btm prepare)");
+                       std::to_string(corpus.info.vocab_size) +
+                       " (corrupt corpus: re-run btm prepare)");
   }
   return corpus;
 }

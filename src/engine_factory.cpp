@@ -29,12 +29,14 @@ std::string resolve_device(const std::string& requested) {
   const int gpus = cuda_device_count();
   if (requested == "cuda") {
 #ifndef BTM_HAVE_CUDA
-    throw InputError("run.device = cuda, but this btm was built without CUDA: rebuild with "
-                     "-DBTM_CUDA=ON, or use run.device = cpu");
+    throw InputError(
+        "run.device = cuda, but this btm was built without CUDA: rebuild with "
+        "-DBTM_CUDA=ON, or use run.device = cpu");
 #endif
     if (gpus == 0)
-      throw InputError("run.device = cuda, but no GPU is visible to this process (check "
-                       "CUDA_VISIBLE_DEVICES and the Slurm GPU binding), or use run.device = cpu");
+      throw InputError(
+          "run.device = cuda, but no GPU is visible to this process (check "
+          "CUDA_VISIBLE_DEVICES and the Slurm GPU binding), or use run.device = cpu");
     return "cuda";
   }
   if (requested == "auto") return gpus > 0 ? "cuda" : "cpu";

@@ -38,7 +38,8 @@ struct BlockSet {
 };
 
 std::size_t usable_blocks(const TokenArray& tokens, int T, std::int64_t limit) {
-  const std::size_t available = tokens.size() > 0 ? (tokens.size() - 1) / static_cast<std::size_t>(T) : 0;
+  const std::size_t available =
+      tokens.size() > 0 ? (tokens.size() - 1) / static_cast<std::size_t>(T) : 0;
   return limit > 0 ? std::min(available, static_cast<std::size_t>(limit)) : available;
 }
 
@@ -66,13 +67,16 @@ EvalDomains load_eval_domains(RunContext& ctx, std::vector<std::string> names,
 // Blocks go through the engine in fixed chunks of `batch` blocks; chunk c is scored by group
 // rank c % size, so every number comes from the same computation whatever the rank count.
 // Entries of chunks scored by other ranks are left untouched (zero).
-void score(Engine& engine, const BlockSet& set, int T, int batch, const MpiComm& group, float* out) {
+void score(Engine& engine, const BlockSet& set, int T, int batch, const MpiComm& group,
+           float* out) {
   std::vector<std::int32_t> inputs(static_cast<std::size_t>(batch) * T), targets(inputs.size());
-  const std::size_t chunks = (set.blocks + static_cast<std::size_t>(batch) - 1) / static_cast<std::size_t>(batch);
+  const std::size_t chunks =
+      (set.blocks + static_cast<std::size_t>(batch) - 1) / static_cast<std::size_t>(batch);
   for (std::size_t c = static_cast<std::size_t>(group.rank()); c < chunks;
        c += static_cast<std::size_t>(group.size())) {
     const std::size_t first = c * static_cast<std::size_t>(batch);
-    const int count = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(batch), set.blocks - first));
+    const int count = static_cast<int>(
+        std::min<std::size_t>(static_cast<std::size_t>(batch), set.blocks - first));
     for (int b = 0; b < count; ++b) {
       const std::uint16_t* tokens = set.tokens->data() + (first + static_cast<std::size_t>(b)) * T;
       for (int t = 0; t < T; ++t) {
@@ -97,15 +101,6 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
   }
 }
 
-std::unique_ptr<Engine> eval_engine(const RunContext& ctx) {
-  EngineOptions options;
-  options.device = ctx.device;
-  options.threads = ctx.threads;
-  options.gpu = ctx.gpu;
-  options.max_batch = ctx.config.data.batch;
-  return make_engine(ctx.config.model, options);
-}
-
 // Models are dealt to groups of run.ranks_per_elm ranks, as in training.
 struct EvalGroups {
   int groups = 1;
@@ -119,8 +114,8 @@ EvalGroups make_groups(RunContext& ctx) {
   const int r = ctx.config.run.ranks_per_elm;
   if (ctx.world.size() % r != 0)
     throw InputError("rank layout: " + std::to_string(ctx.world.size()) +
-                     " ranks cannot be cut into groups of run.ranks_per_elm = " + std::to_string(r) +
-                     ": use one of " + valid_ranks_per_elm(ctx.world.size()));
+                     " ranks cannot be cut into groups of run.ranks_per_elm = " +
+                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(ctx.world.size()));
   EvalGroups g;
   g.groups = ctx.world.size() / r;
   g.index = ctx.world.rank() / r;
@@ -141,11 +136,14 @@ std::vector<float> load_params(MpiComm& group, const fs::path& file, const Model
 struct Scores {
   std::vector<std::size_t> offset;  // offset of (m, s) = offset[m * S + s]
   std::vector<float> data;
-  const float* at(std::size_t m, std::size_t s, std::size_t S) const { return data.data() + offset[m * S + s]; }
+  const float* at(std::size_t m, std::size_t s, std::size_t S) const {
+    return data.data() + offset[m * S + s];
+  }
 };
 
 Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
-                    const std::vector<fs::path>& models, const std::vector<std::vector<BlockSet>>& sets,
+                    const std::vector<fs::path>& models,
+                    const std::vector<std::vector<BlockSet>>& sets,
                     std::map<std::size_t, std::vector<float>>* keep) {
   const int T = ctx.config.model.context;
   const std::size_t S = sets.empty() ? 0 : sets[0].size();
@@ -181,7 +179,8 @@ void broadcast_doubles(MpiComm& comm, std::vector<double>& v) {
 // theta = sum_j w_j theta_j as one weighted reduction over the group leaders (in double, so the
 // result does not depend on the order of the sum to fp32 precision), delivered to the leader of
 // group `root_group` and broadcast in that group. `held` are the ELMs this rank's group holds.
-std::vector<float> average_onto(EvalGroups& g, const std::map<std::size_t, std::vector<float>>& held,
+std::vector<float> average_onto(EvalGroups& g,
+                                const std::map<std::size_t, std::vector<float>>& held,
                                 const std::vector<double>& weights, int root_group, std::size_t n) {
   std::vector<float> out;
   if (g.leader()) {
@@ -212,7 +211,8 @@ std::vector<float> average_onto(EvalGroups& g, const std::map<std::size_t, std::
   return out;
 }
 
-double mean_over(const std::vector<double>& values, const std::vector<double>& in_domain, double group) {
+double mean_over(const std::vector<double>& values, const std::vector<double>& in_domain,
+                 double group) {
   double sum = 0;
   int count = 0;
   for (std::size_t d = 0; d < values.size(); ++d)
@@ -223,8 +223,9 @@ double mean_over(const std::vector<double>& values, const std::vector<double>& i
   return count ? sum / count : std::numeric_limits<double>::quiet_NaN();
 }
 
-void print_table(const std::vector<std::string>& methods, const std::vector<std::vector<double>>& ppl,
-                 const std::vector<double>& mean_in, const std::vector<double>& mean_out) {
+void print_table(const std::vector<std::string>& methods,
+                 const std::vector<std::vector<double>>& ppl, const std::vector<double>& mean_in,
+                 const std::vector<double>& mean_out) {
   std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
   for (std::size_t m = 0; m < methods.size(); ++m)
     std::printf("  %-28s %10.3f | %10.3f\n", methods[m].c_str(), mean_in[m], mean_out[m]);
@@ -264,16 +265,18 @@ void run_eval_phase(RunContext& ctx) {
     valid[d] = {&domains.corpora[d].split(Split::Valid),
                 usable_blocks(domains.corpora[d].split(Split::Valid), T, config.eval.prior_blocks)};
     if (test[d].blocks == 0 || valid[d].blocks == 0)
-      throw InputError("domain '" + names[d] + "': its test and validation splits need at least one block of " +
-                       std::to_string(T + 1) + " tokens (re-run btm prepare with more text or lower model.context)");
+      throw InputError("domain '" + names[d] +
+                       "': its test and validation splits need at least one block of " +
+                       std::to_string(T + 1) +
+                       " tokens (re-run btm prepare with more text or lower model.context)");
   }
   if (ctx.leader())
     std::cout << "[eval] " << K << " ELMs" << (with_dense ? " + dense" : "") << " on " << D
-              << " domains (" << config.data.domains.size() << " train, " << config.data.eval_domains.size()
-              << " held-out)" << std::endl;
+              << " domains (" << config.data.domains.size() << " train, "
+              << config.data.eval_domains.size() << " held-out)" << std::endl;
 
   EvalGroups groups = make_groups(ctx);
-  std::unique_ptr<Engine> engine = eval_engine(ctx);
+  std::unique_ptr<Engine> engine = make_engine_for(ctx);
 
   // 1. Per-token log-probabilities of every model on every domain: test, and validation for the
   //    cached prior (ELMs only). Only these arrays travel, never weights.
@@ -293,7 +296,8 @@ void run_eval_phase(RunContext& ctx) {
   }
   std::map<std::size_t, std::vector<float>> held;  // ELM params kept by group leaders for averaging
   const auto score_start = Clock::now();
-  Scores scores = score_models(ctx, groups, *engine, models, sets, groups.leader() ? &held : nullptr);
+  Scores scores =
+      score_models(ctx, groups, *engine, models, sets, groups.leader() ? &held : nullptr);
   held.erase(K);  // the dense model takes no part in averages
   const double score_s = seconds_since(score_start);
 
@@ -321,8 +325,8 @@ void run_eval_phase(RunContext& ctx) {
   // 3. Parameter averages: one model per distinct weight vector, formed by a weighted reduction
   //    over the group leaders and evaluated by group (u % G) on the domains that use it.
   const auto average_start = Clock::now();
-  std::vector<std::vector<double>> average_weights;        // [scheme * D + d] -> weights
-  std::vector<std::vector<double>> unique_weights;         // distinct vectors
+  std::vector<std::vector<double>> average_weights;  // [scheme * D + d] -> weights
+  std::vector<std::vector<double>> unique_weights;   // distinct vectors
   std::vector<std::size_t> use(std::size(ens::kAverageSchemes) * D);
   for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s)
     for (std::size_t d = 0; d < D; ++d) {
@@ -342,7 +346,8 @@ void run_eval_phase(RunContext& ctx) {
   for (std::size_t u = 0; u < U; ++u)
     for (std::size_t d = 0; d < D; ++d) {
       bool used = false;
-      for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) used = used || use[s * D + d] == u;
+      for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s)
+        used = used || use[s * D + d] == u;
       avg_offset[u * D + d] = avg_total;
       avg_blocks[u * D + d] = used ? test[d].blocks : 0;
       avg_total += avg_blocks[u * D + d] * static_cast<std::size_t>(T);
@@ -394,12 +399,14 @@ void run_eval_phase(RunContext& ctx) {
     for (std::size_t j = 0; j < K; ++j) ppl[m++][d] = ens::elm_perplexity(view, j);
     for (int k : topk)
       if (static_cast<std::size_t>(k) <= K)
-        ppl[m++][d] = ens::ensemble_perplexity(view, ens::top_k(pi, static_cast<std::size_t>(k)), form);
+        ppl[m++][d] =
+            ens::ensemble_perplexity(view, ens::top_k(pi, static_cast<std::size_t>(k)), form);
     ppl[m++][d] = ens::uniform_mixture_perplexity(view);
     ppl[m++][d] = ens::uniform_prior_perplexity(view, form);
     for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) {
       const std::size_t u = use[s * D + d];
-      ppl[m++][d] = ens::perplexity(std::span<const float>(avg_scores.data() + avg_offset[u * D + d], N));
+      ppl[m++][d] =
+          ens::perplexity(std::span<const float>(avg_scores.data() + avg_offset[u * D + d], N));
     }
     if (with_dense) ppl[m++][d] = ens::perplexity(std::span<const float>(scores.at(K, d, S), N));
   }
@@ -442,7 +449,8 @@ void run_eval_phase(RunContext& ctx) {
                                      H5P_DEFAULT, H5P_DEFAULT)));
     BTM_H5(H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, weights_flat.data()));
     std::vector<std::string> schemes;
-    for (ens::AverageScheme s : ens::kAverageSchemes) schemes.emplace_back(ens::average_scheme_name(s));
+    for (ens::AverageScheme s : ens::kAverageSchemes)
+      schemes.emplace_back(ens::average_scheme_name(s));
     h5::set_attr(set, "schemes", schemes);
   }
   h5::write_array(root, "tokens", tokens.data(), tokens.size());
@@ -455,21 +463,24 @@ void run_eval_phase(RunContext& ctx) {
   ctx.world.barrier();
 }
 
-std::vector<double> posterior_branch_weights(RunContext& ctx, const std::vector<std::string>& parents,
+std::vector<double> posterior_branch_weights(RunContext& ctx,
+                                             const std::vector<std::string>& parents,
                                              const std::string& domain, int topk) {
   const int T = ctx.config.model.context;
   EvalDomains domains = load_eval_domains(ctx, {domain}, {0.0});
-  const BlockSet valid{&domains.corpora[0].split(Split::Valid),
-                       usable_blocks(domains.corpora[0].split(Split::Valid), T, ctx.config.eval.prior_blocks)};
+  const BlockSet valid{
+      &domains.corpora[0].split(Split::Valid),
+      usable_blocks(domains.corpora[0].split(Split::Valid), T, ctx.config.eval.prior_blocks)};
   if (valid.blocks == 0)
     throw InputError("domain '" + domain + "': its validation split has no block of " +
                      std::to_string(T + 1) + " tokens to compute branch weights from");
   EvalGroups groups = make_groups(ctx);
-  std::unique_ptr<Engine> engine = eval_engine(ctx);
+  std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::vector<fs::path> models;
   for (const std::string& p : parents) models.push_back(checkpoint_file(ctx.run_dir, p));
-  const Scores scores = score_models(ctx, groups, *engine, models,
-                                     std::vector<std::vector<BlockSet>>(parents.size(), {valid}), nullptr);
+  const Scores scores =
+      score_models(ctx, groups, *engine, models,
+                   std::vector<std::vector<BlockSet>>(parents.size(), {valid}), nullptr);
   std::vector<double> weights;
   if (ctx.leader()) {
     std::vector<std::span<const float>> per_elm;
@@ -480,10 +491,13 @@ std::vector<double> posterior_branch_weights(RunContext& ctx, const std::vector<
     options.max_blocks = static_cast<std::size_t>(ctx.config.eval.prior_blocks);
     options.alpha = ctx.config.eval.prior_ema;
     options.form = ens::parse_posterior_form(ctx.config.eval.posterior);
-    const std::vector<double> pi = ens::cached_prior(ens::LogProbView(per_elm, static_cast<std::size_t>(T)), options);
-    const std::size_t k = std::clamp<std::size_t>(static_cast<std::size_t>(std::max(topk, 1)), 1, pi.size());
+    const std::vector<double> pi =
+        ens::cached_prior(ens::LogProbView(per_elm, static_cast<std::size_t>(T)), options);
+    const std::size_t k =
+        std::clamp<std::size_t>(static_cast<std::size_t>(std::max(topk, 1)), 1, pi.size());
     weights = ens::top_k(pi, k);
-    std::cout << "[branch] domain posterior of '" << domain << "' over the forest (top-" << k << "):";
+    std::cout << "[branch] domain posterior of '" << domain << "' over the forest (top-" << k
+              << "):";
     for (std::size_t j = 0; j < parents.size(); ++j) std::cout << " " << parents[j] << "=" << pi[j];
     std::cout << std::endl;
   }

@@ -20,8 +20,10 @@ ModelRecord* Forest::find(const std::string& name) {
 }
 
 void Forest::upsert(const ModelRecord& record) {
-  if (ModelRecord* m = find(record.name)) *m = record;
-  else models.push_back(record);
+  if (ModelRecord* m = find(record.name))
+    *m = record;
+  else
+    models.push_back(record);
 }
 
 bool Forest::remove(const std::string& name) {
@@ -40,14 +42,18 @@ std::vector<const ModelRecord*> Forest::elms() const {
   return out;
 }
 
-fs::path forest_file(const fs::path& run_dir) { return run_dir / "forest.h5"; }
+fs::path forest_file(const fs::path& run_dir) {
+  return run_dir / "forest.h5";
+}
 fs::path checkpoint_file(const fs::path& run_dir, const std::string& name) {
   return run_dir / "elms" / (name + ".h5");
 }
 fs::path metrics_file(const fs::path& run_dir, const std::string& name) {
   return run_dir / "metrics" / (name + ".h5");
 }
-fs::path eval_file(const fs::path& run_dir) { return run_dir / "eval.h5"; }
+fs::path eval_file(const fs::path& run_dir) {
+  return run_dir / "eval.h5";
+}
 
 Forest load_forest(const fs::path& run_dir) {
   const fs::path file = forest_file(run_dir);

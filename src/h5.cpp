@@ -24,19 +24,36 @@ Handle& Handle::operator=(Handle&& other) noexcept {
 void Handle::reset() {
   if (id_ < 0) return;
   switch (H5Iget_type(id_)) {
-    case H5I_FILE: H5Fclose(id_); break;
-    case H5I_GROUP: H5Gclose(id_); break;
-    case H5I_DATASET: H5Dclose(id_); break;
-    case H5I_ATTR: H5Aclose(id_); break;
-    case H5I_DATASPACE: H5Sclose(id_); break;
-    case H5I_DATATYPE: H5Tclose(id_); break;
-    case H5I_GENPROP_LST: H5Pclose(id_); break;
-    default: break;
+    case H5I_FILE:
+      H5Fclose(id_);
+      break;
+    case H5I_GROUP:
+      H5Gclose(id_);
+      break;
+    case H5I_DATASET:
+      H5Dclose(id_);
+      break;
+    case H5I_ATTR:
+      H5Aclose(id_);
+      break;
+    case H5I_DATASPACE:
+      H5Sclose(id_);
+      break;
+    case H5I_DATATYPE:
+      H5Tclose(id_);
+      break;
+    case H5I_GENPROP_LST:
+      H5Pclose(id_);
+      break;
+    default:
+      break;
   }
   id_ = -1;
 }
 
-void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void quiet_errors() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 Handle create_file(const fs::path& path) {
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -70,8 +87,8 @@ std::vector<std::string> children(hid_t group) {
   H5G_info_t info;
   BTM_H5(H5Gget_info(group, &info));
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t n = BTM_H5(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i,
-                                                nullptr, 0, H5P_DEFAULT));
+    const ssize_t n = BTM_H5(
+        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
     std::string name(static_cast<std::size_t>(n), '\0');
     BTM_H5(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
                               static_cast<std::size_t>(n) + 1, H5P_DEFAULT));
@@ -84,14 +101,22 @@ namespace {
 
 template <typename T>
 hid_t native_type() {
-  if constexpr (std::is_same_v<T, float>) return H5T_NATIVE_FLOAT;
-  else if constexpr (std::is_same_v<T, double>) return H5T_NATIVE_DOUBLE;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return H5T_NATIVE_INT64;
-  else if constexpr (std::is_same_v<T, std::uint64_t>) return H5T_NATIVE_UINT64;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return H5T_NATIVE_INT32;
-  else if constexpr (std::is_same_v<T, std::uint16_t>) return H5T_NATIVE_UINT16;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return H5T_NATIVE_UINT8;
-  else static_assert(sizeof(T) == 0, "unsupported HDF5 element type");
+  if constexpr (std::is_same_v<T, float>)
+    return H5T_NATIVE_FLOAT;
+  else if constexpr (std::is_same_v<T, double>)
+    return H5T_NATIVE_DOUBLE;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return H5T_NATIVE_INT64;
+  else if constexpr (std::is_same_v<T, std::uint64_t>)
+    return H5T_NATIVE_UINT64;
+  else if constexpr (std::is_same_v<T, std::int32_t>)
+    return H5T_NATIVE_INT32;
+  else if constexpr (std::is_same_v<T, std::uint16_t>)
+    return H5T_NATIVE_UINT16;
+  else if constexpr (std::is_same_v<T, std::uint8_t>)
+    return H5T_NATIVE_UINT8;
+  else
+    static_assert(sizeof(T) == 0, "unsupported HDF5 element type");
 }
 
 Handle string_type() {
@@ -109,14 +134,13 @@ template <typename T>
 void set_numeric_attr(hid_t obj, const std::string& name, const T* data, hsize_t n, bool scalar) {
   replace_attr(obj, name);
   Handle space(scalar ? BTM_H5(H5Screate(H5S_SCALAR)) : BTM_H5(H5Screate_simple(1, &n, nullptr)));
-  Handle attr(BTM_H5(H5Acreate2(obj, name.c_str(), native_type<T>(), space, H5P_DEFAULT,
-                                H5P_DEFAULT)));
+  Handle attr(
+      BTM_H5(H5Acreate2(obj, name.c_str(), native_type<T>(), space, H5P_DEFAULT, H5P_DEFAULT)));
   if (scalar || n > 0) BTM_H5(H5Awrite(attr, native_type<T>(), data));
 }
 
 Handle open_attr(hid_t obj, const std::string& name) {
-  if (H5Aexists(obj, name.c_str()) <= 0)
-    throw InputError("missing attribute '" + name + "'");
+  if (H5Aexists(obj, name.c_str()) <= 0) throw InputError("missing attribute '" + name + "'");
   return Handle(BTM_H5(H5Aopen(obj, name.c_str(), H5P_DEFAULT)));
 }
 
@@ -157,7 +181,9 @@ void set_attr(hid_t obj, const std::string& name, const std::vector<std::string>
   if (n > 0) BTM_H5(H5Awrite(attr, type, ptrs.data()));
 }
 
-bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+bool has_attr(hid_t obj, const std::string& name) {
+  return H5Aexists(obj, name.c_str()) > 0;
+}
 
 std::int64_t get_int(hid_t obj, const std::string& name) {
   Handle attr = open_attr(obj, name);
@@ -262,11 +288,10 @@ void read_range(hid_t parent, const std::string& name, std::size_t start, std::s
   BTM_H5(H5Dread(set, native_type<T>(), mem_space, file_space, H5P_DEFAULT, out));
 }
 
-#define BTM_H5_INSTANTIATE(T)                                                              \
-  template void write_array<T>(hid_t, const std::string&, const T*, std::size_t);         \
-  template void write_matrix<T>(hid_t, const std::string&, const T*, std::size_t,         \
-                                std::size_t);                                              \
-  template std::vector<T> read_array<T>(hid_t, const std::string&);                       \
+#define BTM_H5_INSTANTIATE(T)                                                                   \
+  template void write_array<T>(hid_t, const std::string&, const T*, std::size_t);               \
+  template void write_matrix<T>(hid_t, const std::string&, const T*, std::size_t, std::size_t); \
+  template std::vector<T> read_array<T>(hid_t, const std::string&);                             \
   template void read_range<T>(hid_t, const std::string&, std::size_t, std::size_t, T*);
 BTM_H5_INSTANTIATE(float)
 BTM_H5_INSTANTIATE(double)

@@ -14,12 +14,14 @@ namespace btm {
 int cmd_logits(const Args& args, MpiComm& world) {
   std::string checkpoint, tokens_text, out, device = "cpu";
   po::options_description options("Options");
+  // clang-format off
   options.add_options()
       ("checkpoint", po::value(&checkpoint)->required(), "a btm checkpoint (.h5)")
       ("tokens", po::value(&tokens_text)->required(),
        "comma-separated token ids: B sequences of T+1 ids, sequences separated by ';'")
       ("out", po::value(&out)->required(), "output HDF5 file: /logits [B*T, Vp], /logprobs [B*T]")
       ("device", po::value(&device)->default_value(device), "cpu | cuda | auto");
+  // clang-format on
   parse_command("logits", "Write a checkpoint's logits and log-probabilities on the given tokens.",
                 args, options, nullptr, world.rank() == 0);
   if (world.rank() != 0) return kExitOk;
@@ -52,9 +54,11 @@ int cmd_logits(const Args& args, MpiComm& world) {
                      std::to_string(c.model.context + 1) + " ids");
   std::vector<std::int32_t> inputs, targets;
   for (const auto& r : rows) {
-    if (static_cast<int>(r.size()) != T + 1) throw InputError("--tokens: sequences differ in length");
+    if (static_cast<int>(r.size()) != T + 1)
+      throw InputError("--tokens: sequences differ in length");
     for (int t = 0; t <= T; ++t)
-      if (r[static_cast<std::size_t>(t)] < 0 || r[static_cast<std::size_t>(t)] >= c.model.vocab_size)
+      if (r[static_cast<std::size_t>(t)] < 0 ||
+          r[static_cast<std::size_t>(t)] >= c.model.vocab_size)
         throw InputError("--tokens: id " + std::to_string(r[static_cast<std::size_t>(t)]) +
                          " is outside the vocabulary");
     inputs.insert(inputs.end(), r.begin(), r.end() - 1);
@@ -68,7 +72,8 @@ int cmd_logits(const Args& args, MpiComm& world) {
   engine->set_params(c.params);
   const Batch batch{inputs.data(), targets.data(), B, T};
   const std::size_t Vp = static_cast<std::size_t>(c.model.padded_vocab());
-  std::vector<float> logits(static_cast<std::size_t>(B) * T * Vp), logprobs(static_cast<std::size_t>(B) * T);
+  std::vector<float> logits(static_cast<std::size_t>(B) * T * Vp),
+      logprobs(static_cast<std::size_t>(B) * T);
   engine->logits(batch, logits.data());
   engine->token_logprobs(batch, logprobs.data());
   h5::AtomicFile file(out);

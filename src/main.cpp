@@ -22,8 +22,10 @@ struct CommandEntry {
 const std::map<std::string, CommandEntry>& commands() {
   static const std::map<std::string, CommandEntry> table = {
       {"prepare", {btm::cmd_prepare, "tokenize text files into per-domain HDF5 corpora"}},
-      {"layout", {btm::cmd_layout, "print the rank layout: which ranks train which ELM, in which wave"}},
-      {"run", {btm::cmd_run, "the whole pipeline: seed, branch, train, merge, dense baseline, eval"}},
+      {"layout",
+       {btm::cmd_layout, "print the rank layout: which ranks train which ELM, in which wave"}},
+      {"run",
+       {btm::cmd_run, "the whole pipeline: seed, branch, train, merge, dense baseline, eval"}},
       {"seed", {btm::cmd_seed, "train the seed LM on all train domains (whole world)"}},
       {"branch", {btm::cmd_branch, "create ELMs from the seed or from a weighted average of ELMs"}},
       {"train", {btm::cmd_train, "train the forest's unfinished ELMs, one group each"}},

@@ -74,14 +74,14 @@ void init_gpt2(const ParamLayout& layout, std::span<float> params, std::uint64_t
     float* p = params.data() + t.offset;
     // Each tensor draws from its own stream, so adding a tensor never shifts the others.
     Rng rng(mix64(seed ^ mix64(k + 1)));
-    const bool is_ln_weight = t.name.find("ln_") != std::string::npos &&
-                              t.name.ends_with(".weight");
+    const bool is_ln_weight =
+        t.name.find("ln_") != std::string::npos && t.name.ends_with(".weight");
     if (t.shape.size() == 1) {
       for (std::size_t i = 0; i < t.size; ++i) p[i] = is_ln_weight ? 1.0f : 0.0f;
       continue;
     }
-    const bool residual = t.name.ends_with("attn.c_proj.weight") ||
-                          t.name.ends_with("mlp.c_proj.weight");
+    const bool residual =
+        t.name.ends_with("attn.c_proj.weight") || t.name.ends_with("mlp.c_proj.weight");
     const double std = residual ? residual_std : 0.02;
     for (std::size_t i = 0; i < t.size; ++i) p[i] = static_cast<float>(std * rng.normal());
     if (t.name == "wte") {  // padded vocab rows are never used: keep them zero

@@ -29,15 +29,6 @@ std::uint64_t sampler_seed_for(const Config& config, const std::string& name) {
   return mix64(config.run.seed ^ name_hash(name));
 }
 
-std::unique_ptr<Engine> engine_for(const RunContext& ctx) {
-  EngineOptions options;
-  options.device = ctx.device;
-  options.threads = ctx.threads;
-  options.gpu = ctx.gpu;
-  options.max_batch = ctx.config.data.batch;
-  return make_engine(ctx.config.model, options);
-}
-
 ModelRecord record_from(const Checkpoint& c, const std::string& kind,
                         std::vector<std::string> parents, std::vector<double> weights) {
   ModelRecord r;
@@ -68,7 +59,7 @@ Forest load_or_new_forest(const RunContext& ctx) {
 
 // Trains one model with the whole world as its group.
 PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
-  std::unique_ptr<Engine> engine = engine_for(ctx);
+  std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(*engine, ctx.world, ctx.gpu, storage);
   const TrainResult result = train_model(ctx, ctx.world, *engine, grads, name);
@@ -128,7 +119,8 @@ std::vector<std::string> elm_names(const Config& config) {
 
 PhaseResult run_seed_phase(RunContext& ctx) {
   const Config& config = ctx.config;
-  const Budget budget = make_budget(config, ctx.world.size(), static_cast<int>(config.data.domains.size()));
+  const Budget budget =
+      make_budget(config, ctx.world.size(), static_cast<int>(config.data.domains.size()));
   const fs::path file = checkpoint_file(ctx.run_dir, "seed");
   Forest forest;
   const bool trained = decided_by_root(ctx.world, [&] {
@@ -145,7 +137,8 @@ PhaseResult run_seed_phase(RunContext& ctx) {
       if (!config.run.seed_checkpoint.empty()) {
         c = load_checkpoint(config.run.seed_checkpoint, &config.model);
         if (c.step >= budget.total_steps)
-          throw InputError(config.run.seed_checkpoint + ": it is at step " + std::to_string(c.step) +
+          throw InputError(config.run.seed_checkpoint + ": it is at step " +
+                           std::to_string(c.step) +
                            ", not before run.steps = " + std::to_string(budget.total_steps) +
                            ": raise run.steps so the ELMs have steps left to train");
         c.name = "seed";
@@ -194,9 +187,9 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
           throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
         seed = std::make_unique<Checkpoint>(load_checkpoint(seed_file, &config.model));
         if (!seed->finished())
-          throw InputError(seed_file.string() + ": the seed is at step " + std::to_string(seed->step) +
-                           " of " + std::to_string(seed->target_steps) +
-                           ": finish it first (btm seed continues it)");
+          throw InputError(
+              seed_file.string() + ": the seed is at step " + std::to_string(seed->step) + " of " +
+              std::to_string(seed->target_steps) + ": finish it first (btm seed continues it)");
       }
       Checkpoint elm = *seed;  // weights, moments and schedule position continue
       elm.name = name;
@@ -215,7 +208,8 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
 }
 
 void branch_from_average(RunContext& ctx, const std::string& domain,
-                         const std::vector<std::string>& parents, const std::vector<double>& weights) {
+                         const std::vector<std::string>& parents,
+                         const std::vector<double>& weights) {
   const Config& config = ctx.config;
   on_leader(ctx, [&] {
     if (parents.empty() || parents.size() != weights.size())
@@ -274,7 +268,7 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
 }
 
 PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& names,
-                             std::uint64_t* world_bytes_during_train) {
+                            std::uint64_t* world_bytes_during_train) {
   const std::vector<std::string> pending = listed_by_root(ctx.world, [&] {
     std::vector<std::string> unfinished;
     for (const std::string& name : names) {
@@ -287,18 +281,20 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
     return unfinished;
   });
   if (pending.empty()) {
-    if (ctx.leader()) std::cout << "[train] all " << names.size() << " ELMs are trained: skipped" << std::endl;
+    if (ctx.leader())
+      std::cout << "[train] all " << names.size() << " ELMs are trained: skipped" << std::endl;
     return PhaseResult::Done;
   }
   const RankLayout layout = plan_layout(ctx.world.size(), ctx.config.run.ranks_per_elm, pending);
   if (ctx.leader()) {
     const Budget budget = make_budget(ctx.config, ctx.world.size(), static_cast<int>(names.size()));
     std::cout << "[train] " << pending.size() << " of " << names.size() << " ELMs to train\n"
-              << describe_layout(layout, budget.elm_steps, budget.tokens_per_rank_step) << std::flush;
+              << describe_layout(layout, budget.elm_steps, budget.tokens_per_rank_step)
+              << std::flush;
   }
   const int group_index = layout.group_of(ctx.world.rank());
   std::unique_ptr<MpiComm> group = ctx.world.split(group_index, ctx.world.rank());
-  std::unique_ptr<Engine> engine = engine_for(ctx);
+  std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(*engine, *group, ctx.gpu, storage);
 
@@ -309,7 +305,8 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
     result = train_model(ctx, *group, *engine, grads, name);
     if (result == TrainResult::Stopped) break;
   }
-  if (world_bytes_during_train) *world_bytes_during_train = ctx.world.bytes_sent() - world_bytes_before;
+  if (world_bytes_during_train)
+    *world_bytes_during_train = ctx.world.bytes_sent() - world_bytes_before;
 
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   run_merge_phase(ctx);
@@ -330,8 +327,8 @@ void run_merge_phase(RunContext& ctx) {
       if (r.kind == "elm" && c.finished()) ++trained;
     }
     save_forest(ctx.run_dir, forest);
-    std::cout << "[merge] forest: " << trained << " of " << forest.elms().size()
-              << " ELMs trained" << std::endl;
+    std::cout << "[merge] forest: " << trained << " of " << forest.elms().size() << " ELMs trained"
+              << std::endl;
   });
 }
 
@@ -340,7 +337,8 @@ PhaseResult run_dense_phase(RunContext& ctx) {
   const std::vector<std::string> names = elm_names(config);
   const Budget budget = make_budget(config, ctx.world.size(), static_cast<int>(names.size()));
   const fs::path file = checkpoint_file(ctx.run_dir, "dense");
-  if (decided_by_root(ctx.world, [&] { return fs::exists(file) && peek_checkpoint(file).finished(); })) {
+  if (decided_by_root(ctx.world,
+                      [&] { return fs::exists(file) && peek_checkpoint(file).finished(); })) {
     if (ctx.leader()) std::cout << "[dense] already trained: skipped" << std::endl;
     update_record(ctx, "dense");
     return PhaseResult::Done;
@@ -351,9 +349,9 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
       // When the dense schedule equals the seed's (K*r == W), the seed IS the dense model's
       // first seed_steps: continue it instead of repeating that compute.
-      const bool continue_seed = budget.dense_steps == budget.total_steps && budget.seed_steps > 0 &&
-                                 config.run.seed_checkpoint.empty() && fs::exists(seed_file) &&
-                                 peek_checkpoint(seed_file).finished();
+      const bool continue_seed = budget.dense_steps == budget.total_steps &&
+                                 budget.seed_steps > 0 && config.run.seed_checkpoint.empty() &&
+                                 fs::exists(seed_file) && peek_checkpoint(seed_file).finished();
       Checkpoint c;
       std::vector<std::string> parents;
       std::vector<double> weights;
@@ -372,9 +370,10 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       save_checkpoint(file, c);
       forest.upsert(record_from(c, "dense", parents, weights));
       save_forest(ctx.run_dir, forest);
-      std::cout << "[dense] baseline: " << budget.dense_steps << " steps on all " << ctx.world.size()
-                << " ranks (same tokens as the forest)"
-                << (continue_seed ? ", continuing the seed" : ", from the initialisation") << std::endl;
+      std::cout << "[dense] baseline: " << budget.dense_steps << " steps on all "
+                << ctx.world.size() << " ranks (same tokens as the forest)"
+                << (continue_seed ? ", continuing the seed" : ", from the initialisation")
+                << std::endl;
     });
   }
   const PhaseResult result = train_on_world(ctx, "dense");
@@ -393,16 +392,19 @@ void make_random_split(RunContext& ctx) {
     if (complete) return;
     std::vector<DomainCorpus> corpora;
     for (const std::string& d : config.data.domains)
-      corpora.push_back(load_corpus(fs::path(config.data.corpus) / (d + ".h5"), config.model.vocab_size));
+      corpora.push_back(
+          load_corpus(fs::path(config.data.corpus) / (d + ".h5"), config.model.vocab_size));
     std::vector<std::vector<std::uint16_t>> out(K * 3);
     std::vector<std::int64_t> docs(K * 3, 0);
     for (int s = 0; s < 3; ++s) {
       // All documents of all train domains, shuffled, dealt round robin into K equal parts.
       std::vector<std::pair<const TokenArray*, std::pair<std::size_t, std::size_t>>> all;
       for (const DomainCorpus& c : corpora)
-        for (auto span : document_spans(c.splits[s], c.info.eot_token)) all.push_back({&c.splits[s], span});
+        for (auto span : document_spans(c.splits[s], c.info.eot_token))
+          all.push_back({&c.splits[s], span});
       if (all.empty()) continue;
-      const Permutation order(all.size(), mix64(config.run.seed ^ 0x5EED5EEDull ^ static_cast<std::uint64_t>(s)));
+      const Permutation order(
+          all.size(), mix64(config.run.seed ^ 0x5EED5EEDull ^ static_cast<std::uint64_t>(s)));
       for (std::size_t i = 0; i < all.size(); ++i) {
         const auto& [tokens, span] = all[order(i)];
         std::vector<std::uint16_t>& dst = out[(i % K) * 3 + static_cast<std::size_t>(s)];
@@ -423,7 +425,8 @@ void make_random_split(RunContext& ctx) {
       }
       write_corpus(dir / (info.domain + ".h5"), info, splits);
     }
-    std::cout << "[split] " << K << " random pseudo-domains written to " << dir.string() << std::endl;
+    std::cout << "[split] " << K << " random pseudo-domains written to " << dir.string()
+              << std::endl;
   });
 }
 

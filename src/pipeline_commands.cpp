@@ -20,6 +20,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// --weights "0.5,0.3,0.2" for `parents` ELMs: numbers, one per parent, normalised to sum 1.
+std::vector<double> parse_parent_weights(const std::string& text, std::size_t parents) {
+  std::vector<double> weights;
+  for (const std::string& w : split_list(text)) {
+    try {
+      weights.push_back(std::stod(w));
+    } catch (const std::exception&) {
+      throw InputError("--weights: '" + w + "' is not a number");
+    }
+  }
+  if (weights.size() != parents)
+    throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
+                     std::to_string(parents) + " parents");
+  return ensemble::normalise_weights(weights);
+}
+
 // Every train and held-out corpus exists and fits the model, checked before any work.
 void check_corpora(RunContext& ctx) {
   collective_check(ctx.world, [&] {
@@ -40,7 +56,8 @@ void check_corpora(RunContext& ctx) {
                          std::to_string(info.vocab_size) + " ids but model.vocab_size is " +
                          std::to_string(c.model.vocab_size));
       if (!tokenizer.empty() && info.tokenizer != tokenizer)
-        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " differs from " + tokenizer +
+        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " differs from " +
+                         tokenizer +
                          " of the other domains: prepare all domains with one tokenizer");
       tokenizer = info.tokenizer;
     }
@@ -50,9 +67,11 @@ void check_corpora(RunContext& ctx) {
 // --max-steps-per-run, accepted by every training command.
 po::options_description step_limit_option(std::int64_t& limit) {
   po::options_description options("Options");
+  // clang-format off
   options.add_options()("max-steps-per-run", po::value(&limit)->default_value(0),
                         "train each model at most N steps in this invocation, then checkpoint and "
                         "exit with code 75 like a preempted job (0: no limit)");
+  // clang-format on
   return options;
 }
 
@@ -71,7 +90,8 @@ RunContext prepare_context(const Config& config, MpiComm& world, std::int64_t ma
         save_forest(ctx.run_dir, forest);
       } else if (forest.config_ini != ctx.config_ini) {
         std::cout << "note: the config differs from the one this forest was started with; "
-                     "existing checkpoints keep their own step targets" << std::endl;
+                     "existing checkpoints keep their own step targets"
+                  << std::endl;
       }
     }
   });
@@ -93,12 +113,15 @@ int cmd_layout(const Args& args, MpiComm& world) {
   Config config;
   int world_size = 0;
   po::options_description options("Options");
+  // clang-format off
   options.add_options()("world", po::value(&world_size),
                         "plan for this many ranks (default: the ranks started)");
-  parse_command("layout",
-                "Print the rank layout (which ranks train which ELM, in which wave) and the step and\n"
-                "token budget of every phase, without running anything.",
-                args, options, &config, world.rank() == 0);
+  // clang-format on
+  parse_command(
+      "layout",
+      "Print the rank layout (which ranks train which ELM, in which wave) and the step and\n"
+      "token budget of every phase, without running anything.",
+      args, options, &config, world.rank() == 0);
   if (world_size == 0) world_size = world.size();
   const std::vector<std::string> names = elm_names(config);
   const RankLayout layout = plan_layout(world_size, config.run.ranks_per_elm, names);
@@ -122,18 +145,22 @@ int cmd_run(const Args& args, MpiComm& world) {
   bool skip_eval = false;
   std::int64_t step_limit = 0;
   po::options_description options = step_limit_option(step_limit);
+  // clang-format off
   options.add_options()("dry-run", po::bool_switch(&dry_run), "print the plan and exit")(
       "no-eval", po::bool_switch(&skip_eval), "stop after training (no evaluation phase)");
-  parse_command("run",
-                "The whole pipeline on one forest directory: seed -> branch -> train -> merge ->\n"
-                "dense baseline -> evaluation. Run it again after a crash or a preemption: finished\n"
-                "models are kept, unfinished ones resume from their last checkpoint.",
-                args, options, &config, world.rank() == 0);
+  // clang-format on
+  parse_command(
+      "run",
+      "The whole pipeline on one forest directory: seed -> branch -> train -> merge ->\n"
+      "dense baseline -> evaluation. Run it again after a crash or a preemption: finished\n"
+      "models are kept, unfinished ones resume from their last checkpoint.",
+      args, options, &config, world.rank() == 0);
   const std::vector<std::string> names = elm_names(config);
   const RankLayout layout = plan_layout(world.size(), config.run.ranks_per_elm, names);
   if (dry_run) {
     const Budget b = make_budget(config, world.size(), static_cast<int>(names.size()));
-    if (world.rank() == 0) std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
+    if (world.rank() == 0)
+      std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
     return kExitOk;
   }
   RunContext ctx = prepare_context(config, world, step_limit);
@@ -160,6 +187,7 @@ int cmd_branch(const Args& args, MpiComm& world) {
   Config config;
   std::string new_domain, weights_text, parents_text;
   po::options_description options("Options");
+  // clang-format off
   options.add_options()
       ("new-domain", po::value(&new_domain),
        "add one ELM for this domain, branched from a weighted average of existing ELMs")
@@ -167,11 +195,13 @@ int cmd_branch(const Args& args, MpiComm& world) {
       ("weights", po::value(&weights_text),
        "their weights, comma separated (default: the forest's domain posterior on the new domain's "
        "validation text, top-k by eval.topk's first entry)");
-  parse_command("branch",
-                "Create ELMs. Without --new-domain: every ELM of data.domains that has no checkpoint\n"
-                "yet starts as a copy of the seed (weights, AdamW moments, schedule position).\n"
-                "With --new-domain D: ELM D starts as a weighted average of existing ELMs.",
-                args, options, &config, world.rank() == 0);
+  // clang-format on
+  parse_command(
+      "branch",
+      "Create ELMs. Without --new-domain: every ELM of data.domains that has no checkpoint\n"
+      "yet starts as a copy of the seed (weights, AdamW moments, schedule position).\n"
+      "With --new-domain D: ELM D starts as a weighted average of existing ELMs.",
+      args, options, &config, world.rank() == 0);
   RunContext ctx = prepare_context(config, world, 0);
   if (new_domain.empty()) {
     if (config.run.split == "random") make_random_split(ctx);
@@ -183,22 +213,14 @@ int cmd_branch(const Args& args, MpiComm& world) {
   if (parents.empty())
     for (const ModelRecord* r : forest.elms())
       if (r->status == "trained") parents.push_back(r->name);
-  if (parents.empty()) throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to branch from");
+  if (parents.empty())
+    throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to branch from");
   std::vector<double> weights;
   if (!weights_text.empty()) {
-    for (const std::string& w : split_list(weights_text)) {
-      try {
-        weights.push_back(std::stod(w));
-      } catch (const std::exception&) {
-        throw InputError("--weights: '" + w + "' is not a number");
-      }
-    }
-    if (weights.size() != parents.size())
-      throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
-                       std::to_string(parents.size()) + " parents");
-    weights = ensemble::normalise_weights(weights);
+    weights = parse_parent_weights(weights_text, parents.size());
   } else {
-    const int topk = config.eval.topk.empty() ? static_cast<int>(parents.size()) : config.eval.topk[0];
+    const int topk =
+        config.eval.topk.empty() ? static_cast<int>(parents.size()) : config.eval.topk[0];
     weights = posterior_branch_weights(ctx, parents, new_domain, topk);
   }
   branch_from_average(ctx, new_domain, parents, weights);
@@ -210,14 +232,17 @@ int cmd_train(const Args& args, MpiComm& world) {
   bool resume = false;
   std::int64_t step_limit = 0;
   po::options_description options = step_limit_option(step_limit);
+  // clang-format off
   options.add_options()("resume", po::bool_switch(&resume),
                         "continue ELMs that already have a checkpoint (without it, an existing "
                         "partly trained checkpoint is an error, to protect it)");
-  parse_command("train",
-                "Train the ELMs of data.domains, one group of run.ranks_per_elm ranks each, in waves.\n"
-                "An ELM without a checkpoint starts from the seed if the forest has one, else from\n"
-                "the initialisation (a plain LM on that domain).",
-                args, options, &config, world.rank() == 0);
+  // clang-format on
+  parse_command(
+      "train",
+      "Train the ELMs of data.domains, one group of run.ranks_per_elm ranks each, in waves.\n"
+      "An ELM without a checkpoint starts from the seed if the forest has one, else from\n"
+      "the initialisation (a plain LM on that domain).",
+      args, options, &config, world.rank() == 0);
   RunContext ctx = prepare_context(config, world, step_limit);
   const std::vector<std::string> names = elm_names(config);
   collective_check(world, [&] {
@@ -234,7 +259,8 @@ int cmd_train(const Args& args, MpiComm& world) {
     }
   });
   if (config.run.split == "random") make_random_split(ctx);
-  if (!decided_by_root(ctx.world, [&] { return fs::exists(checkpoint_file(ctx.run_dir, "seed")); })) {
+  if (!decided_by_root(ctx.world,
+                       [&] { return fs::exists(checkpoint_file(ctx.run_dir, "seed")); })) {
     // No seed: every ELM starts from the initialisation (seed of zero steps).
     Config from_scratch = config;
     from_scratch.run.seed_share = 0;
@@ -249,10 +275,11 @@ int cmd_train(const Args& args, MpiComm& world) {
 int cmd_dense(const Args& args, MpiComm& world) {
   Config config;
   std::int64_t step_limit = 0;
-  parse_command("dense",
-                "Train the dense baseline: the forest's total budget (steps x global batch) on all\n"
-                "ranks over all train domains, so forest and baseline are compute-matched.",
-                args, step_limit_option(step_limit), &config, world.rank() == 0);
+  parse_command(
+      "dense",
+      "Train the dense baseline: the forest's total budget (steps x global batch) on all\n"
+      "ranks over all train domains, so forest and baseline are compute-matched.",
+      args, step_limit_option(step_limit), &config, world.rank() == 0);
   RunContext ctx = prepare_context(config, world, step_limit);
   return run_dense_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
@@ -260,12 +287,14 @@ int cmd_dense(const Args& args, MpiComm& world) {
 int cmd_forest(const Args& args, MpiComm& world) {
   std::string action, name, checkpoint, domain, run_dir = "run";
   po::options_description options("Options");
+  // clang-format off
   options.add_options()
       ("action", po::value(&action), "list | add | remove")
       ("run.dir", po::value(&run_dir)->default_value(run_dir), "the forest directory")
       ("name", po::value(&name), "add/remove: the ELM's name")
       ("checkpoint", po::value(&checkpoint), "add: a btm checkpoint file to copy into the forest")
       ("domain", po::value(&domain), "add: the domain it is an expert of (default: its name)");
+  // clang-format on
   std::vector<std::string> rest = args;
   if (!rest.empty() && !rest[0].starts_with("-")) rest[0].insert(0, "--action=");
   parse_command("forest",
@@ -275,11 +304,13 @@ int cmd_forest(const Args& args, MpiComm& world) {
   if (world.rank() != 0) return kExitOk;
   const fs::path dir(run_dir);
   if (!fs::exists(forest_file(dir)))
-    throw InputError("no forest at " + forest_file(dir).string() + " (run btm run or btm seed first)");
+    throw InputError("no forest at " + forest_file(dir).string() +
+                     " (run btm run or btm seed first)");
   Forest forest = load_forest(dir);
   if (action == "list" || action.empty()) {
     std::cout << std::left << std::setw(16) << "name" << std::setw(7) << "kind" << std::setw(10)
-              << "status" << std::setw(9) << "steps" << std::setw(13) << "tokens" << "parents\n";
+              << "status" << std::setw(9) << "steps" << std::setw(13) << "tokens"
+              << "parents\n";
     for (const ModelRecord& r : forest.models) {
       std::string parents;
       for (std::size_t j = 0; j < r.parents.size(); ++j) {
@@ -289,7 +320,8 @@ int cmd_forest(const Args& args, MpiComm& world) {
         parents += w.str();
       }
       std::cout << std::left << std::setw(16) << r.name << std::setw(7) << r.kind << std::setw(10)
-                << r.status << std::setw(9) << r.steps << std::setw(13) << r.tokens << parents << "\n";
+                << r.status << std::setw(9) << r.steps << std::setw(13) << r.tokens << parents
+                << "\n";
     }
     return kExitOk;
   }
@@ -303,7 +335,8 @@ int cmd_forest(const Args& args, MpiComm& world) {
   }
   if (action == "add") {
     if (checkpoint.empty()) throw InputError("btm forest add: --checkpoint is required");
-    if (forest.find(name)) throw InputError("a model named '" + name + "' is already in the forest");
+    if (forest.find(name))
+      throw InputError("a model named '" + name + "' is already in the forest");
     Checkpoint c = load_checkpoint(checkpoint);
     c.name = name;
     c.domains = {domain.empty() ? name : domain};
@@ -328,11 +361,12 @@ int cmd_forest(const Args& args, MpiComm& world) {
 
 int cmd_eval(const Args& args, MpiComm& world) {
   Config config;
-  parse_command("eval",
-                "The collective phase: per-token log-probabilities of every ELM (and the dense\n"
-                "baseline) on every train and held-out domain, ensembles with the cached-prior domain\n"
-                "posterior (top-1..K), the uniform mixture, parameter averages; writes RUN/eval.h5.",
-                args, po::options_description("Options"), &config, world.rank() == 0);
+  parse_command(
+      "eval",
+      "The collective phase: per-token log-probabilities of every ELM (and the dense\n"
+      "baseline) on every train and held-out domain, ensembles with the cached-prior domain\n"
+      "posterior (top-1..K), the uniform mixture, parameter averages; writes RUN/eval.h5.",
+      args, po::options_description("Options"), &config, world.rank() == 0);
   RunContext ctx = prepare_context(config, world, 0);
   run_eval_phase(ctx);
   return kExitOk;
@@ -342,15 +376,18 @@ int cmd_average(const Args& args, MpiComm& world) {
   Config config;
   std::string name, parents_text, weights_text;
   po::options_description options("Options");
+  // clang-format off
   options.add_options()
       ("name", po::value(&name)->required(), "name of the averaged model (RUN/elms/NAME.h5)")
       ("parents", po::value(&parents_text), "ELMs to average (default: every trained ELM)")
       ("weights", po::value(&weights_text),
        "their weights, comma separated, normalised to sum 1 (default: uniform)");
-  parse_command("average",
-                "Average ELM parameters, theta = sum_j w_j theta_j, into one checkpoint that is added\n"
-                "to the forest as kind 'average' (evaluate it with btm logits, or branch from it).",
-                args, options, &config, world.rank() == 0);
+  // clang-format on
+  parse_command(
+      "average",
+      "Average ELM parameters, theta = sum_j w_j theta_j, into one checkpoint that is added\n"
+      "to the forest as kind 'average' (evaluate it with btm logits, or branch from it).",
+      args, options, &config, world.rank() == 0);
   RunContext ctx = prepare_context(config, world, 0);
   collective_check(world, [&] {
     if (!ctx.leader()) return;
@@ -361,22 +398,11 @@ int cmd_average(const Args& args, MpiComm& world) {
     if (parents.empty())
       for (const ModelRecord* r : forest.elms())
         if (r->status == "trained") parents.push_back(r->name);
-    if (parents.empty()) throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to average");
-    std::vector<double> weights(parents.size(), 1.0);
-    if (!weights_text.empty()) {
-      weights.clear();
-      for (const std::string& w : split_list(weights_text)) {
-        try {
-          weights.push_back(std::stod(w));
-        } catch (const std::exception&) {
-          throw InputError("--weights: '" + w + "' is not a number");
-        }
-      }
-      if (weights.size() != parents.size())
-        throw InputError("--weights has " + std::to_string(weights.size()) + " values for " +
-                         std::to_string(parents.size()) + " parents");
-    }
-    weights = ensemble::normalise_weights(weights);
+    if (parents.empty())
+      throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to average");
+    const std::vector<double> weights =
+        weights_text.empty() ? ensemble::normalise_weights(std::vector<double>(parents.size(), 1.0))
+                             : parse_parent_weights(weights_text, parents.size());
     std::vector<Checkpoint> models;
     for (const std::string& p : parents)
       models.push_back(load_checkpoint(checkpoint_file(ctx.run_dir, p), &config.model, false));
@@ -392,7 +418,8 @@ int cmd_average(const Args& args, MpiComm& world) {
     for (std::size_t j = 0; j < models.size(); ++j)
       out.tokens += static_cast<std::uint64_t>(weights[j] * static_cast<double>(models[j].tokens));
     out.domains.clear();
-    for (const Checkpoint& m : models) out.domains.insert(out.domains.end(), m.domains.begin(), m.domains.end());
+    for (const Checkpoint& m : models)
+      out.domains.insert(out.domains.end(), m.domains.begin(), m.domains.end());
     out.config_ini = ctx.config_ini;
     save_checkpoint(checkpoint_file(ctx.run_dir, name), out);
     ModelRecord r;
@@ -408,7 +435,8 @@ int cmd_average(const Args& args, MpiComm& world) {
     forest.upsert(r);
     save_forest(ctx.run_dir, forest);
     std::cout << "[average] " << name << " =";
-    for (std::size_t j = 0; j < parents.size(); ++j) std::cout << " " << weights[j] << "*" << parents[j];
+    for (std::size_t j = 0; j < parents.size(); ++j)
+      std::cout << " " << weights[j] << "*" << parents[j];
     std::cout << " -> " << checkpoint_file(ctx.run_dir, name).string() << std::endl;
   });
   return kExitOk;

@@ -968,6 +968,7 @@ int cmd_prepare(const Args& args, MpiComm& world) {
   std::string input, out, bpe_dir, domains;
   po::options_description options("Options");
   // clang-format off
+  // clang-format off
   options.add_options()
       ("input", po::value(&input)->required(),
        "directory with one subdirectory per domain holding .txt files (one document each) or "
@@ -985,6 +986,7 @@ int cmd_prepare(const Args& args, MpiComm& world) {
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the valid/test choice")
       ("max-mb", po::value(&o.max_mb)->default_value(o.max_mb),
        "cap per domain in MB of text, for balanced domains (0: no cap)");
+  // clang-format on
   // clang-format on
   parse_command("prepare",
                 "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
@@ -1010,12 +1012,14 @@ int cmd_encode(const Args& args, MpiComm& world) {
   bool eot = false;
   po::options_description options("Options");
   // clang-format off
+  // clang-format off
   options.add_options()
       ("tokenizer", po::value(&name)->default_value(name), "byte | gpt2")
       ("bpe-dir", po::value(&bpe_dir), "directory with GPT-2's encoder.json and vocab.bpe")
       ("text", po::value(&text), "text to encode: prints the ids, space separated")
       ("eot", po::bool_switch(&eot), "append the end-of-text id")
       ("decode", po::value(&ids_text), "ids to decode instead (space or comma separated)");
+  // clang-format on
   // clang-format on
   const auto vm = parse_command("encode", "Tokenize a string and print the ids (or decode ids).",
                                 args, options, nullptr, world.rank() == 0);

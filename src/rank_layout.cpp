@@ -31,12 +31,13 @@ RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::stri
                      " ranks started: start at least " + std::to_string(ranks_per_elm) +
                      " ranks, or use one of " + valid_ranks_per_elm(world));
   if (world % ranks_per_elm != 0)
-    throw InputError("rank layout: " + std::to_string(world) + " ranks cannot be cut into groups of " +
-                     std::to_string(ranks_per_elm) + ": use run.ranks_per_elm in {" +
-                     valid_ranks_per_elm(world) + "} or start a multiple of " +
-                     std::to_string(ranks_per_elm) + " ranks");
+    throw InputError("rank layout: " + std::to_string(world) +
+                     " ranks cannot be cut into groups of " + std::to_string(ranks_per_elm) +
+                     ": use run.ranks_per_elm in {" + valid_ranks_per_elm(world) +
+                     "} or start a multiple of " + std::to_string(ranks_per_elm) + " ranks");
   if (elms.empty())
-    throw InputError("rank layout: no domains to train: list them in data.domains (--data.domains a,b,c)");
+    throw InputError(
+        "rank layout: no domains to train: list them in data.domains (--data.domains a,b,c)");
   RankLayout layout;
   layout.world = world;
   layout.ranks_per_elm = ranks_per_elm;
@@ -44,7 +45,8 @@ RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::stri
   const int K = static_cast<int>(elms.size());
   layout.waves = (K + layout.groups - 1) / layout.groups;
   for (int k = 0; k < K; ++k)
-    layout.elms.push_back({elms[static_cast<std::size_t>(k)], k % layout.groups, k / layout.groups});
+    layout.elms.push_back(
+        {elms[static_cast<std::size_t>(k)], k % layout.groups, k / layout.groups});
   return layout;
 }
 

@@ -17,7 +17,9 @@ namespace {
 constexpr int kPciIdLength = 16;  // "0000:19:00.0" padded
 // Written by signal handlers, so it must be a plain global of this type.
 volatile std::sig_atomic_t g_stop_requested = 0;
-void on_stop_signal(int) { g_stop_requested = 1; }
+void on_stop_signal(int) {
+  g_stop_requested = 1;
+}
 }  // namespace
 
 void install_stop_handlers() {
@@ -25,13 +27,20 @@ void install_stop_handlers() {
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
 }
-bool stop_requested() { return g_stop_requested != 0; }
-void request_stop() { g_stop_requested = 1; }
-void clear_stop() { g_stop_requested = 0; }
+bool stop_requested() {
+  return g_stop_requested != 0;
+}
+void request_stop() {
+  g_stop_requested = 1;
+}
+void clear_stop() {
+  g_stop_requested = 0;
+}
 
 NodeInfo node_info(const MpiComm& world) {
   MPI_Comm local;
-  BTM_MPI(MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
+  BTM_MPI(
+      MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
   NodeInfo info;
   BTM_MPI(MPI_Comm_rank(local, &info.local_rank));
   BTM_MPI(MPI_Comm_size(local, &info.local_size));
@@ -57,6 +66,15 @@ void collective_check(MpiComm& comm, const std::function<void()>& check) {
   throw InputError(message);
 }
 
+std::unique_ptr<Engine> make_engine_for(const RunContext& ctx) {
+  EngineOptions options;
+  options.device = ctx.device;
+  options.threads = ctx.threads;
+  options.gpu = ctx.gpu;
+  options.max_batch = ctx.config.data.batch;
+  return make_engine(ctx.config.model, options);
+}
+
 bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
   int answer = 0;
   collective_check(comm, [&] {
@@ -66,7 +84,8 @@ bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
   return answer != 0;
 }
 
-std::vector<std::string> listed_by_root(MpiComm& comm, const std::function<std::vector<std::string>()>& list) {
+std::vector<std::string> listed_by_root(MpiComm& comm,
+                                        const std::function<std::vector<std::string>()>& list) {
   std::string joined;
   collective_check(comm, [&] {
     if (comm.rank() != 0) return;
@@ -95,30 +114,37 @@ int pick_gpu(MpiComm& world, const NodeInfo& node) {
   std::string id = gpu >= 0 ? cuda_device_pci_id(gpu) : std::string();
   id.resize(kPciIdLength, ' ');
   MPI_Comm local;
-  BTM_MPI(MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
+  BTM_MPI(
+      MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
   std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
-  BTM_MPI(MPI_Allgather(id.data(), kPciIdLength, MPI_CHAR, all.data(), kPciIdLength, MPI_CHAR, local));
+  BTM_MPI(
+      MPI_Allgather(id.data(), kPciIdLength, MPI_CHAR, all.data(), kPciIdLength, MPI_CHAR, local));
   BTM_MPI(MPI_Comm_free(&local));
   bool shared = gpu < 0;
   for (int r = 0; r < node.local_size && !shared; ++r)
-    shared = r != node.local_rank && all.compare(static_cast<std::size_t>(r) * kPciIdLength, kPciIdLength, id) == 0;
+    shared = r != node.local_rank &&
+             all.compare(static_cast<std::size_t>(r) * kPciIdLength, kPciIdLength, id) == 0;
   if (world.allreduce_max(shared ? 1 : 0))
     throw InputError("more ranks on a node than GPUs: " + std::to_string(node.local_size) +
-                     " ranks on a node that has fewer GPUs for them (this rank sees " + std::to_string(gpus) +
-                     "); start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, or mpirun -np GPUS)");
+                     " ranks on a node that has fewer GPUs for them (this rank sees " +
+                     std::to_string(gpus) +
+                     "); start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, or "
+                     "mpirun -np GPUS)");
   return gpu;
 }
 
 }  // namespace
 
 RunContext make_context(const Config& config, MpiComm& world) {
-  RunContext ctx{config, to_ini(config), world, node_info(world), "cpu", 0, 1, fs::path(config.run.dir), 0};
+  RunContext ctx{config, to_ini(config),           world, node_info(world), "cpu", 0,
+                 1,      fs::path(config.run.dir), 0};
   collective_check(world, [&] { ctx.device = resolve_device(config.run.device); });
   // Every rank must compute on the same kind of device.
   const int on_gpu = world.allreduce_max(ctx.device == "cuda" ? 1 : 0);
   const int on_cpu = world.allreduce_max(ctx.device == "cpu" ? 1 : 0);
   if (on_gpu && on_cpu)
-    throw InputError("some ranks see a GPU and others do not: set run.device = cuda or cpu explicitly");
+    throw InputError(
+        "some ranks see a GPU and others do not: set run.device = cuda or cpu explicitly");
   if (ctx.device == "cuda") ctx.gpu = pick_gpu(world, ctx.node);
   if (config.run.threads > 0) {
     ctx.threads = config.run.threads;

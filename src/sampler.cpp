@@ -37,7 +37,8 @@ BatchSampler::BatchSampler(std::vector<const TokenArray*> sources, std::vector<s
     const std::size_t n = sources_[k]->size();
     if (n < static_cast<std::size_t>(T) + 1)
       throw InputError("domain '" + (k < names.size() ? names[k] : std::to_string(k)) + "' has " +
-                       std::to_string(n) + " training tokens, fewer than one block of context + 1 = " +
+                       std::to_string(n) +
+                       " training tokens, fewer than one block of context + 1 = " +
                        std::to_string(T + 1) + ": add text or lower model.context");
     windows_.push_back((n - 1) / static_cast<std::size_t>(T));
   }
@@ -51,7 +52,8 @@ void BatchSampler::sample(std::uint64_t index, std::int32_t* inputs, std::int32_
   const std::uint64_t epoch = local / windows;
   // Each (source, epoch) has its own order.
   const Permutation order(windows, mix64(seed_ ^ mix64(source * 0x10001 + epoch)));
-  const std::size_t start = static_cast<std::size_t>(order(local % windows)) * static_cast<std::size_t>(T_);
+  const std::size_t start =
+      static_cast<std::size_t>(order(local % windows)) * static_cast<std::size_t>(T_);
   const std::uint16_t* tokens = sources_[source]->data() + start;
   for (int t = 0; t < T_; ++t) {
     inputs[t] = tokens[t];

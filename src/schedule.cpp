@@ -14,8 +14,8 @@ double learning_rate(const OptimConfig& optim, std::int64_t step, std::int64_t t
   if (decay_steps <= 1) return optim.lr;
   const double progress = std::clamp(
       static_cast<double>(step - warmup) / static_cast<double>(decay_steps - 1), 0.0, 1.0);
-  const double shape = optim.decay == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * progress))
-                                               : 1.0 - progress;
+  const double shape =
+      optim.decay == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * progress)) : 1.0 - progress;
   return floor + (optim.lr - floor) * shape;
 }
 

@@ -67,9 +67,9 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
   const double elapsed_before = metrics.rows().empty() ? 0.0 : metrics.rows().back().elapsed_s;
 
   if (leader)
-    std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at") << " step "
-              << state.step << " of " << state.target_steps << " on " << ranks << " rank"
-              << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "), "
+    std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at")
+              << " step " << state.step << " of " << state.target_steps << " on " << ranks
+              << " rank" << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "), "
               << tokens_per_step << " tokens per step" << std::endl;
 
   const OptimConfig& o = config.optim;
@@ -80,12 +80,14 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
   auto last_flush = start;
 
   while (state.step < state.target_steps) {
-    const bool step_limit = ctx.max_steps_per_run > 0 && state.step - first_step >= ctx.max_steps_per_run;
+    const bool step_limit =
+        ctx.max_steps_per_run > 0 && state.step - first_step >= ctx.max_steps_per_run;
     if (group.allreduce_max(stop_requested() || step_limit ? 1 : 0)) {
       if (leader) {
         save_state(engine, state, file);
         metrics.flush();
-        std::cout << "[" << name << "] stop requested: checkpointed at step " << state.step << std::endl;
+        std::cout << "[" << name << "] stop requested: checkpointed at step " << state.step
+                  << std::endl;
       }
       group.barrier();
       return TrainResult::Stopped;
@@ -93,8 +95,8 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
     engine.zero_grad();
     double loss = 0;
     for (int a = 0; a < A; ++a) {
-      const std::uint64_t first =
-          state.sampler_position + a * samples_per_micro + static_cast<std::uint64_t>(group.rank()) * B;
+      const std::uint64_t first = state.sampler_position + a * samples_per_micro +
+                                  static_cast<std::uint64_t>(group.rank()) * B;
       sampler->fill(first, B, inputs.data(), targets.data());
       loss += engine.forward_backward({inputs.data(), targets.data(), B, T}, 1.0f / A,
                                       a == A - 1 ? grads : nullptr);
@@ -120,7 +122,8 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
       const double mean_loss = ranks > 1 ? group.allreduce_sum(loss) / ranks : loss;
       if (!std::isfinite(mean_loss))
         throw SystemError("[" + name + "] loss is " + std::to_string(mean_loss) + " at step " +
-                          std::to_string(state.step) + ": training diverged (lower optim.lr); the "
+                          std::to_string(state.step) +
+                          ": training diverged (lower optim.lr); the "
                           "last good checkpoint is kept");
       const auto now = Clock::now();
       const double window_s = std::chrono::duration<double>(now - window_start).count();
@@ -131,12 +134,13 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
         metrics.append({state.step, static_cast<std::int64_t>(state.tokens), mean_loss, lr, norm,
                         tokens_per_s, elapsed_before + total_s});
         char line[256];
-        std::snprintf(line, sizeof(line),
-                      "[%s] step %lld/%lld | loss %.4f | lr %.3e | |g| %.3f | %.0f tok/s | ETA %s",
-                      name.c_str(), static_cast<long long>(state.step),
-                      static_cast<long long>(state.target_steps), mean_loss, lr, norm, tokens_per_s,
-                      format_duration(s_per_step * static_cast<double>(state.target_steps - state.step))
-                          .c_str());
+        std::snprintf(
+            line, sizeof(line),
+            "[%s] step %lld/%lld | loss %.4f | lr %.3e | |g| %.3f | %.0f tok/s | ETA %s",
+            name.c_str(), static_cast<long long>(state.step),
+            static_cast<long long>(state.target_steps), mean_loss, lr, norm, tokens_per_s,
+            format_duration(s_per_step * static_cast<double>(state.target_steps - state.step))
+                .c_str());
         std::cout << line << std::endl;
       }
       window_start = now;

@@ -42,8 +42,9 @@ TEST(Cli, FlagsOverrideTheConfigFileAndLaterFilesWin) {
     b << "[model]\nd_model = 48\n[eval]\ntopk = 1,2\n";
   }
   Config config;
-  parse_command("test", "", {"--config", (dir / "a.cfg").string(), "--config", (dir / "b.cfg").string(),
-                             "--run.steps", "11"},
+  parse_command("test", "",
+                {"--config", (dir / "a.cfg").string(), "--config", (dir / "b.cfg").string(),
+                 "--run.steps", "11"},
                 po::options_description(), &config, false);
   EXPECT_EQ(config.model.n_layer, 3);
   EXPECT_EQ(config.model.d_model, 48);  // b.cfg wins over a.cfg
@@ -82,7 +83,8 @@ TEST(Cli, ToIniRoundTripsThroughTheParser) {
     f << to_ini(a);
   }
   Config b;
-  parse_command("test", "", {"--config", (dir / "x.cfg").string()}, po::options_description(), &b, false);
+  parse_command("test", "", {"--config", (dir / "x.cfg").string()}, po::options_description(), &b,
+                false);
   EXPECT_EQ(to_ini(a), to_ini(b));
 }
 
@@ -90,15 +92,17 @@ TEST(Cli, ShippedConfigsAreValid) {
   for (const char* name : {"tiny", "gpt2-124m", "btm-125m", "btm-350m", "btm-750m", "btm-1.3b"}) {
     Config c;
     const std::string path = btm::test::source_dir() + "/inputs/" + name + ".cfg";
-    EXPECT_NO_THROW(parse_command("test", "", {"--config", path}, po::options_description(), &c, false))
+    EXPECT_NO_THROW(
+        parse_command("test", "", {"--config", path}, po::options_description(), &c, false))
         << path;
   }
 }
 
 // `btm bench` prints one JSON line per case with measured figures, and refuses bad options.
 TEST(Cli, BenchPrintsOneJsonLinePerCase) {
-  auto r = run_btm("bench --run.device cpu --run.threads 1 --model.n_layer 1 --model.d_model 32 "
-                   "--model.n_head 2 --model.context 16 --data.batch 2 --steps 3 --warmup 1");
+  auto r = run_btm(
+      "bench --run.device cpu --run.threads 1 --model.n_layer 1 --model.d_model 32 "
+      "--model.n_head 2 --model.context 16 --data.batch 2 --steps 3 --warmup 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* c : {"{\"case\": \"train\"", "{\"case\": \"aggregate\"", "{\"case\": \"eval\""})
     EXPECT_NE(r.output.find(c), std::string::npos) << c << "\n" << r.output;

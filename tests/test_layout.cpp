@@ -20,9 +20,9 @@ TEST(RankLayout, TableOfValidLayouts) {
   struct Case {
     int world, ranks_per_elm, elms, groups, waves;
   };
-  for (const Case c : {Case{1, 1, 1, 1, 1}, Case{4, 1, 4, 4, 1}, Case{4, 2, 2, 2, 1}, Case{4, 4, 3, 1, 3},
-                       Case{8, 2, 8, 4, 2}, Case{16, 2, 12, 8, 2}, Case{6, 3, 5, 2, 3},
-                       Case{4, 1, 2, 4, 1}}) {
+  for (const Case c :
+       {Case{1, 1, 1, 1, 1}, Case{4, 1, 4, 4, 1}, Case{4, 2, 2, 2, 1}, Case{4, 4, 3, 1, 3},
+        Case{8, 2, 8, 4, 2}, Case{16, 2, 12, 8, 2}, Case{6, 3, 5, 2, 3}, Case{4, 1, 2, 4, 1}}) {
     const RankLayout l = plan_layout(c.world, c.ranks_per_elm, domains(c.elms));
     EXPECT_EQ(l.groups, c.groups) << c.world << " " << c.ranks_per_elm << " " << c.elms;
     EXPECT_EQ(l.waves, c.waves) << c.world << " " << c.ranks_per_elm << " " << c.elms;
@@ -58,7 +58,8 @@ TEST(RankLayout, RefusalsSayWhatWouldWork) {
 
 TEST(RankLayout, DescriptionNamesRanksGroupsAndWaves) {
   const std::string text = describe_layout(plan_layout(16, 2, domains(12)), 100, 1024);
-  EXPECT_NE(text.find("16 ranks, 2 per ELM -> 8 groups; 12 ELMs in 2 waves"), std::string::npos) << text;
+  EXPECT_NE(text.find("16 ranks, 2 per ELM -> 8 groups; 12 ELMs in 2 waves"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("group 7 (ranks 14-15) trains ELM 'd7'"), std::string::npos) << text;
   EXPECT_NE(text.find("group 3 (ranks 6-7) trains ELM 'd11'"), std::string::npos) << text;
   EXPECT_NE(text.find("4 group-wave slots are idle"), std::string::npos) << text;

@@ -10,7 +10,11 @@ using namespace btm;
 
 TEST(Params, GPT2SmallHasTheKnownParameterCount) {
   ModelConfig m;
-  m.n_layer = 12; m.n_head = 12; m.d_model = 768; m.context = 1024; m.vocab_size = 50257;
+  m.n_layer = 12;
+  m.n_head = 12;
+  m.d_model = 768;
+  m.context = 1024;
+  m.vocab_size = 50257;
   ParamLayout layout(m);
   EXPECT_EQ(m.padded_vocab(), 50304);
   // GPT-2 124M: 124,439,808 parameters with vocab 50257; padding adds 47 * 768.
@@ -34,14 +38,20 @@ TEST(Params, LayoutIsContiguousAndBlocksAreOrdered) {
 
 TEST(Params, Gpt2InitialisationHasTheRightStatistics) {
   ModelConfig m;
-  m.n_layer = 4; m.d_model = 128; m.n_head = 4; m.context = 32;
+  m.n_layer = 4;
+  m.d_model = 128;
+  m.n_head = 4;
+  m.context = 32;
   ParamLayout layout(m);
   std::vector<float> p(layout.total());
   init_gpt2(layout, p, 7);
   auto stddev = [&](const std::string& name) {
     const TensorSpec& t = layout.find(name);
     double s = 0, s2 = 0;
-    for (std::size_t i = 0; i < t.size; ++i) { s += p[t.offset + i]; s2 += p[t.offset + i] * p[t.offset + i]; }
+    for (std::size_t i = 0; i < t.size; ++i) {
+      s += p[t.offset + i];
+      s2 += p[t.offset + i] * p[t.offset + i];
+    }
     const double mean = s / t.size;
     return std::sqrt(s2 / t.size - mean * mean);
   };
@@ -62,7 +72,10 @@ TEST(Params, Gpt2InitialisationHasTheRightStatistics) {
 
 TEST(Schedule, WarmupThenLinearDecayToTheFloor) {
   OptimConfig o;
-  o.lr = 1.0; o.warmup_fraction = 0.1; o.min_lr_ratio = 0.1; o.decay = "linear";
+  o.lr = 1.0;
+  o.warmup_fraction = 0.1;
+  o.min_lr_ratio = 0.1;
+  o.decay = "linear";
   // 100 steps: warmup 10 steps (lr (s+1)/10), then 90 steps from 1.0 down to 0.1.
   EXPECT_DOUBLE_EQ(learning_rate(o, 0, 100), 0.1);
   EXPECT_DOUBLE_EQ(learning_rate(o, 9, 100), 1.0);
@@ -73,7 +86,10 @@ TEST(Schedule, WarmupThenLinearDecayToTheFloor) {
 
 TEST(Schedule, CosineDecayHitsHalfwayAtTheMidpoint) {
   OptimConfig o;
-  o.lr = 2.0; o.warmup_fraction = 0.0; o.min_lr_ratio = 0.0; o.decay = "cosine";
+  o.lr = 2.0;
+  o.warmup_fraction = 0.0;
+  o.min_lr_ratio = 0.0;
+  o.decay = "cosine";
   EXPECT_DOUBLE_EQ(learning_rate(o, 0, 101), 2.0);
   EXPECT_NEAR(learning_rate(o, 50, 101), 1.0, 1e-12);
   EXPECT_NEAR(learning_rate(o, 100, 101), 0.0, 1e-12);

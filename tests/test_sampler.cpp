@@ -37,7 +37,7 @@ TEST(Sampler, EpochVisitsEveryWindowOnceAndDomainsAreBalanced) {
   std::vector<std::int32_t> in(8), tgt(8);
   for (std::uint64_t i = 0; i < 20; ++i) {
     sampler.sample(i, in.data(), tgt.data());
-    EXPECT_EQ(in[0] >= 1000, i % 2 == 1) << "sample " << i;  // alternating domains
+    EXPECT_EQ(in[0] >= 1000, i % 2 == 1) << "sample " << i;    // alternating domains
     for (int t = 0; t < 8; ++t) EXPECT_EQ(tgt[t], in[t] + 1);  // targets are shifted inputs
     if (i % 2 == 0) starts_a.insert(in[0]);
   }

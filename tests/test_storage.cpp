@@ -95,7 +95,8 @@ TEST(Checkpoint, RefusesFilesItCannotTrustAndNamesThem) {
   save_checkpoint(good, a);
 
   // Missing.
-  EXPECT_NE(error_of([&] { load_checkpoint(dir / "missing.h5"); }).find("missing.h5"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir / "missing.h5"); }).find("missing.h5"),
+            std::string::npos);
   // Truncated.
   const fs::path cut = dir / "cut.h5";
   fs::copy_file(good, cut);

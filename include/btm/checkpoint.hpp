@@ -22,8 +22,8 @@ constexpr int kCheckpointFormatVersion = 1;
 struct Checkpoint {
   std::string name;
   ModelConfig model;
-  std::int64_t step = 0;          // optimizer updates done: the schedule position
-  std::int64_t target_steps = 0;  // training is complete at this step
+  std::int64_t step = 0;            // optimizer updates done: the schedule position
+  std::int64_t target_steps = 0;    // training is complete at this step
   std::int64_t schedule_steps = 0;  // total steps of the learning-rate schedule it follows
   std::uint64_t sampler_seed = 0;
   std::uint64_t sampler_position = 0;  // samples drawn by the current phase's sampler

@@ -20,9 +20,9 @@ int cmd_train(const Args& args, MpiComm& world);
 int cmd_dense(const Args& args, MpiComm& world);
 int cmd_eval(const Args& args, MpiComm& world);
 int cmd_average(const Args& args, MpiComm& world);
-int cmd_forest(const Args& args, MpiComm& world);   // list | add | remove
+int cmd_forest(const Args& args, MpiComm& world);  // list | add | remove
 int cmd_bench(const Args& args, MpiComm& world);
-int cmd_encode(const Args& args, MpiComm& world);   // tokenize a string (debugging)
-int cmd_logits(const Args& args, MpiComm& world);   // a checkpoint's logits on given tokens
+int cmd_encode(const Args& args, MpiComm& world);  // tokenize a string (debugging)
+int cmd_logits(const Args& args, MpiComm& world);  // a checkpoint's logits on given tokens
 
 }  // namespace btm

@@ -56,7 +56,8 @@ struct DomainCorpus {
   const TokenArray& split(Split s) const { return splits[static_cast<int>(s)]; }
 };
 
-std::filesystem::path corpus_path(const std::filesystem::path& corpus_dir, const std::string& domain);
+std::filesystem::path corpus_path(const std::filesystem::path& corpus_dir,
+                                  const std::string& domain);
 // Reads attributes only; InputError naming the file if it is not a btm corpus.
 CorpusInfo read_corpus_info(const std::filesystem::path& file);
 // Opens a domain; checks format, version and that every token is < model_vocab (when > 0).

@@ -12,8 +12,8 @@ namespace btm::cpu {
 constexpr float kLayerNormEps = 1e-5f;
 
 // out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
-void encoder_forward(float* out, const std::int32_t* inp, const float* wte, const float* wpe,
-                     int B, int T, int C);
+void encoder_forward(float* out, const std::int32_t* inp, const float* wte, const float* wpe, int B,
+                     int T, int C);
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const std::int32_t* inp, int B,
                       int T, int C);
 

@@ -70,7 +70,7 @@ struct EngineOptions {
 std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& model, int threads);
 // Resolves "auto" to cuda when this build has CUDA and a GPU is visible, else cpu.
 std::string resolve_device(const std::string& requested);
-int cuda_device_count();  // 0 when built without CUDA or no GPU is visible
+int cuda_device_count();                  // 0 when built without CUDA or no GPU is visible
 std::string cuda_device_pci_id(int gpu);  // identifies a physical GPU across processes
 std::unique_ptr<Engine> make_engine(const ModelConfig& model, const EngineOptions& options);
 // The communicator that averages this engine's gradients inside `group`: nullptr for a group of

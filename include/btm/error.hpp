@@ -33,7 +33,8 @@ class SystemError : public std::runtime_error {
                                      std::source_location where = std::source_location::current());
 
 // Checks an MPI return code.
-void check_mpi(int code, const char* call, std::source_location where = std::source_location::current());
+void check_mpi(int code, const char* call,
+               std::source_location where = std::source_location::current());
 // Checks an HDF5 return value (herr_t or hid_t): negative means failure.
 long long check_h5(long long value, const char* call,
                    std::source_location where = std::source_location::current());

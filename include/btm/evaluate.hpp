@@ -25,7 +25,8 @@ void run_eval_phase(RunContext& ctx);
 
 // Weights for branching a new ELM for `domain`: the cached prior (domain posterior) of the
 // `parents` on the domain's validation split, top-k, renormalised.
-std::vector<double> posterior_branch_weights(RunContext& ctx, const std::vector<std::string>& parents,
+std::vector<double> posterior_branch_weights(RunContext& ctx,
+                                             const std::vector<std::string>& parents,
                                              const std::string& domain, int topk);
 
 }  // namespace btm

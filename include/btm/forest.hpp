@@ -18,14 +18,14 @@ constexpr int kForestFormatVersion = 1;
 
 struct ModelRecord {
   std::string name;
-  std::string kind;    // seed | elm | dense | average
-  std::vector<std::string> domains;        // what it trains on
-  std::vector<std::string> parents;        // what it was branched from
-  std::vector<double> parent_weights;      // weights of the parents (sum to 1)
-  std::string status;  // branched | trained
-  std::int64_t steps = 0;   // optimizer steps done (schedule position)
-  std::int64_t tokens = 0;  // tokens trained on over its lineage
-  std::string checkpoint;   // path relative to the run directory
+  std::string kind;                    // seed | elm | dense | average
+  std::vector<std::string> domains;    // what it trains on
+  std::vector<std::string> parents;    // what it was branched from
+  std::vector<double> parent_weights;  // weights of the parents (sum to 1)
+  std::string status;                  // branched | trained
+  std::int64_t steps = 0;              // optimizer steps done (schedule position)
+  std::int64_t tokens = 0;             // tokens trained on over its lineage
+  std::string checkpoint;              // path relative to the run directory
 };
 
 struct Forest {
@@ -42,7 +42,8 @@ struct Forest {
 };
 
 std::filesystem::path forest_file(const std::filesystem::path& run_dir);
-std::filesystem::path checkpoint_file(const std::filesystem::path& run_dir, const std::string& name);
+std::filesystem::path checkpoint_file(const std::filesystem::path& run_dir,
+                                      const std::string& name);
 std::filesystem::path metrics_file(const std::filesystem::path& run_dir, const std::string& name);
 std::filesystem::path eval_file(const std::filesystem::path& run_dir);
 

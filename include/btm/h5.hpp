@@ -32,7 +32,7 @@ class Handle {
 // Silences HDF5's own error printing; btm reports errors itself, naming the file.
 void quiet_errors();
 
-Handle create_file(const std::filesystem::path& path);          // truncates
+Handle create_file(const std::filesystem::path& path);            // truncates
 Handle open_file(const std::filesystem::path& path, bool write);  // InputError if unreadable
 Handle create_group(hid_t parent, const std::string& name);
 Handle open_group(hid_t parent, const std::string& name);

@@ -29,9 +29,9 @@ namespace btm {
 struct TensorSpec {
   std::string name;
   std::vector<std::size_t> shape;
-  std::size_t offset = 0;  // in floats from the start of the flat vector
-  std::size_t size = 0;    // number of floats
-  int layer = -1;          // block index, -1 for embeddings and ln_f
+  std::size_t offset = 0;     // in floats from the start of the flat vector
+  std::size_t size = 0;       // number of floats
+  int layer = -1;             // block index, -1 for embeddings and ln_f
   bool weight_decay = false;  // 2-D weights decay, biases and LayerNorm parameters do not
 };
 

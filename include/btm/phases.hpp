@@ -25,7 +25,8 @@ struct Budget {
   std::int64_t total_steps = 0;  // run.steps: the schedule of the seed and the ELMs
   std::int64_t seed_steps = 0;   // round(seed_share * total_steps)
   std::int64_t elm_steps = 0;    // total - seed: steps each ELM trains after branching
-  std::int64_t dense_steps = 0;  // seed + elm_steps * K * r / W (rounded up): same tokens as the forest
+  std::int64_t dense_steps =
+      0;  // seed + elm_steps * K * r / W (rounded up): same tokens as the forest
   std::int64_t tokens_per_rank_step = 0;  // batch * accum * context
 };
 Budget make_budget(const Config& config, int world, int elms);
@@ -38,7 +39,8 @@ PhaseResult run_seed_phase(RunContext& ctx);
 void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names);
 // A new ELM for `domain` as sum_j weights[j] * ELM parents[j] (weights sum to 1).
 void branch_from_average(RunContext& ctx, const std::string& domain,
-                         const std::vector<std::string>& parents, const std::vector<double>& weights);
+                         const std::vector<std::string>& parents,
+                         const std::vector<double>& weights);
 // Trains the unfinished ELMs among `names`, one group each, in waves. `world_bytes_during_train`
 // receives the bytes this rank sent on the world communicator while the groups trained.
 PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& names,

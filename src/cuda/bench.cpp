@@ -22,7 +22,8 @@ double cuda_time_allreduce_ms(Communicator& comm, std::size_t count, int iterati
   for (int i = 0; i < warmup; ++i) comm.allreduce_sum(buffer, count);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < iterations; ++i) comm.allreduce_sum(buffer, count);  // each call synchronises
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   BTM_CUDA_CHECK(cudaFree(buffer));
   return ms / iterations;
 }

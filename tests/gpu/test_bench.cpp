@@ -25,7 +25,8 @@ std::string line_of(const std::string& output, const std::string& start) {
 TEST(CudaBench, BtmBenchReportsMeasuredFigures) {
   BTM_SKIP_WITHOUT_GPU();
   const auto r = test::run_btm(
-      "bench --run.device cuda --model.n_layer 2 --model.d_model 128 --model.n_head 2 --model.context 64 "
+      "bench --run.device cuda --model.n_layer 2 --model.d_model 128 --model.n_head 2 "
+      "--model.context 64 "
       "--data.batch 4 --steps 5 --warmup 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string train = line_of(r.output, "{\"case\": \"train\"");

@@ -81,7 +81,8 @@ void make_corpora(MpiComm& comm, const fs::path& dir, int count) {
   if (comm.rank() == 0) {
     fs::create_directories(dir);
     for (int k = 0; k < count; ++k)
-      btm::test::write_synthetic_corpus(dir, "d" + std::to_string(k), static_cast<std::uint64_t>(k + 1), 6000);
+      btm::test::write_synthetic_corpus(dir, "d" + std::to_string(k),
+                                        static_cast<std::uint64_t>(k + 1), 6000);
   }
   comm.barrier();
 }
@@ -92,7 +93,8 @@ std::vector<float> params_of(const fs::path& run, const std::string& name) {
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, static_cast<double>(std::abs(a[i] - b[i])));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, static_cast<double>(std::abs(a[i] - b[i])));
   return m;
 }
 
@@ -144,7 +146,8 @@ TEST(Pipeline, GroupsAreIndependentAndSilentOnTheWorld) {
     run_branch_phase(ctx, {"d0", "d1"});
     ASSERT_EQ(run_train_phase(ctx, {"d0", "d1"}, &world_bytes), PhaseResult::Done);
   }
-  EXPECT_EQ(world_bytes, 0u) << "rank " << world().rank() << " sent bytes on the world communicator";
+  EXPECT_EQ(world_bytes, 0u) << "rank " << world().rank()
+                             << " sent bytes on the world communicator";
 
   const int half = world().rank() / 2;
   std::unique_ptr<MpiComm> pair = world().split(half, world().rank());
@@ -174,12 +177,43 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   // The ELMs train one after another on one group of 4 ranks (global batch 4 x 2 = 8).
   auto args = [&](const std::string& run, const std::string& ranks_per_elm = "4",
                   const std::string& batch = "2") {
-    return Args{"--run.ranks_per_elm", ranks_per_elm,"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1,d2",
-                "--run.dir", (dir / run).string(), "--model.n_layer", "2", "--model.d_model", "32",
-                "--model.n_head", "2", "--model.context", "16", "--data.batch", batch,
-                "--run.steps", "8", "--run.seed_share", "0.5", "--run.checkpoint_every", "3",
-                "--run.threads", "1", "--run.device", "cpu", "--run.dense", "false",
-                "--optim.lr", "3e-3", "--eval.blocks", "4", "--eval.prior_blocks", "4", "--no-eval"};
+    return Args{"--run.ranks_per_elm",
+                ranks_per_elm,
+                "--data.corpus",
+                (dir / "corpus").string(),
+                "--data.domains",
+                "d0,d1,d2",
+                "--run.dir",
+                (dir / run).string(),
+                "--model.n_layer",
+                "2",
+                "--model.d_model",
+                "32",
+                "--model.n_head",
+                "2",
+                "--model.context",
+                "16",
+                "--data.batch",
+                batch,
+                "--run.steps",
+                "8",
+                "--run.seed_share",
+                "0.5",
+                "--run.checkpoint_every",
+                "3",
+                "--run.threads",
+                "1",
+                "--run.device",
+                "cpu",
+                "--run.dense",
+                "false",
+                "--optim.lr",
+                "3e-3",
+                "--eval.blocks",
+                "4",
+                "--eval.prior_blocks",
+                "4",
+                "--no-eval"};
   };
   ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
   if (world().rank() == 0) {
@@ -195,12 +229,15 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   }
   // Rerun: nothing is retrained (checkpoint files are not rewritten).
   std::vector<fs::file_time_type> before;
-  for (const char* n : {"seed", "d0", "d1", "d2"}) before.push_back(fs::last_write_time(checkpoint_file(dir / "full", n)));
+  for (const char* n : {"seed", "d0", "d1", "d2"})
+    before.push_back(fs::last_write_time(checkpoint_file(dir / "full", n)));
   world().barrier();
   ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
   int i = 0;
   for (const char* n : {"seed", "d0", "d1", "d2"})
-    EXPECT_EQ(fs::last_write_time(checkpoint_file(dir / "full", n)), before[static_cast<std::size_t>(i++)]) << n;
+    EXPECT_EQ(fs::last_write_time(checkpoint_file(dir / "full", n)),
+              before[static_cast<std::size_t>(i++)])
+        << n;
 
   // Stopped after 3 steps of every model (exit code 75), then continued: same bytes.
   Args limited = args("restart");
@@ -238,10 +275,18 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
 TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
   SharedDir dir(world());
   make_corpora(world(), dir / "corpus", 2);
-  Args a = {"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1", "--run.dir",
-            (dir / "run").string(), "--model.n_layer", "1", "--model.d_model", "16", "--model.n_head",
-            "2", "--model.context", "8", "--run.steps", "6", "--run.threads", "1", "--run.device",
-            "cpu", "--run.dense", "false", "--no-eval"};
+  Args a = {"--data.corpus",   (dir / "corpus").string(),
+            "--data.domains",  "d0,d1",
+            "--run.dir",       (dir / "run").string(),
+            "--model.n_layer", "1",
+            "--model.d_model", "16",
+            "--model.n_head",  "2",
+            "--model.context", "8",
+            "--run.steps",     "6",
+            "--run.threads",   "1",
+            "--run.device",    "cpu",
+            "--run.dense",     "false",
+            "--no-eval"};
   request_stop();
   EXPECT_EQ(cmd_run(a, world()), kExitPreempted);
   clear_stop();
@@ -278,14 +323,16 @@ EvalResult read_eval(const fs::path& run) {
   return r;
 }
 
-void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel, const char* what) {
+void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel,
+                  const char* what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (std::isnan(a[i])) {
       EXPECT_TRUE(std::isnan(b[i])) << what << "[" << i << "]";
       continue;
     }
-    EXPECT_LE(std::abs(a[i] - b[i]), rel * std::abs(a[i]) + 1e-12) << what << "[" << i << "]: " << a[i] << " vs " << b[i];
+    EXPECT_LE(std::abs(a[i] - b[i]), rel * std::abs(a[i]) + 1e-12)
+        << what << "[" << i << "]: " << a[i] << " vs " << b[i];
   }
 }
 
@@ -298,12 +345,43 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, do
 TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   SharedDir dir(world());
   make_corpora(world(), dir / "corpus", 4);
-  Args train = {"--data.corpus", (dir / "corpus").string(), "--data.domains", "d0,d1,d2",
-                "--data.eval_domains", "d3", "--run.dir", (dir / "run").string(), "--model.n_layer", "2",
-                "--model.d_model", "32", "--model.n_head", "2", "--model.context", "16",
-                "--data.batch", "2", "--run.steps", "6", "--run.seed_share", "0.5", "--run.threads", "1",
-                "--run.device", "cpu", "--run.dense", "true", "--optim.lr", "3e-3", "--eval.blocks", "5",
-                "--eval.prior_blocks", "6", "--eval.prior_batch", "2", "--no-eval"};
+  Args train = {"--data.corpus",
+                (dir / "corpus").string(),
+                "--data.domains",
+                "d0,d1,d2",
+                "--data.eval_domains",
+                "d3",
+                "--run.dir",
+                (dir / "run").string(),
+                "--model.n_layer",
+                "2",
+                "--model.d_model",
+                "32",
+                "--model.n_head",
+                "2",
+                "--model.context",
+                "16",
+                "--data.batch",
+                "2",
+                "--run.steps",
+                "6",
+                "--run.seed_share",
+                "0.5",
+                "--run.threads",
+                "1",
+                "--run.device",
+                "cpu",
+                "--run.dense",
+                "true",
+                "--optim.lr",
+                "3e-3",
+                "--eval.blocks",
+                "5",
+                "--eval.prior_blocks",
+                "6",
+                "--eval.prior_batch",
+                "2",
+                "--no-eval"};
   ASSERT_EQ(cmd_run(train, world()), kExitOk);
   if (world().rank() == 0)
     for (const char* copy : {"run1", "run2", "run4", "run2x2"})
