@@ -22,13 +22,22 @@ std::string cuda_pci_bus_id(int gpu);
 // GEMMs and a softmax kernel, any head dim); Auto picks Flash where it is supported.
 enum class CudaAttention { Auto, Flash, Materialized };
 
+// How the MLP's GELU runs: Fused applies it (and its derivative in the backward) in the
+// epilogues of the fc / fcproj-input-gradient GEMMs (cuBLASLt); Unfused runs the separate
+// element-wise kernels; Auto picks Fused where its alignment needs are met (always with the
+// engine's d_model multiple of 8).
+enum class CudaGelu { Auto, Fused, Unfused };
+
 // An engine on device `gpu` (cudaSetDevice is called), with activations for batches up to
 // max_batch sequences of model.context tokens preallocated.
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int max_batch,
-                                         CudaAttention attention = CudaAttention::Auto);
+                                         CudaAttention attention = CudaAttention::Auto,
+                                         CudaGelu gelu = CudaGelu::Auto);
 
 // "flash" or "materialized" for a CUDA engine, "" for any other engine.
 std::string cuda_engine_attention(const Engine& engine);
+// "fused" or "unfused" (the GELU) for a CUDA engine, "" for any other engine.
+std::string cuda_engine_gelu(const Engine& engine);
 
 // Device bytes a CUDA engine allocated (parameters, optimizer state, activations, scratch);
 // 0 for any other engine.

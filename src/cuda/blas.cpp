@@ -1,5 +1,5 @@
 // blas.cpp: the cuBLASLt GEMM context (Blas in cuda_kernels.hpp): bf16 operands, fp32
-// accumulation, bf16 or fp32 output, an optional bias epilogue, strided batches. The
+// accumulation, bf16 or fp32 output, optional bias and GELU epilogues, strided batches. The
 // heuristic's algorithm is cached per shape and alignment, so a training step asks it once.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -70,16 +70,38 @@ Blas::~Blas() {
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
+bool Blas::gelu_epilogue_supported(const bf16* aux, int rows) {
+  return aux != nullptr && rows > 0 && rows % 8 == 0 &&
+         reinterpret_cast<std::uintptr_t>(aux) % 16 == 0;
+}
+
 void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   if (g.bias != nullptr && (g.d_is_float || reinterpret_cast<std::uintptr_t>(g.bias) % 16 != 0))
     throw_system_error(
         "Blas::gemm: the bias epilogue needs a bf16 output and a 16-byte aligned "
         "bias");
+  const bool gelu = g.gelu != Gemm::Gelu::None;
+  if (gelu && (g.d_is_float || g.batch != 1 || g.gelu_aux_ld < g.m ||
+               !gelu_epilogue_supported(g.gelu_aux, g.gelu_aux_ld)))
+    throw_system_error(
+        "Blas::gemm: the GELU epilogues need a bf16 output, one batch and a 16-byte aligned "
+        "aux matrix whose leading dimension is a multiple of 8 and at least m");
+  if (g.gelu == Gemm::Gelu::Backward && g.bias != nullptr)
+    throw_system_error("Blas::gemm: the GELU backward epilogue takes no bias");
   const std::size_t d_bytes = g.d_is_float ? sizeof(float) : sizeof(bf16);
   const std::uint32_t align_a = alignment_of(g.a, g.stride_a * 2, g.batch);
   const std::uint32_t align_b = alignment_of(g.b, g.stride_b * 2, g.batch);
   const std::uint32_t align_d =
       alignment_of(g.d, g.stride_d * static_cast<long long>(d_bytes), g.batch);
+  // The heuristic's choice depends on the aux pointer's alignment (cublasLt.h), so it is keyed.
+  const std::uint32_t align_aux = gelu ? alignment_of(g.gelu_aux, 0, 1) : 0;
+
+  cublasLtEpilogue_t epilogue =
+      g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (g.gelu == Gemm::Gelu::Forward)
+    epilogue = g.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  else if (g.gelu == Gemm::Gelu::Backward)
+    epilogue = CUBLASLT_EPILOGUE_DGELU;
 
   Descriptors desc;
   BTM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -87,10 +109,19 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   const cublasOperation_t trans_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   set_attribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, trans_a);
   set_attribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, trans_b);
+  if (epilogue != CUBLASLT_EPILOGUE_DEFAULT)
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
   if (g.bias != nullptr) {
-    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
     set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
     set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_16BF);
+  }
+  if (gelu) {
+    // The aux type defaults to D's (bf16): the pre-GELU values are stored as the unfused path
+    // stores them.
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                  static_cast<void*>(g.gelu_aux));
+    set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                  static_cast<std::int64_t>(g.gelu_aux_ld));
   }
   make_layout(&desc.a, CUDA_R_16BF, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda, g.batch,
               g.stride_a);
@@ -99,10 +130,10 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   const cudaDataType_t d_type = g.d_is_float ? CUDA_R_32F : CUDA_R_16BF;
   make_layout(&desc.d, d_type, g.m, g.n, g.ldd, g.batch, g.stride_d);
 
-  const std::array<long long, 18> key = {
+  const std::array<long long, 20> key = {
       g.trans_a, g.trans_b, g.m,        g.n,        g.k,        g.lda,        g.ldb,
       g.ldd,     g.batch,   g.stride_a, g.stride_b, g.stride_d, g.d_is_float, g.bias != nullptr,
-      align_a,   align_b,   align_d,    0};
+      align_a,   align_b,   align_d,    epilogue,   align_aux,  g.gelu_aux_ld};
   auto found = algos_.find(key);
   if (found == algos_.end()) {
     BTM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.preference));
@@ -149,12 +180,32 @@ void Blas::linear_forward_float(float* out, const bf16* inp, const bf16* w, int 
   gemm(g, stream);
 }
 
+void Blas::linear_gelu_forward(bf16* out, bf16* pre, const bf16* inp, const bf16* w,
+                               const bf16* bias, int N, int IC, int OC, cudaStream_t stream) {
+  if (bias == nullptr) throw_system_error("Blas::linear_gelu_forward: needs a bias");
+  Gemm g;
+  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
+  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  g.gelu = Gemm::Gelu::Forward, g.gelu_aux = pre, g.gelu_aux_ld = OC;
+  gemm(g, stream);
+}
+
 void Blas::linear_backward_input(bf16* dinp, const bf16* dout, const bf16* w, int N, int IC, int OC,
                                  cudaStream_t stream) {
   // Column-major dinp^T[IC, N] = W^T[IC, OC] (as stored) @ dout^T[OC, N].
   Gemm g;
   g.m = IC, g.n = N, g.k = OC;
   g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dinp, g.ldd = IC;
+  gemm(g, stream);
+}
+
+void Blas::linear_backward_input_dgelu(bf16* dpre, const bf16* dout, const bf16* w, const bf16* pre,
+                                       int N, int IC, int OC, cudaStream_t stream) {
+  Gemm g;
+  g.m = IC, g.n = N, g.k = OC;
+  g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dpre, g.ldd = IC;
+  // The backward epilogue only reads the aux matrix; cuBLASLt takes one pointer attribute.
+  g.gelu = Gemm::Gelu::Backward, g.gelu_aux = const_cast<bf16*>(pre), g.gelu_aux_ld = IC;
   gemm(g, stream);
 }
 

@@ -55,7 +55,8 @@ void check_size(std::span<const float> v, size_t expected, const char* what) {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(const ModelConfig& model, int gpu, int max_batch, CudaAttention attention)
+  CudaEngine(const ModelConfig& model, int gpu, int max_batch, CudaAttention attention,
+             CudaGelu gelu)
       : model_(model), layout_(model), gpu_(gpu), max_batch_(max_batch) {
     if (model.n_layer < 1 || model.n_head < 1 || model.d_model < 1 || model.context < 1 ||
         model.vocab_size < 1 || model.vocab_multiple < 1 || model.d_model % model.n_head != 0)
@@ -79,6 +80,12 @@ class CudaEngine final : public Engine {
     if (gpu < 0 || gpu >= devices)
       throw InputError("cuda engine: GPU " + std::to_string(gpu) + " requested but " +
                        std::to_string(devices) + " visible (check CUDA_VISIBLE_DEVICES)");
+    // The fused GELU's aux matrix is fch [N, 4C] (per-layer slices of a cudaMalloc'ed buffer,
+    // 16-byte aligned with C a multiple of 8): its leading dimension 4C decides.
+    const bool fused_ok = 4 * model.d_model % 8 == 0;
+    if (gelu == CudaGelu::Fused && !fused_ok)
+      throw InputError("cuda engine: the fused GELU needs 4 * d_model a multiple of 8");
+    fuse_gelu_ = gelu == CudaGelu::Fused || (gelu == CudaGelu::Auto && fused_ok);
     BTM_CUDA_CHECK(cudaSetDevice(gpu_));
     BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
@@ -106,6 +113,7 @@ class CudaEngine final : public Engine {
   const ParamLayout& layout() const override { return layout_; }
   size_t allocated_bytes() const { return allocated_bytes_; }
   bool flash() const { return flash_; }
+  bool fused_gelu() const { return fuse_gelu_; }
 
   void set_state(std::span<const float> params, std::span<const float> m,
                  std::span<const float> v) override {
@@ -443,8 +451,13 @@ class CudaEngine final : public Engine {
       cuda::residual_layernorm_forward(residual2, ln2, layer(ln2_mean_, l, bt),
                                        layer(ln2_rstd_, l, bt), residual, projected_.get(),
                                        p + o.ln2_w, p + o.ln2_b, N, C, s);
-      blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
-      cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
+      if (fuse_gelu_) {
+        // fch (pre-GELU, kept for the backward) is the epilogue's aux output.
+        blas_->linear_gelu_forward(fch_gelu, fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+      } else {
+        blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+        cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
+      }
       blas_->linear_forward(projected_.get(), fch_gelu, p + o.fcproj_w, p + o.fcproj_b, N, 4 * C, C,
                             s);
       // The residual add is fused with the next LayerNorm: ln_1 of the next block, or ln_f.
@@ -515,11 +528,17 @@ class CudaEngine final : public Engine {
       const BlockOffsets& o = layout_.block(l);
       const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
       // dres holds d(loss)/d(block output): it flows into the MLP and on to residual2.
-      blas_->linear_backward_input(dfch, dres, p + o.fcproj_w, N, 4 * C, C, s);
+      // dfch = d(loss)/d(pre-GELU fch): the GELU's derivative is applied in the GEMM's
+      // epilogue when fused, by a separate kernel otherwise.
+      const bf16* fch = layer(fch_, l, 4 * bc);
+      if (fuse_gelu_)
+        blas_->linear_backward_input_dgelu(dfch, dres, p + o.fcproj_w, fch, N, 4 * C, C, s);
+      else
+        blas_->linear_backward_input(dfch, dres, p + o.fcproj_w, N, 4 * C, C, s);
       blas_->linear_backward_weight(g + o.fcproj_w, dres, layer(fch_gelu_, l, 4 * bc), N, 4 * C, C,
                                     s);
       cuda::bias_backward(g + o.fcproj_b, bias_scratch_.get(), dres, N, C, s);
-      cuda::gelu_backward(dfch, layer(fch_, l, 4 * bc), dfch, static_cast<size_t>(N) * 4 * C, s);
+      if (!fuse_gelu_) cuda::gelu_backward(dfch, fch, dfch, static_cast<size_t>(N) * 4 * C, s);
       blas_->linear_backward_input(dsmall, dfch, p + o.fc_w, N, C, 4 * C, s);
       blas_->linear_backward_weight(g + o.fc_w, dfch, layer(ln2_, l, bc), N, C, 4 * C, s);
       cuda::bias_backward(g + o.fc_b, bias_scratch_.get(), dfch, N, 4 * C, s);
@@ -576,6 +595,7 @@ class CudaEngine final : public Engine {
   int gpu_;
   int max_batch_;
   bool flash_ = false;
+  bool fuse_gelu_ = false;
   size_t max_bt_ = 0, att_per_layer_ = 0;
   int train_chunk_rows_ = 1, eval_chunk_rows_ = 1;
   size_t allocated_bytes_ = 0;
@@ -610,14 +630,20 @@ class CudaEngine final : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int max_batch,
-                                         CudaAttention attention) {
-  return std::make_unique<CudaEngine>(model, gpu, max_batch, attention);
+                                         CudaAttention attention, CudaGelu gelu) {
+  return std::make_unique<CudaEngine>(model, gpu, max_batch, attention, gelu);
 }
 
 std::string cuda_engine_attention(const Engine& engine) {
   const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
   if (cuda_engine == nullptr) return "";
   return cuda_engine->flash() ? "flash" : "materialized";
+}
+
+std::string cuda_engine_gelu(const Engine& engine) {
+  const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
+  if (cuda_engine == nullptr) return "";
+  return cuda_engine->fused_gelu() ? "fused" : "unfused";
 }
 
 std::size_t cuda_engine_allocated_bytes(const Engine& engine) {

@@ -260,6 +260,47 @@ TEST_P(CudaEngineCase, GradScaleAndAccumulationAreExact) {
   EXPECT_GT(norm, 0.0);
 }
 
+// The fused GELU (cuBLASLt epilogues, the default) and the unfused kernels: the same loss and
+// gradients up to bf16 rounding (fused rounds once where unfused rounds twice), both near the
+// CPU engine's. A wrong epilogue (erf GELU, a missing derivative) gives errors of order 1e-2+.
+TEST(CudaEngine, FusedAndUnfusedGeluAgree) {
+  BTM_SKIP_WITHOUT_GPU();
+  const ModelConfig model = hd64_model();
+  const int B = 4, T = model.context;
+  auto fused = make_cuda_engine(model, 0, B, CudaAttention::Auto, CudaGelu::Fused);
+  auto unfused = make_cuda_engine(model, 0, B, CudaAttention::Auto, CudaGelu::Unfused);
+  auto cpu = make_cpu_engine(model, 0);
+  EXPECT_EQ(cuda_engine_gelu(*fused), "fused");
+  EXPECT_EQ(cuda_engine_gelu(*unfused), "unfused");
+  EXPECT_EQ(cuda_engine_gelu(*make_cuda_engine(model, 0, 1)), "fused");  // Auto
+  EXPECT_EQ(cuda_engine_gelu(*cpu), "");
+  const ParamLayout& layout = fused->layout();
+  auto params = initial_params(layout, 11);
+  const auto noise = random_floats(layout.total(), -0.02f, 0.02f, 12);
+  for (const TensorSpec& t : layout.tensors())
+    if (t.shape.size() == 1)
+      for (std::size_t i = 0; i < t.size; ++i) params[t.offset + i] += noise[t.offset + i];
+  const TokenData data = make_tokens(B, T, model.vocab_size, 13);
+  std::vector<float> losses;
+  std::vector<std::vector<float>> grads;
+  for (Engine* e : {fused.get(), unfused.get(), cpu.get()}) {
+    e->set_params(params);
+    e->zero_grad();
+    losses.push_back(e->forward_backward(data.batch(B, T), 1.0f, nullptr));
+    grads.emplace_back(layout.total());
+    e->get_grads(grads.back());
+  }
+  EXPECT_NEAR(losses[0], losses[1], 0.01);
+  EXPECT_NEAR(losses[0], losses[2], 0.02);
+  EXPECT_LE(compare(grads[0], grads[1]).rel_l2, 0.02);
+  EXPECT_LE(compare(grads[0], grads[2]).rel_l2, 0.03);
+  EXPECT_LE(compare(grads[1], grads[2]).rel_l2, 0.03);
+  std::cout << "fused / unfused / cpu loss " << losses[0] << " / " << losses[1] << " / "
+            << losses[2] << "; gradient rel L2 fused-unfused " << compare(grads[0], grads[1]).rel_l2
+            << ", fused-cpu " << compare(grads[0], grads[2]).rel_l2 << ", unfused-cpu "
+            << compare(grads[1], grads[2]).rel_l2 << "\n";
+}
+
 TEST(CudaEngine, RejectsBadBatchesAndModels) {
   BTM_SKIP_WITHOUT_GPU();
   const ModelConfig model = tiny_model();
