@@ -1,10 +1,20 @@
 // flash_attention.cu: fused causal self-attention for head_dim 64 (FlashAttention-2 style),
 // forward and backward, on bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation), with no
 // T x T matrix in memory. q, k, v are read straight from the qkv GEMM's output [B, T, 3C] and
-// dq, dk, dv written straight into dqkv [B, T, 3C]. Tiles of 64 queries x 64 keys; a block is
-// 4 warps, each owning 16 rows. The forward keeps the log2-sum-exp of every row for the
-// backward. The backward runs two kernels (dK/dV per key tile, dQ per query tile) instead of
-// accumulating dQ with atomics, so it is deterministic.
+// dq, dk, dv written straight into dqkv [B, T, 3C]. Each warp owns 16 rows (queries, or keys for
+// dK/dV); a block of 8 warps owns 128 rows and walks the other side in tiles of 64, which
+// cp.async double-buffers in shared memory (the next tile's copies are in flight while the current
+// one is multiplied). Causality: a block sees only the tiles at or before its diagonal, the mask
+// is evaluated only on tiles that cross a warp's diagonal, and a warp skips the tiles entirely
+// past (or, for dK/dV, before) its rows. The longest blocks are launched first. The forward
+// keeps the log2-sum-exp of every row for the backward. The backward runs two kernels (dK/dV
+// per key block, dQ per query block) instead of accumulating dQ with atomics, so it is
+// deterministic (fixed summation order, no atomics).
+// Assumptions: head dim kD = 64; C = NH * 64; rows of qkv, dqkv, dout, out 16-byte aligned (C
+// a multiple of 8, base pointers from cudaMalloc); T * 3C < 2^31 (int offsets within one batch
+// row); lse and dvec [B, NH, T] fp32. The dK/dV and dQ kernels take 55 KB of dynamic shared
+// memory (the attribute is raised before launch). The previous kernels (64-row blocks of 4
+// warps, synchronous loads) are in git history.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4): A (16x16) a0 = (g, 2t..2t+1),
 // a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16x8) b0 = (k 2t..2t+1, n g),
@@ -15,9 +25,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "btm/cuda_check.hpp"
 #include "btm/cuda_kernels.hpp"
+#include "btm/error.hpp"
 
 namespace btm::cuda {
 namespace {
@@ -25,7 +37,6 @@ namespace {
 constexpr int kD = 64;           // head dimension
 constexpr int kTile = 64;        // queries and keys per tile
 constexpr int kStride = kD + 8;  // padded shared-memory row: conflict-free ldmatrix
-constexpr int kThreads = 128;    // 4 warps x 16 rows
 constexpr int kTileElements = kTile * kStride;
 
 __device__ __forceinline__ std::uint32_t smem_address(const void* p) {
@@ -62,20 +73,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
-}
-
-// Rows [row0, row0 + kTile) of a [T, kD] slice whose rows are row_stride apart, into shared
-// memory; rows at or past T read as zeros.
-__device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int row0, int T,
-                                          std::size_t row_stride) {
-  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
-    const int r = i / kChunks, c = (i % kChunks) * 8;
-    int4 v = make_int4(0, 0, 0, 0);
-    if (row0 + r < T)
-      v = *reinterpret_cast<const int4*>(src + static_cast<std::size_t>(row0 + r) * row_stride + c);
-    *reinterpret_cast<int4*>(tile + r * kStride + c) = v;
-  }
 }
 
 // The A fragments of this warp's 16 rows of a tile, all kD columns.
@@ -147,88 +144,6 @@ __device__ __forceinline__ void store_rows(bf16* dst, const float (&acc)[kD / 8]
   }
 }
 
-// grid (query tiles, B * NH), the longest (last) query tiles first.
-__global__ void __launch_bounds__(kThreads)
-    flash_forward_kernel(bf16* out, float* lse, const bf16* qkv, int T, int NH, float scale_log2) {
-  __shared__ alignas(16) bf16 sQ[kTileElements];
-  __shared__ alignas(16) bf16 sK[kTileElements];
-  __shared__ alignas(16) bf16 sV[kTileElements];
-  const int C = NH * kD;
-  const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
-  const int q_tile = gridDim.x - 1 - blockIdx.x;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = q_tile * kTile;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
-  const bf16* k_base = q_base + C;
-  const bf16* v_base = q_base + 2 * C;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const int row_a = q0 + warp * 16 + g;  // this thread's rows: row_a and row_a + 8
-
-  load_tile(sQ, q_base, q0, T, row_stride);
-  __syncthreads();
-  std::uint32_t qf[kD / 16][4];
-  load_a_fragments(qf, sQ, warp, lane);
-
-  float o[kD / 8][4];
-  zero(o);
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-  for (int kt = 0; kt <= q_tile; ++kt) {
-    const int k0 = kt * kTile;
-    __syncthreads();  // every warp is done with the previous K, V tiles
-    load_tile(sK, k_base, k0, T, row_stride);
-    load_tile(sV, v_base, k0, T, row_stride);
-    __syncthreads();
-    float s[kTile / 8][4];
-    zero(s);
-    product_with_rows(s, qf, sK, lane);
-    const bool diagonal = kt == q_tile;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          float v = s[j][e] * scale_log2;
-          if (diagonal && k0 + j * 8 + 2 * t + (e & 1) > row_a + 8 * r) v = -INFINITY;
-          s[j][e] = v;
-          mx = fmaxf(mx, v);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // Key 0 is visible to every row, so the running maximum is finite from the first tile.
-      const float m_new = fmaxf(m_run[r], mx);
-      const float alpha = fast_exp2(m_run[r] - m_new);
-      m_run[r] = m_new;
-      l_run[r] *= alpha;
-#pragma unroll
-      for (int n = 0; n < kD / 8; ++n) {
-        o[n][2 * r] *= alpha;
-        o[n][2 * r + 1] *= alpha;
-      }
-#pragma unroll
-      for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          s[j][e] = fast_exp2(s[j][e] - m_new);
-          l_run[r] += s[j][e];
-        }
-    }
-    product_with_tile(o, s, sV, lane);
-  }
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = 1.0f / l;
-    const int row = row_a + 8 * r;
-    if (t == 0 && row < T) lse[static_cast<std::size_t>(bh) * T + row] = m_run[r] + __log2f(l);
-  }
-  store_rows(out + static_cast<std::size_t>(b) * T * C + h * kD, o, row_a, T, C, inv[0], inv[1], t);
-}
-
 // dvec[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]; one thread per (b, t, h).
 __global__ void flash_backward_dot_kernel(float* dvec, const bf16* dout, const bf16* out, int B,
                                           int T, int NH) {
@@ -255,103 +170,306 @@ __global__ void flash_backward_dot_kernel(float* dvec, const bf16* dout, const b
   }
 }
 
-// dK, dV of one key tile: loop over the query tiles that see it. grid (key tiles, B * NH).
-__global__ void __launch_bounds__(kThreads)
-    flash_backward_dkdv_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse,
-                               const float* dvec, int T, int NH, float scale_log2, float scale) {
-  __shared__ alignas(16) bf16 sQ[kTileElements];
-  __shared__ alignas(16) bf16 sdO[kTileElements];
-  __shared__ float sLse[kTile], sDvec[kTile];
+// A block is kWarps warps of 16 rows each (kRows = 16 * kWarps <= 128 queries, or keys for
+// dK/dV); it walks the other side in 64-row tiles, double-buffered in shared memory: the next
+// tile's cp.async copies are in flight while the current tile is multiplied.
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_address(dst)), "l"(src)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_address(dst)), "l"(src)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most N of this thread's most recent cp.async groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Rows [row0, row0 + kNumRows) of a [T, kD] slice whose rows are row_stride apart, into shared
+// memory rows kStride apart, by cp.async (the caller commits); rows at or past T are zeroed by
+// plain stores. Visible to the block after cp_async_wait and __syncthreads.
+template <int kNumRows, int kBlockThreads>
+__device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int row0, int T,
+                                                int row_stride) {
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  static_assert(kNumRows * kChunks % kBlockThreads == 0);
+#pragma unroll
+  for (int it = 0; it < kNumRows * kChunks / kBlockThreads; ++it) {
+    const int i = it * kBlockThreads + static_cast<int>(threadIdx.x);
+    const int r = i / kChunks, c = (i % kChunks) * 8;
+    bf16* dst = tile + r * kStride + c;
+    if (row0 + r < T)
+      cp_async16(dst, src + ((row0 + r) * row_stride + c));  // T * 3C < 2^31: int offsets
+    else
+      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+  }
+}
+
+// Shared memory of the pipelined kernels, in kTileElements units: stage 0 (2 tiles), stage 1
+// (2 tiles), then room for the block's own kRows x 2 rows staged once at the start (they start
+// in stage 1 and spill past it when kRows > kTile).
+template <int kWarps>
+constexpr int pipelined_tiles() {
+  return 4 + std::max(0, 2 * 16 * kWarps / kTile - 2);
+}
+
+// grid (query blocks, B * NH), the longest (last) query blocks first. Static shared memory:
+// stages 0 and 1 of K, V; the block's Q is staged in stage 1 before the loop.
+template <int kWarps, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    flash_forward_pipelined_kernel(bf16* out, float* lse, const bf16* qkv, int T, int NH,
+                                   float scale_log2) {
+  constexpr int kRows = 16 * kWarps, kBlockThreads = 32 * kWarps;
+  static_assert(kRows <= 2 * kTile && kRows % kTile == 0);
+  __shared__ alignas(16) bf16 smem[4 * kTileElements];  // [stage][K, V]
   const int C = NH * kD;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
-  const int k_tile = blockIdx.x;
+  const int q_block = gridDim.x - 1 - blockIdx.x;
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int k0 = k_tile * kTile;
+  const int q0 = q_block * kRows;
+  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* k_base = q_base + C;
+  const bf16* v_base = q_base + 2 * C;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + g;  // this thread's rows: row_a and row_a + 8
+  const int n_kt = (min(q0 + kRows, T) + kTile - 1) / kTile;  // key tiles seen
+
+  bf16* const sQ = smem + 2 * kTileElements;
+  load_rows_async<kRows, kBlockThreads>(sQ, q_base, q0, T, 3 * C);
+  cp_async_commit();
+  load_rows_async<kTile, kBlockThreads>(smem, k_base, 0, T, 3 * C);
+  load_rows_async<kTile, kBlockThreads>(smem + kTileElements, v_base, 0, T, 3 * C);
+  cp_async_commit();
+  cp_async_wait<1>();  // Q is in
+  __syncthreads();
+  std::uint32_t qf[kD / 16][4];
+  load_a_fragments(qf, sQ, warp, lane);
+  __syncthreads();  // every warp has its Q fragments: stage 1 is free
+
+  float o[kD / 8][4];
+  zero(o);
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+#pragma unroll 1
+  for (int kt = 0; kt < n_kt; ++kt) {
+    if (kt + 1 < n_kt) {
+      bf16* next = smem + ((kt + 1) & 1) * 2 * kTileElements;
+      load_rows_async<kTile, kBlockThreads>(next, k_base, (kt + 1) * kTile, T, 3 * C);
+      load_rows_async<kTile, kBlockThreads>(next + kTileElements, v_base, (kt + 1) * kTile, T,
+                                            3 * C);
+    }
+    cp_async_commit();   // possibly empty: keeps the group count uniform
+    cp_async_wait<1>();  // tile kt is in
+    __syncthreads();
+    const int k0 = kt * kTile;
+    // Keys all past this warp's rows: the tile would change nothing (alpha 1, p 0); skip it.
+    if (k0 <= warp_row0 + 15) {
+      const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
+      const bf16* sV = sK + kTileElements;
+      float s[kTile / 8][4];
+      zero(s);
+      product_with_rows(s, qf, sK, lane);
+      const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+          for (int e = 2 * r; e < 2 * r + 2; ++e) {
+            float v = s[j][e] * scale_log2;
+            if (diagonal && k0 + j * 8 + 2 * t + (e & 1) > row_a + 8 * r) v = -INFINITY;
+            s[j][e] = v;
+            mx = fmaxf(mx, v);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // Key 0 is visible to every row, so the running maximum is finite from the first tile.
+        const float m_new = fmaxf(m_run[r], mx);
+        const float alpha = fast_exp2(m_run[r] - m_new);
+        m_run[r] = m_new;
+        l_run[r] *= alpha;
+#pragma unroll
+        for (int n = 0; n < kD / 8; ++n) {
+          o[n][2 * r] *= alpha;
+          o[n][2 * r + 1] *= alpha;
+        }
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+          for (int e = 2 * r; e < 2 * r + 2; ++e) {
+            s[j][e] = fast_exp2(s[j][e] - m_new);
+            l_run[r] += s[j][e];
+          }
+      }
+      product_with_tile(o, s, sV, lane);
+    }
+    __syncthreads();  // every warp is done with stage kt & 1 before it is refilled
+  }
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = 1.0f / l;
+    const int row = row_a + 8 * r;
+    if (t == 0 && row < T) lse[static_cast<std::size_t>(bh) * T + row] = m_run[r] + __log2f(l);
+  }
+  store_rows(out + static_cast<std::size_t>(b) * T * C + h * kD, o, row_a, T, C, inv[0], inv[1], t);
+}
+
+// dK, dV of one key block: loop over the 64-query tiles that see it. grid (key blocks, B * NH),
+// block 0 (the longest) first. Dynamic shared memory: pipelined_tiles<kWarps>() tiles; the
+// block's K and V are staged past stage 0 while stage 0 receives the first Q, dO tile.
+template <int kWarps, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    flash_backward_dkdv_pipelined_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
+                                         const float* lse, const float* dvec, int T, int NH,
+                                         float scale_log2, float scale) {
+  constexpr int kRows = 16 * kWarps, kBlockThreads = 32 * kWarps;
+  static_assert(kRows <= 2 * kTile && kRows % kTile == 0);
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];
+  bf16* const smem = reinterpret_cast<bf16*>(dynamic_smem);  // [stage][Q, dO], then staging
+  __shared__ float sLse[2][kTile], sDvec[2][kTile];
+  const int C = NH * kD;
+  const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
+  const int k0 = blockIdx.x * kRows;
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
   const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const int key_a = k0 + warp * 16 + g;  // this thread's keys: key_a and key_a + 8
+  const int warp_key0 = k0 + warp * 16;
+  const int key_a = warp_key0 + g;  // this thread's keys: key_a and key_a + 8
+  const float* lse_bh = lse + static_cast<std::size_t>(bh) * T;
+  const float* dvec_bh = dvec + static_cast<std::size_t>(bh) * T;
+  const int first_qt = k0 / kTile;
+  const int n_qt = (T + kTile - 1) / kTile - first_qt;  // query tiles seen (k0 < T: >= 1)
 
-  // K and V of this tile as A fragments, staged through the Q / dO buffers.
-  load_tile(sQ, k_base, k0, T, row_stride);
-  load_tile(sdO, v_base, k0, T, row_stride);
+  // Q, dO (and the rows' lse, dvec) of query tile first_qt + i into stage i & 1.
+  const auto load_stage = [&](int i) {
+    const int s = i & 1, q0 = (first_qt + i) * kTile;
+    bf16* sQ = smem + s * 2 * kTileElements;
+    load_rows_async<kTile, kBlockThreads>(sQ, q_base, q0, T, 3 * C);
+    load_rows_async<kTile, kBlockThreads>(sQ + kTileElements, do_base, q0, T, C);
+    if (threadIdx.x < kTile) {
+      const int q = q0 + threadIdx.x;
+      if (q < T) {
+        cp_async4(&sLse[s][threadIdx.x], lse_bh + q);
+        cp_async4(&sDvec[s][threadIdx.x], dvec_bh + q);
+      } else {
+        sLse[s][threadIdx.x] = INFINITY;  // rows past T get probability 0
+        sDvec[s][threadIdx.x] = 0.0f;
+      }
+    }
+  };
+
+  bf16* const sK = smem + 2 * kTileElements;
+  bf16* const sV = sK + kRows * kStride;
+  load_rows_async<kRows, kBlockThreads>(sK, k_base, k0, T, 3 * C);
+  load_rows_async<kRows, kBlockThreads>(sV, v_base, k0, T, 3 * C);
+  cp_async_commit();
+  load_stage(0);
+  cp_async_commit();
+  cp_async_wait<1>();  // K, V are in
   __syncthreads();
   std::uint32_t kf[kD / 16][4], vf[kD / 16][4];
-  load_a_fragments(kf, sQ, warp, lane);
-  load_a_fragments(vf, sdO, warp, lane);
+  load_a_fragments(kf, sK, warp, lane);
+  load_a_fragments(vf, sV, warp, lane);
+  __syncthreads();  // stage 1 is free
 
   float dk[kD / 8][4], dv[kD / 8][4];
   zero(dk);
   zero(dv);
-  const int q_tiles = (T + kTile - 1) / kTile;
-  const float* lse_bh = lse + static_cast<std::size_t>(bh) * T;
-  const float* dvec_bh = dvec + static_cast<std::size_t>(bh) * T;
-  for (int qt = k_tile; qt < q_tiles; ++qt) {
-    const int q0 = qt * kTile;
+#pragma unroll 1
+  for (int i = 0; i < n_qt; ++i) {
+    if (i + 1 < n_qt) load_stage(i + 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // stage i & 1 is in
     __syncthreads();
-    load_tile(sQ, q_base, q0, T, row_stride);
-    load_tile(sdO, do_base, q0, T, C);
-    if (threadIdx.x < kTile) {
-      const int q = q0 + threadIdx.x;
-      sLse[threadIdx.x] = q < T ? lse_bh[q] : INFINITY;  // rows past T get probability 0
-      sDvec[threadIdx.x] = q < T ? dvec_bh[q] : 0.0f;
+    const int q0 = (first_qt + i) * kTile;
+    // Queries all before this warp's keys: P is 0 and the tile changes nothing; skip it.
+    if (q0 + kTile - 1 >= warp_key0) {
+      const int s = i & 1;
+      const bf16* sQ = smem + s * 2 * kTileElements;
+      const bf16* sdO = sQ + kTileElements;
+      // P^T = exp2(scale_log2 * K Q^T - lse) for this warp's 16 keys x 64 queries.
+      float p[kTile / 8][4];
+      zero(p);
+      product_with_rows(p, kf, sQ, lane);
+      const bool diagonal = warp_key0 + 15 > q0;  // some key of the warp past some query
+#pragma unroll
+      for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + 2 * t + (e & 1);
+          const int key = key_a + 8 * (e >> 1);
+          const float v = fast_exp2(p[j][e] * scale_log2 - sLse[s][col]);
+          p[j][e] = diagonal && key > q0 + col ? 0.0f : v;
+        }
+      product_with_tile(dv, p, sdO, lane);  // dV += P^T dO
+      float ds[kTile / 8][4];
+      zero(ds);
+      product_with_rows(ds, vf, sdO, lane);  // dP^T = V dO^T
+#pragma unroll
+      for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          ds[j][e] = p[j][e] * (ds[j][e] - sDvec[s][j * 8 + 2 * t + (e & 1)]);
+      product_with_tile(dk, ds, sQ, lane);  // dK += dS^T Q
     }
-    __syncthreads();
-    // P^T = exp2(scale_log2 * K Q^T - lse) for this warp's 16 keys x 64 queries.
-    float p[kTile / 8][4];
-    zero(p);
-    product_with_rows(p, kf, sQ, lane);
-    const bool diagonal = qt == k_tile;
-#pragma unroll
-    for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + 2 * t + (e & 1);
-        const int key = key_a + 8 * (e >> 1);
-        const float v = fast_exp2(p[j][e] * scale_log2 - sLse[col]);
-        p[j][e] = diagonal && key > q0 + col ? 0.0f : v;
-      }
-    product_with_tile(dv, p, sdO, lane);  // dV += P^T dO
-    float ds[kTile / 8][4];
-    zero(ds);
-    product_with_rows(ds, vf, sdO, lane);  // dP^T = V dO^T
-#pragma unroll
-    for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) ds[j][e] = p[j][e] * (ds[j][e] - sDvec[j * 8 + 2 * t + (e & 1)]);
-    product_with_tile(dk, ds, sQ, lane);  // dK += dS^T Q
+    __syncthreads();  // every warp is done with stage i & 1 before it is refilled
   }
   bf16* dst = dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
   store_rows(dst + C, dk, key_a, T, row_stride, scale, scale, t);
   store_rows(dst + 2 * C, dv, key_a, T, row_stride, 1.0f, 1.0f, t);
 }
 
-// dQ of one query tile: loop over the key tiles it sees. grid (query tiles, B * NH).
-__global__ void __launch_bounds__(kThreads)
-    flash_backward_dq_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse,
-                             const float* dvec, int T, int NH, float scale_log2, float scale) {
-  __shared__ alignas(16) bf16 sK[kTileElements];
-  __shared__ alignas(16) bf16 sV[kTileElements];
+// dQ of one query block: loop over the key tiles it sees. grid (query blocks, B * NH), the
+// longest (last) first. Dynamic shared memory: pipelined_tiles<kWarps>() tiles; the block's Q
+// and dO are staged past stage 0 while stage 0 receives the first K, V tile.
+template <int kWarps, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    flash_backward_dq_pipelined_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
+                                       const float* lse, const float* dvec, int T, int NH,
+                                       float scale_log2, float scale) {
+  constexpr int kRows = 16 * kWarps, kBlockThreads = 32 * kWarps;
+  static_assert(kRows <= 2 * kTile && kRows % kTile == 0);
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];
+  bf16* const smem = reinterpret_cast<bf16*>(dynamic_smem);  // [stage][K, V], then staging
   const int C = NH * kD;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
-  const int q_tile = gridDim.x - 1 - blockIdx.x;
+  const int q_block = gridDim.x - 1 - blockIdx.x;
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = q_tile * kTile;
+  const int q0 = q_block * kRows;
   const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
   const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const int row_a = q0 + warp * 16 + g;
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + g;
+  const int n_kt = (min(q0 + kRows, T) + kTile - 1) / kTile;  // key tiles seen
 
-  load_tile(sK, q_base, q0, T, row_stride);
-  load_tile(sV, do_base, q0, T, C);
-  __syncthreads();
-  std::uint32_t qf[kD / 16][4], dof[kD / 16][4];
-  load_a_fragments(qf, sK, warp, lane);
-  load_a_fragments(dof, sV, warp, lane);
+  bf16* const sQ = smem + 2 * kTileElements;
+  bf16* const sdO = sQ + kRows * kStride;
+  load_rows_async<kRows, kBlockThreads>(sQ, q_base, q0, T, 3 * C);
+  load_rows_async<kRows, kBlockThreads>(sdO, do_base, q0, T, C);
+  cp_async_commit();
+  load_rows_async<kTile, kBlockThreads>(smem, k_base, 0, T, 3 * C);
+  load_rows_async<kTile, kBlockThreads>(smem + kTileElements, v_base, 0, T, 3 * C);
+  cp_async_commit();
   float row_lse[2], row_dvec[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -359,35 +477,53 @@ __global__ void __launch_bounds__(kThreads)
     row_lse[r] = row < T ? lse[static_cast<std::size_t>(bh) * T + row] : INFINITY;
     row_dvec[r] = row < T ? dvec[static_cast<std::size_t>(bh) * T + row] : 0.0f;
   }
+  cp_async_wait<1>();  // Q, dO are in
+  __syncthreads();
+  std::uint32_t qf[kD / 16][4], dof[kD / 16][4];
+  load_a_fragments(qf, sQ, warp, lane);
+  load_a_fragments(dof, sdO, warp, lane);
+  __syncthreads();  // stage 1 is free
 
   float dq[kD / 8][4];
   zero(dq);
-  for (int kt = 0; kt <= q_tile; ++kt) {
+#pragma unroll 1
+  for (int kt = 0; kt < n_kt; ++kt) {
+    if (kt + 1 < n_kt) {
+      bf16* next = smem + ((kt + 1) & 1) * 2 * kTileElements;
+      load_rows_async<kTile, kBlockThreads>(next, k_base, (kt + 1) * kTile, T, 3 * C);
+      load_rows_async<kTile, kBlockThreads>(next + kTileElements, v_base, (kt + 1) * kTile, T,
+                                            3 * C);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();  // tile kt is in
+    __syncthreads();
     const int k0 = kt * kTile;
-    __syncthreads();
-    load_tile(sK, k_base, k0, T, row_stride);
-    load_tile(sV, v_base, k0, T, row_stride);
-    __syncthreads();
-    float p[kTile / 8][4];
-    zero(p);
-    product_with_rows(p, qf, sK, lane);  // S = Q K^T
-    const bool diagonal = kt == q_tile;
+    // Keys all past this warp's rows: P is 0 and the tile changes nothing; skip it.
+    if (k0 <= warp_row0 + 15) {
+      const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
+      const bf16* sV = sK + kTileElements;
+      float p[kTile / 8][4];
+      zero(p);
+      product_with_rows(p, qf, sK, lane);                // S = Q K^T
+      const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
 #pragma unroll
-    for (int j = 0; j < kTile / 8; ++j)
+      for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e >> 1;
-        const float v = fast_exp2(p[j][e] * scale_log2 - row_lse[r]);
-        p[j][e] = diagonal && k0 + j * 8 + 2 * t + (e & 1) > row_a + 8 * r ? 0.0f : v;
-      }
-    float ds[kTile / 8][4];
-    zero(ds);
-    product_with_rows(ds, dof, sV, lane);  // dP = dO V^T
+        for (int e = 0; e < 4; ++e) {
+          const int r = e >> 1;
+          const float v = fast_exp2(p[j][e] * scale_log2 - row_lse[r]);
+          p[j][e] = diagonal && k0 + j * 8 + 2 * t + (e & 1) > row_a + 8 * r ? 0.0f : v;
+        }
+      float ds[kTile / 8][4];
+      zero(ds);
+      product_with_rows(ds, dof, sV, lane);  // dP = dO V^T
 #pragma unroll
-    for (int j = 0; j < kTile / 8; ++j)
+      for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) ds[j][e] = p[j][e] * (ds[j][e] - row_dvec[e >> 1]);
-    product_with_tile(dq, ds, sK, lane);  // dQ += dS K
+        for (int e = 0; e < 4; ++e) ds[j][e] = p[j][e] * (ds[j][e] - row_dvec[e >> 1]);
+      product_with_tile(dq, ds, sK, lane);  // dQ += dS K
+    }
+    __syncthreads();  // every warp is done with stage kt & 1 before it is refilled
   }
   store_rows(dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD, dq, row_a, T, row_stride,
              scale, scale, t);
@@ -395,18 +531,40 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+// The launch shapes: kWarps x 16 rows per block, at least kMinBlocks blocks per SM.
+// ptxas (sm_90a): forward and dQ capped at 128 registers by (8 warps, 2 blocks), 16 warps per SM,
+// with 4 bytes spilled (accepted: the alternative is 1 block per SM); dK/dV at 253 registers,
+// no spill, 1 block of 8 warps per SM. Spill-free alternatives: forward and dQ with
+// kMinBlocks = 1 (1 block per SM); 4 warps with kMinBlocks 1 (forward, dQ) or 2 (dK/dV).
+constexpr int kForwardWarps = 8, kForwardMinBlocks = 2;  // 128 queries per block
+constexpr int kDkdvWarps = 8, kDkdvMinBlocks = 1;        // 128 keys per block
+constexpr int kDqWarps = 8, kDqMinBlocks = 2;            // 128 queries per block
+
 bool flash_attention_supported(int head_dim) {
   return head_dim == kD;
 }
 
+namespace {
+// The pipelined kernels address rows within one batch row of qkv with int offsets.
+void check_offsets(int T, int NH) {
+  if (static_cast<long long>(T) * 3 * NH * kD > std::numeric_limits<int>::max())
+    throw InputError(
+        "flash attention: T * 3 * d_model must stay below 2^31 (use a shorter "
+        "sequence or the materialized attention)");
+}
+}  // namespace
+
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                              cudaStream_t stream) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
-  const dim3 grid((T + kTile - 1) / kTile, B * NH);
-  flash_forward_kernel<<<grid, kThreads, 0, stream>>>(out, lse, qkv, T, NH,
-                                                      scale * 1.4426950408889634f);
-  BTM_CUDA_CHECK_LAUNCH();
   (void)C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
+  const float scale_log2 = scale * 1.4426950408889634f;
+  check_offsets(T, NH);
+  constexpr int kRows = 16 * kForwardWarps;
+  const dim3 grid((T + kRows - 1) / kRows, B * NH);
+  flash_forward_pipelined_kernel<kForwardWarps, kForwardMinBlocks>
+      <<<grid, 32 * kForwardWarps, 0, stream>>>(out, lse, qkv, T, NH, scale_log2);
+  BTM_CUDA_CHECK_LAUNCH();
 }
 
 void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const bf16* qkv,
@@ -420,13 +578,35 @@ void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const b
       static_cast<unsigned>(std::min<std::size_t>((rows + 255) / 256, 65536)), 256, 0, stream>>>(
       dvec, dout, out, B, T, NH);
   BTM_CUDA_CHECK_LAUNCH();
-  const dim3 grid((T + kTile - 1) / kTile, B * NH);
-  flash_backward_dkdv_kernel<<<grid, kThreads, 0, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH,
-                                                            scale_log2, scale);
-  BTM_CUDA_CHECK_LAUNCH();
-  flash_backward_dq_kernel<<<grid, kThreads, 0, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH,
-                                                          scale_log2, scale);
-  BTM_CUDA_CHECK_LAUNCH();
+  check_offsets(T, NH);
+  {
+    constexpr int kRows = 16 * kDkdvWarps;
+    constexpr std::size_t shared =
+        static_cast<std::size_t>(pipelined_tiles<kDkdvWarps>()) * kTileElements * sizeof(bf16);
+    if constexpr (shared > 49152)
+      BTM_CUDA_CHECK(cudaFuncSetAttribute(
+          flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>,
+          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+    const dim3 grid((T + kRows - 1) / kRows, B * NH);
+    flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>
+        <<<grid, 32 * kDkdvWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
+                                                    scale);
+    BTM_CUDA_CHECK_LAUNCH();
+  }
+  {
+    constexpr int kRows = 16 * kDqWarps;
+    constexpr std::size_t shared =
+        static_cast<std::size_t>(pipelined_tiles<kDqWarps>()) * kTileElements * sizeof(bf16);
+    if constexpr (shared > 49152)
+      BTM_CUDA_CHECK(cudaFuncSetAttribute(
+          flash_backward_dq_pipelined_kernel<kDqWarps, kDqMinBlocks>,
+          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+    const dim3 grid((T + kRows - 1) / kRows, B * NH);
+    flash_backward_dq_pipelined_kernel<kDqWarps, kDqMinBlocks>
+        <<<grid, 32 * kDqWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
+                                                  scale);
+    BTM_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace btm::cuda
