@@ -428,3 +428,23 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   }
   world().barrier();
 }
+
+// Decisions that gate collectives come from rank 0 only: every rank gets rank 0's answer even
+// when its own view differs, and an error on rank 0 reaches every rank.
+TEST(Pipeline, DecisionsAreTakenOnRankZero) {
+  int asked = 0;
+  const bool answer = decided_by_root(world(), [&] {
+    ++asked;
+    return world().rank() == 0;  // only rank 0 would say yes
+  });
+  EXPECT_TRUE(answer);
+  EXPECT_EQ(asked, world().rank() == 0 ? 1 : 0);
+  const std::vector<std::string> names = listed_by_root(world(), [&] {
+    return std::vector<std::string>{"a", "rank" + std::to_string(world().rank())};
+  });
+  EXPECT_EQ(names, (std::vector<std::string>{"a", "rank0"}));
+  EXPECT_THROW(
+      decided_by_root(world(),
+                      [&]() -> bool { throw InputError("the forest manifest is unreadable"); }),
+      InputError);
+}
