@@ -552,6 +552,28 @@ void check_offsets(int T, int NH) {
         "flash attention: T * 3 * d_model must stay below 2^31 (use a shorter "
         "sequence or the materialized attention)");
 }
+
+// The signature both backward kernels share.
+using BackwardKernel = void (*)(bf16*, const bf16*, const bf16*, const float*, const float*, int,
+                                int, float, float);
+
+// Launches a backward kernel of kWarps warps (16 rows each, so 16 * kWarps rows per block) with
+// its double-buffered tiles in dynamic shared memory, raising the kernel's limit above 48 KB.
+template <int kWarps>
+void launch_backward(BackwardKernel kernel, int B, int T, int NH, cudaStream_t stream, bf16* dqkv,
+                     const bf16* qkv, const bf16* dout, const float* lse, const float* dvec,
+                     float scale_log2, float scale) {
+  constexpr int kRows = 16 * kWarps;
+  constexpr std::size_t shared =
+      static_cast<std::size_t>(pipelined_tiles<kWarps>()) * kTileElements * sizeof(bf16);
+  if constexpr (shared > 49152)
+    BTM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(shared)));
+  const dim3 grid((T + kRows - 1) / kRows, B * NH);
+  kernel<<<grid, 32 * kWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
+                                                scale);
+  BTM_CUDA_CHECK_LAUNCH();
+}
 }  // namespace
 
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
@@ -579,34 +601,10 @@ void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const b
       dvec, dout, out, B, T, NH);
   BTM_CUDA_CHECK_LAUNCH();
   check_offsets(T, NH);
-  {
-    constexpr int kRows = 16 * kDkdvWarps;
-    constexpr std::size_t shared =
-        static_cast<std::size_t>(pipelined_tiles<kDkdvWarps>()) * kTileElements * sizeof(bf16);
-    if constexpr (shared > 49152)
-      BTM_CUDA_CHECK(cudaFuncSetAttribute(
-          flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>,
-          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-    const dim3 grid((T + kRows - 1) / kRows, B * NH);
-    flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>
-        <<<grid, 32 * kDkdvWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
-                                                    scale);
-    BTM_CUDA_CHECK_LAUNCH();
-  }
-  {
-    constexpr int kRows = 16 * kDqWarps;
-    constexpr std::size_t shared =
-        static_cast<std::size_t>(pipelined_tiles<kDqWarps>()) * kTileElements * sizeof(bf16);
-    if constexpr (shared > 49152)
-      BTM_CUDA_CHECK(cudaFuncSetAttribute(
-          flash_backward_dq_pipelined_kernel<kDqWarps, kDqMinBlocks>,
-          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-    const dim3 grid((T + kRows - 1) / kRows, B * NH);
-    flash_backward_dq_pipelined_kernel<kDqWarps, kDqMinBlocks>
-        <<<grid, 32 * kDqWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
-                                                  scale);
-    BTM_CUDA_CHECK_LAUNCH();
-  }
+  launch_backward<kDkdvWarps>(flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>, B,
+                              T, NH, stream, dqkv, qkv, dout, lse, dvec, scale_log2, scale);
+  launch_backward<kDqWarps>(flash_backward_dq_pipelined_kernel<kDqWarps, kDqMinBlocks>, B, T, NH,
+                            stream, dqkv, qkv, dout, lse, dvec, scale_log2, scale);
 }
 
 }  // namespace btm::cuda

@@ -242,6 +242,38 @@ __device__ __forceinline__ void unpack(float (&out)[P], const RawPack<P>& r) {
   for (int i = 0; i < P; ++i) out[i] = __bfloat162float(h[i]);
 }
 
+// One pack of P columns of a LayerNorm backward row: its share of the row sums of g*w and
+// g*w*xhat, and of the weight and bias gradients dw += g*xhat, db += g.
+template <int P>
+__device__ __forceinline__ void layernorm_backward_pack_sums(const float (&g)[P],
+                                                             const float (&x)[P],
+                                                             const float (&wv)[P], float m, float s,
+                                                             float& sum_gw, float& sum_gw_xhat,
+                                                             float* dw, float* db) {
+#pragma unroll
+  for (int k = 0; k < P; ++k) {
+    const float xhat = (x[k] - m) * s;
+    const float gw = g[k] * wv[k];
+    sum_gw += gw;
+    sum_gw_xhat += gw * xhat;
+    dw[k] += g[k] * xhat;
+    db[k] += g[k];
+  }
+}
+
+// The input gradient of one pack: d += (g*w - mean(g*w) - xhat * mean(g*w*xhat)) * rstd.
+template <int P>
+__device__ __forceinline__ void layernorm_backward_pack_dinp(float (&d)[P], const float (&g)[P],
+                                                             const float (&x)[P],
+                                                             const float (&wv)[P], float m, float s,
+                                                             float mean_gw, float mean_gw_xhat) {
+#pragma unroll
+  for (int k = 0; k < P; ++k) {
+    const float xhat = (x[k] - m) * s;
+    d[k] += (g[k] * wv[k] - mean_gw - xhat * mean_gw_xhat) * s;
+  }
+}
+
 template <int P, int kPacks>
 __global__ void __launch_bounds__(256)
     layernorm_backward_registers_kernel(bf16* dinp, float* partial, const bf16* dout,
@@ -279,15 +311,7 @@ __global__ void __launch_bounds__(256)
         unpack<P>(g, g_raw[p]);
         unpack<P>(x, x_raw[p]);
         load_bf16<P>(wv, w + c);
-#pragma unroll
-        for (int k = 0; k < P; ++k) {
-          const float xhat = (x[k] - m) * s;
-          const float gw = g[k] * wv[k];
-          sum_gw += gw;
-          sum_gw_xhat += gw * xhat;
-          dw_acc[p][k] += g[k] * xhat;
-          db_acc[p][k] += g[k];
-        }
+        layernorm_backward_pack_sums<P>(g, x, wv, m, s, sum_gw, sum_gw_xhat, dw_acc[p], db_acc[p]);
       }
     }
     const float mean_gw = warp_sum(sum_gw) / C;
@@ -306,11 +330,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
           for (int k = 0; k < P; ++k) d[k] = 0;
         }
-#pragma unroll
-        for (int k = 0; k < P; ++k) {
-          const float xhat = (x[k] - m) * s;
-          d[k] += (g[k] * wv[k] - mean_gw - xhat * mean_gw_xhat) * s;
-        }
+        layernorm_backward_pack_dinp<P>(d, g, x, wv, m, s, mean_gw, mean_gw_xhat);
         store_bf16<P>(dinp + base + c, d);
       }
     }
@@ -363,15 +383,7 @@ __global__ void layernorm_backward_shared_kernel(bf16* dinp, float* partial, con
       load_bf16<P>(g, dout + base + c);
       load_bf16<P>(x, inp + base + c);
       load_bf16<P>(wv, w + c);
-#pragma unroll
-      for (int k = 0; k < P; ++k) {
-        const float xhat = (x[k] - m) * s;
-        const float gw = g[k] * wv[k];
-        sum_gw += gw;
-        sum_gw_xhat += gw * xhat;
-        dw_acc[c + k] += g[k] * xhat;
-        db_acc[c + k] += g[k];
-      }
+      layernorm_backward_pack_sums<P>(g, x, wv, m, s, sum_gw, sum_gw_xhat, dw_acc + c, db_acc + c);
     }
     const float mean_gw = warp_sum(sum_gw) / C;
     const float mean_gw_xhat = warp_sum(sum_gw_xhat) / C;
@@ -386,11 +398,7 @@ __global__ void layernorm_backward_shared_kernel(bf16* dinp, float* partial, con
 #pragma unroll
         for (int k = 0; k < P; ++k) d[k] = 0;
       }
-#pragma unroll
-      for (int k = 0; k < P; ++k) {
-        const float xhat = (x[k] - m) * s;
-        d[k] += (g[k] * wv[k] - mean_gw - xhat * mean_gw_xhat) * s;
-      }
+      layernorm_backward_pack_dinp<P>(d, g, x, wv, m, s, mean_gw, mean_gw_xhat);
       store_bf16<P>(dinp + base + c, d);
     }
   }

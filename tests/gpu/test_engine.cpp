@@ -88,6 +88,18 @@ std::vector<float> initial_params(const ParamLayout& layout, std::uint64_t seed)
   return p;
 }
 
+// GPT-2 initial parameters with noise of +-0.02 added to every vector (biases, LayerNorm
+// weights), so that their paths are exercised with non-trivial values too.
+std::vector<float> params_with_noisy_vectors(const ParamLayout& layout, std::uint64_t init_seed,
+                                             std::uint64_t noise_seed) {
+  std::vector<float> params = initial_params(layout, init_seed);
+  const auto noise = random_floats(layout.total(), -0.02f, 0.02f, noise_seed);
+  for (const TensorSpec& t : layout.tensors())
+    if (t.shape.size() == 1)
+      for (std::size_t i = 0; i < t.size; ++i) params[t.offset + i] += noise[t.offset + i];
+  return params;
+}
+
 AdamWStep adamw(std::int64_t t) {
   AdamWStep s;
   s.lr = 1e-3f;
@@ -105,12 +117,7 @@ TEST_P(CudaEngineCase, LossGradientsLogitsMatchCpu) {
             attention == CudaAttention::Flash ? "flash" : "materialized");
   auto cpu = make_cpu_engine(model, 0);
   const ParamLayout& layout = gpu->layout();
-  auto params = initial_params(layout, 1);
-  // Non-zero biases and LayerNorm parameters, so their paths are exercised too.
-  const auto noise = random_floats(layout.total(), -0.02f, 0.02f, 2);
-  for (const TensorSpec& t : layout.tensors())
-    if (t.shape.size() == 1)
-      for (std::size_t i = 0; i < t.size; ++i) params[t.offset + i] += noise[t.offset + i];
+  const auto params = params_with_noisy_vectors(layout, 1, 2);
   gpu->set_params(params);
   cpu->set_params(params);
   const TokenData data = make_tokens(B, T, model.vocab_size, 3);
@@ -275,11 +282,7 @@ TEST(CudaEngine, FusedAndUnfusedGeluAgree) {
   EXPECT_EQ(cuda_engine_gelu(*make_cuda_engine(model, 0, 1)), "fused");  // Auto
   EXPECT_EQ(cuda_engine_gelu(*cpu), "");
   const ParamLayout& layout = fused->layout();
-  auto params = initial_params(layout, 11);
-  const auto noise = random_floats(layout.total(), -0.02f, 0.02f, 12);
-  for (const TensorSpec& t : layout.tensors())
-    if (t.shape.size() == 1)
-      for (std::size_t i = 0; i < t.size; ++i) params[t.offset + i] += noise[t.offset + i];
+  const auto params = params_with_noisy_vectors(layout, 11, 12);
   const TokenData data = make_tokens(B, T, model.vocab_size, 13);
   std::vector<float> losses;
   std::vector<std::vector<float>> grads;
