@@ -223,13 +223,11 @@ double mean_over(const std::vector<double>& values, const std::vector<double>& i
   return count ? sum / count : std::numeric_limits<double>::quiet_NaN();
 }
 
-void print_table(const std::vector<std::string>& methods,
-                 const std::vector<std::vector<double>>& ppl, const std::vector<double>& mean_in,
+void print_means(const std::vector<std::string>& methods, const std::vector<double>& mean_in,
                  const std::vector<double>& mean_out) {
   std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
   for (std::size_t m = 0; m < methods.size(); ++m)
     std::printf("  %-28s %10.3f | %10.3f\n", methods[m].c_str(), mean_in[m], mean_out[m]);
-  (void)ppl;
   std::fflush(stdout);
 }
 
@@ -241,9 +239,7 @@ void run_eval_phase(RunContext& ctx) {
   const int T = config.model.context;
   Forest forest;
   collective_check(ctx.world, [&] { forest = load_forest(ctx.run_dir); });
-  std::vector<std::string> elms;
-  for (const ModelRecord* r : forest.elms())
-    if (r->status == "trained") elms.push_back(r->name);
+  const std::vector<std::string> elms = forest.trained_elm_names();
   if (elms.empty())
     throw InputError("no trained ELMs in " + forest_file(ctx.run_dir).string() + " to evaluate");
   const ModelRecord* dense = forest.find("dense");
@@ -456,7 +452,7 @@ void run_eval_phase(RunContext& ctx) {
   h5::write_array(root, "tokens", tokens.data(), tokens.size());
   out.commit();
 
-  print_table(methods, ppl, mean_in, mean_out);
+  print_means(methods, mean_in, mean_out);
   std::printf("[eval] wrote %s in %.1f s (log-probs %.1f s, averages %.1f s, combination %.2f s)\n",
               eval_file(ctx.run_dir).c_str(), seconds_since(start), score_s, average_s, combine_s);
   std::fflush(stdout);

@@ -42,6 +42,13 @@ std::vector<const ModelRecord*> Forest::elms() const {
   return out;
 }
 
+std::vector<std::string> Forest::trained_elm_names() const {
+  std::vector<std::string> out;
+  for (const ModelRecord* r : elms())
+    if (r->status == "trained") out.push_back(r->name);
+  return out;
+}
+
 fs::path forest_file(const fs::path& run_dir) {
   return run_dir / "forest.h5";
 }

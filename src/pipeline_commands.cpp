@@ -20,6 +20,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// --parents "a,b,c", or every trained ELM of the forest when it is not given.
+std::vector<std::string> parents_or_trained_elms(const std::string& text, const Forest& forest,
+                                                 const fs::path& run_dir,
+                                                 const std::string& purpose) {
+  std::vector<std::string> parents = split_list(text);
+  if (parents.empty()) parents = forest.trained_elm_names();
+  if (parents.empty()) throw InputError("no trained ELMs in " + run_dir.string() + " " + purpose);
+  return parents;
+}
+
 // --weights "0.5,0.3,0.2" for `parents` ELMs: numbers, one per parent, normalised to sum 1.
 std::vector<double> parse_parent_weights(const std::string& text, std::size_t parents) {
   std::vector<double> weights;
@@ -209,12 +219,8 @@ int cmd_branch(const Args& args, MpiComm& world) {
     return kExitOk;
   }
   const Forest forest = load_forest(ctx.run_dir);
-  std::vector<std::string> parents = split_list(parents_text);
-  if (parents.empty())
-    for (const ModelRecord* r : forest.elms())
-      if (r->status == "trained") parents.push_back(r->name);
-  if (parents.empty())
-    throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to branch from");
+  const std::vector<std::string> parents =
+      parents_or_trained_elms(parents_text, forest, ctx.run_dir, "to branch from");
   std::vector<double> weights;
   if (!weights_text.empty()) {
     weights = parse_parent_weights(weights_text, parents.size());
@@ -394,12 +400,8 @@ int cmd_average(const Args& args, MpiComm& world) {
     Forest forest = load_forest(ctx.run_dir);
     if (forest.find(name) || fs::exists(checkpoint_file(ctx.run_dir, name)))
       throw InputError("a model named '" + name + "' already exists in " + ctx.run_dir.string());
-    std::vector<std::string> parents = split_list(parents_text);
-    if (parents.empty())
-      for (const ModelRecord* r : forest.elms())
-        if (r->status == "trained") parents.push_back(r->name);
-    if (parents.empty())
-      throw InputError("no trained ELMs in " + ctx.run_dir.string() + " to average");
+    const std::vector<std::string> parents =
+        parents_or_trained_elms(parents_text, forest, ctx.run_dir, "to average");
     const std::vector<double> weights =
         weights_text.empty() ? ensemble::normalise_weights(std::vector<double>(parents.size(), 1.0))
                              : parse_parent_weights(weights_text, parents.size());

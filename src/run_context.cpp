@@ -37,15 +37,19 @@ void clear_stop() {
   g_stop_requested = 0;
 }
 
-NodeInfo node_info(const MpiComm& world) {
+namespace {
+// The ranks of `world` that share this node (MPI_Comm_split_type SHARED).
+std::unique_ptr<MpiComm> node_comm(const MpiComm& world) {
   MPI_Comm local;
   BTM_MPI(
       MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
-  NodeInfo info;
-  BTM_MPI(MPI_Comm_rank(local, &info.local_rank));
-  BTM_MPI(MPI_Comm_size(local, &info.local_size));
-  BTM_MPI(MPI_Comm_free(&local));
-  return info;
+  return std::make_unique<MpiComm>(local, true);
+}
+}  // namespace
+
+NodeInfo node_info(const MpiComm& world) {
+  const std::unique_ptr<MpiComm> local = node_comm(world);
+  return NodeInfo{local->rank(), local->size()};
 }
 
 void collective_check(MpiComm& comm, const std::function<void()>& check) {
@@ -113,13 +117,8 @@ int pick_gpu(MpiComm& world, const NodeInfo& node) {
   const int gpu = gpus >= node.local_size ? node.local_rank : (gpus == 1 ? 0 : -1);
   std::string id = gpu >= 0 ? cuda_device_pci_id(gpu) : std::string();
   id.resize(kPciIdLength, ' ');
-  MPI_Comm local;
-  BTM_MPI(
-      MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
   std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
-  BTM_MPI(
-      MPI_Allgather(id.data(), kPciIdLength, MPI_CHAR, all.data(), kPciIdLength, MPI_CHAR, local));
-  BTM_MPI(MPI_Comm_free(&local));
+  node_comm(world)->allgather(id.data(), all.data(), kPciIdLength);
   bool shared = gpu < 0;
   for (int r = 0; r < node.local_size && !shared; ++r)
     shared = r != node.local_rank &&

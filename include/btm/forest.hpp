@@ -39,6 +39,8 @@ struct Forest {
   bool remove(const std::string& name);
   // The ELMs (kind elm) in manifest order.
   std::vector<const ModelRecord*> elms() const;
+  // The names of the ELMs whose training is finished, in manifest order.
+  std::vector<std::string> trained_elm_names() const;
 };
 
 std::filesystem::path forest_file(const std::filesystem::path& run_dir);

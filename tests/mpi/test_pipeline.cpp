@@ -98,6 +98,34 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// "--key value" pairs as command-line arguments.
+Args flags(std::initializer_list<std::pair<const char*, std::string>> pairs) {
+  Args args;
+  for (const auto& [key, value] : pairs) {
+    args.push_back(key);
+    args.push_back(value);
+  }
+  return args;
+}
+
+// The flags of a tiny forest on the synthetic corpora in dir/corpus: a 2 x 32 GPT with context
+// 16 on CPU, one thread per rank, learning rate 3e-3; `more` adds the test's own flags.
+Args tiny_forest_args(const SharedDir& dir, const std::string& domains, const std::string& run,
+                      const Args& more) {
+  Args args = flags({{"--data.corpus", (dir / "corpus").string()},
+                     {"--data.domains", domains},
+                     {"--run.dir", (dir / run).string()},
+                     {"--model.n_layer", "2"},
+                     {"--model.d_model", "32"},
+                     {"--model.n_head", "2"},
+                     {"--model.context", "16"},
+                     {"--run.threads", "1"},
+                     {"--run.device", "cpu"},
+                     {"--optim.lr", "3e-3"}});
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
 }  // namespace
 
 // r ranks with batch b give the same model as one rank with batch r*b (same samples; only the
@@ -177,43 +205,16 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   // The ELMs train one after another on one group of 4 ranks (global batch 4 x 2 = 8).
   auto args = [&](const std::string& run, const std::string& ranks_per_elm = "4",
                   const std::string& batch = "2") {
-    return Args{"--run.ranks_per_elm",
-                ranks_per_elm,
-                "--data.corpus",
-                (dir / "corpus").string(),
-                "--data.domains",
-                "d0,d1,d2",
-                "--run.dir",
-                (dir / run).string(),
-                "--model.n_layer",
-                "2",
-                "--model.d_model",
-                "32",
-                "--model.n_head",
-                "2",
-                "--model.context",
-                "16",
-                "--data.batch",
-                batch,
-                "--run.steps",
-                "8",
-                "--run.seed_share",
-                "0.5",
-                "--run.checkpoint_every",
-                "3",
-                "--run.threads",
-                "1",
-                "--run.device",
-                "cpu",
-                "--run.dense",
-                "false",
-                "--optim.lr",
-                "3e-3",
-                "--eval.blocks",
-                "4",
-                "--eval.prior_blocks",
-                "4",
-                "--no-eval"};
+    Args more = flags({{"--run.ranks_per_elm", ranks_per_elm},
+                       {"--data.batch", batch},
+                       {"--run.steps", "8"},
+                       {"--run.seed_share", "0.5"},
+                       {"--run.checkpoint_every", "3"},
+                       {"--run.dense", "false"},
+                       {"--eval.blocks", "4"},
+                       {"--eval.prior_blocks", "4"}});
+    more.push_back("--no-eval");
+    return tiny_forest_args(dir, "d0,d1,d2", run, more);
   };
   ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
   if (world().rank() == 0) {
@@ -345,55 +346,25 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, do
 TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   SharedDir dir(world());
   make_corpora(world(), dir / "corpus", 4);
-  Args train = {"--data.corpus",
-                (dir / "corpus").string(),
-                "--data.domains",
-                "d0,d1,d2",
-                "--data.eval_domains",
-                "d3",
-                "--run.dir",
-                (dir / "run").string(),
-                "--model.n_layer",
-                "2",
-                "--model.d_model",
-                "32",
-                "--model.n_head",
-                "2",
-                "--model.context",
-                "16",
-                "--data.batch",
-                "2",
-                "--run.steps",
-                "6",
-                "--run.seed_share",
-                "0.5",
-                "--run.threads",
-                "1",
-                "--run.device",
-                "cpu",
-                "--run.dense",
-                "true",
-                "--optim.lr",
-                "3e-3",
-                "--eval.blocks",
-                "5",
-                "--eval.prior_blocks",
-                "6",
-                "--eval.prior_batch",
-                "2",
-                "--no-eval"};
-  ASSERT_EQ(cmd_run(train, world()), kExitOk);
+  const Args common = flags({{"--data.eval_domains", "d3"},
+                             {"--data.batch", "2"},
+                             {"--run.steps", "6"},
+                             {"--run.seed_share", "0.5"},
+                             {"--run.dense", "true"},
+                             {"--eval.blocks", "5"},
+                             {"--eval.prior_blocks", "6"},
+                             {"--eval.prior_batch", "2"}});
+  Args train_only = common;
+  train_only.push_back("--no-eval");
+  ASSERT_EQ(cmd_run(tiny_forest_args(dir, "d0,d1,d2", "run", train_only), world()), kExitOk);
   if (world().rank() == 0)
     for (const char* copy : {"run1", "run2", "run4", "run2x2"})
       fs::copy(dir / "run", dir / copy, fs::copy_options::recursive);
   world().barrier();
   auto eval_args = [&](const std::string& run, const std::string& ranks_per_elm) {
-    Args a = train;
-    a.pop_back();  // --no-eval
-    for (std::size_t i = 0; i < a.size(); ++i)
-      if (a[i] == "--run.dir") a[i + 1] = (dir / run).string();
-    a.insert(a.end(), {"--run.ranks_per_elm", ranks_per_elm});
-    return a;
+    Args more = common;
+    more.insert(more.end(), {"--run.ranks_per_elm", ranks_per_elm});
+    return tiny_forest_args(dir, "d0,d1,d2", run, more);
   };
   std::unique_ptr<MpiComm> one = world().split(world().rank() == 0 ? 0 : 1, world().rank());
   std::unique_ptr<MpiComm> two = world().split(world().rank() < 2 ? 0 : 1, world().rank());
