@@ -17,7 +17,7 @@ namespace {
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kMaxLayerNormBlocks = 512;
-constexpr int kMaxBiasChunks = 256;
+constexpr int kMaxBiasChunks = 512;  // row chunks of the bias gradient (scratch rows)
 constexpr int kSumSquaresBlocks = 1024;
 
 int sm_count() {
@@ -43,14 +43,19 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// The 8 bf16 of a 16-byte pack as floats.
+__device__ __forceinline__ void unpack_bf16x8(float (&out)[8], int4 raw) {
+  const bf16* h = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) out[i] = __bfloat162float(h[i]);
+}
+
 // P consecutive bf16 as floats; P == 8 is one 16-byte access (the address must be 16-aligned).
 template <int P>
 __device__ __forceinline__ void load_bf16(float (&out)[P], const bf16* src) {
   if constexpr (P == 8) {
-    const int4 raw = *reinterpret_cast<const int4*>(src);
-    const bf16* h = reinterpret_cast<const bf16*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) out[i] = __bfloat162float(h[i]);
+    const int4 raw = *reinterpret_cast<const int4*>(src);  // one 16-byte load, then unpack
+    unpack_bf16x8(out, raw);
   } else {
 #pragma unroll
     for (int i = 0; i < P; ++i) out[i] = __bfloat162float(src[i]);
@@ -433,33 +438,71 @@ __global__ void layernorm_backward_reduce_kernel(float* dw, float* db, const flo
 }
 
 // ---- bias gradient ---------------------------------------------------------------------
-// Block (32, 8): 32 columns, 8 row lanes over one chunk of rows.
-__global__ void bias_backward_partial_kernel(float* partial, const bf16* dout, int N, int OC,
-                                             int rows_per_chunk) {
-  __shared__ float sums[8][kWarp + 1];
-  const int c = blockIdx.x * kWarp + threadIdx.x;
+// Block (32, kBiasLanes): lane x owns P adjacent columns (P == 8: one 16-byte load per row, so a
+// warp reads 512 contiguous bytes of a row); row lane y sums rows r0 + y, r0 + y + kBiasLanes, ...
+// of the block's chunk in order, kBiasUnroll loads in flight. The lanes' sums are then added in
+// lane order: one partial sum per chunk and column.
+constexpr int kBiasLanes = 8;
+constexpr int kBiasThreads = kWarp * kBiasLanes;
+constexpr int kBiasUnroll = 4;
+
+template <int P>
+__global__ void __launch_bounds__(kBiasThreads)
+    bias_backward_partial_kernel(float* partial, const bf16* dout, int N, int OC,
+                                 int rows_per_chunk) {
+  constexpr int kColumns = kWarp * P;  // columns per block
+  __shared__ float sums[kBiasLanes][kColumns];
+  const int c0 = blockIdx.x * kColumns;
+  const int c = c0 + threadIdx.x * P;  // P divides OC: a pack is all in or all out
   const int r0 = blockIdx.y * rows_per_chunk;
   const int r1 = min(N, r0 + rows_per_chunk);
-  float acc = 0;
-  if (c < OC)
-    for (int r = r0 + threadIdx.y; r < r1; r += 8)
-      acc += __bfloat162float(dout[static_cast<std::size_t>(r) * OC + c]);
-  sums[threadIdx.y][threadIdx.x] = acc;
+  float acc[P] = {};
+  if (c < OC) {
+    const bf16* col = dout + c;
+    int r = r0 + threadIdx.y;
+    for (; r + (kBiasUnroll - 1) * kBiasLanes < r1; r += kBiasUnroll * kBiasLanes) {
+      float v[kBiasUnroll][P];
+#pragma unroll
+      for (int u = 0; u < kBiasUnroll; ++u)
+        load_bf16<P>(v[u], col + static_cast<std::size_t>(r + u * kBiasLanes) * OC);
+#pragma unroll
+      for (int u = 0; u < kBiasUnroll; ++u)
+#pragma unroll
+        for (int i = 0; i < P; ++i) acc[i] += v[u][i];
+    }
+    for (; r < r1; r += kBiasLanes) {
+      float v[P];
+      load_bf16<P>(v, col + static_cast<std::size_t>(r) * OC);
+#pragma unroll
+      for (int i = 0; i < P; ++i) acc[i] += v[i];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < P; ++i) sums[threadIdx.y][threadIdx.x * P + i] = acc[i];
   __syncthreads();
-  if (threadIdx.y == 0 && c < OC) {
+  for (int t = threadIdx.y * kWarp + threadIdx.x; t < kColumns && c0 + t < OC; t += kBiasThreads) {
     float total = 0;
-    for (int i = 0; i < 8; ++i) total += sums[i][threadIdx.x];
-    partial[static_cast<std::size_t>(blockIdx.y) * OC + c] = total;
+    for (int y = 0; y < kBiasLanes; ++y) total += sums[y][t];
+    partial[static_cast<std::size_t>(blockIdx.y) * OC + c0 + t] = total;
   }
 }
 
+// Block (32, kReduceLanes) as the LayerNorm's: lane y sums chunks y, y + kReduceLanes, ... (many
+// chunks: the partial kernel fills the GPU with row chunks), then lane 0 adds the lane sums.
 __global__ void bias_backward_reduce_kernel(float* dbias, const float* partial, int chunks,
                                             int OC) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= OC) return;
+  __shared__ float sums[kReduceLanes][kWarp + 1];
+  const int c = blockIdx.x * kWarp + threadIdx.x;
   float acc = 0;
-  for (int i = 0; i < chunks; ++i) acc += partial[static_cast<std::size_t>(i) * OC + c];
-  dbias[c] += acc;
+  if (c < OC)
+    for (int i = threadIdx.y; i < chunks; i += kReduceLanes)
+      acc += partial[static_cast<std::size_t>(i) * OC + c];
+  sums[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= OC) return;
+  float total = 0;
+  for (int i = 0; i < kReduceLanes; ++i) total += sums[i][threadIdx.x];
+  dbias[c] += total;
 }
 
 // ---- GELU ------------------------------------------------------------------------------
@@ -613,7 +656,9 @@ __device__ void block_softmax_stats(float& maxv, float& sum) {
   sum = bs;
 }
 
-// One block per row. P consecutive logits per access (P == 8 needs Vp % 8 == 0).
+// One block per row, two passes over the row in memory (stats, then gradient): the fallback of
+// crossentropy_registers_kernel for rows too long for the registers or not in 16-byte packs, and
+// the fp32 evaluation loss. P consecutive logits per access (P == 8 needs Vp % 8 == 0).
 template <typename LogitT, int P>
 __global__ void crossentropy_kernel(float* losses, bf16* dlogits, const LogitT* logits,
                                     const std::int32_t* targets, int V, int Vp, float dloss) {
@@ -663,6 +708,88 @@ __global__ void crossentropy_kernel(float* losses, bf16* dlogits, const LogitT* 
       v[k] = col < V ? (p - (col == target ? 1.0f : 0.0f)) * dloss : 0.0f;
     }
     store_bf16<P>(d + j, v);
+  }
+}
+
+// One block per row with the row in registers: each thread holds kPacks 16-byte packs (packs
+// threadIdx.x + k * blockDim.x), so the logits are read from memory once and the gradient is
+// written from the registers. Columns in [V, Vp) are held as -inf: they add nothing to the max
+// and the sum, and their gradient is written as 0. Needs Vp % 8 == 0 and 16-byte aligned rows.
+constexpr int kCrossEntropyThreads = 1024;
+// 7 packs (28 registers of logits) per thread keep the kernel within the 64 registers a
+// 1024-thread block allows: rows of up to 7 * 1024 * 8 = 57344 logits (GPT-2: 50304).
+constexpr int kCrossEntropyMaxPacks = 7;
+
+template <int kPacks>
+__global__ void __launch_bounds__(kCrossEntropyThreads)
+    crossentropy_registers_kernel(float* losses, bf16* dlogits, const bf16* logits,
+                                  const std::int32_t* targets, int V, int Vp, float dloss) {
+  const std::size_t row = blockIdx.x;
+  const bf16* x = logits + row * Vp;
+  const int target = targets[row];
+  // Read before the block's first barrier (in block_softmax_stats), so before any write.
+  const float target_logit = threadIdx.x == 0 ? __bfloat162float(x[target]) : 0.0f;
+  const int packs = Vp / 8;
+  int4 raw[kPacks];
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {
+    const int j = (threadIdx.x + k * blockDim.x) * 8;
+    const int all_neg_inf = static_cast<int>(0xFF80FF80u);
+    raw[k] = make_int4(all_neg_inf, all_neg_inf, all_neg_inf, all_neg_inf);
+    if (j < V) raw[k] = *reinterpret_cast<const int4*>(x + j);
+  }
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {  // after all loads are issued: this waits for the data
+    const int j = (threadIdx.x + k * blockDim.x) * 8;
+    if (j < V && j + 8 > V) {  // the one pack holding both column V - 1 and padding
+      bf16* h = reinterpret_cast<bf16*>(&raw[k]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (j + i >= V) h[i] = __ushort_as_bfloat16(0xFF80);  // -inf
+    }
+  }
+  // This thread's max, then its sum of exp(x - max): one exp per logit; the block merges them.
+  // The max is taken on the bf16 pairs (exact): fp32 copies made here would be kept live for
+  // the later passes and spill.
+  __nv_bfloat162 max2 = __bfloat162bfloat162(__ushort_as_bfloat16(0xFF80));
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {
+    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) max2 = __hmax2(max2, h2[i]);
+  }
+  float maxv = fmaxf(__low2float(max2), __high2float(max2));
+  float sum = 0;
+  if (maxv != -INFINITY) {
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      float v[8];
+      unpack_bf16x8(v, raw[k]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sum += __expf(v[i] - maxv);
+    }
+  }
+  block_softmax_stats(maxv, sum);
+  const float lse = maxv + logf(sum);
+  if (threadIdx.x == 0) losses[row] = lse - target_logit;
+  if (dlogits == nullptr) return;
+  bf16* d = dlogits + row * Vp;
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {
+    const int p = threadIdx.x + k * blockDim.x;
+    if (p >= packs) break;
+    const int j = p * 8;
+    float v[8];
+    unpack_bf16x8(v, raw[k]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      v[i] = (__expf(v[i] - lse) - (j + i == target ? 1.0f : 0.0f)) * dloss;
+    if (j + 8 > V) {  // padding: exactly 0 (exp(-inf) * dloss could be -0)
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (j + i >= V) v[i] = 0.0f;
+    }
+    store_bf16<8>(d + j, v);
   }
 }
 
@@ -963,17 +1090,36 @@ std::size_t bias_backward_scratch_floats(int OC) {
   return static_cast<std::size_t>(kMaxBiasChunks) * OC;
 }
 
-void bias_backward(float* dbias, float* scratch, const bf16* dout, int N, int OC,
-                   cudaStream_t stream) {
-  const int column_blocks = (OC + kWarp - 1) / kWarp;
-  const int target_chunks = std::clamp(4 * sm_count() / column_blocks, 1, kMaxBiasChunks);
+namespace {
+// Row chunks enough for one full wave of partial-kernel blocks (each with kBiasUnroll loads per
+// thread in flight: enough to keep HBM busy), at least 32 rows each.
+template <int P>
+void launch_bias_backward(float* dbias, float* scratch, const bf16* dout, int N, int OC,
+                          cudaStream_t stream) {
+  const auto kernel = bias_backward_partial_kernel<P>;
+  int per_sm = 0;
+  BTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBiasThreads, 0));
+  const int column_blocks = (OC + kWarp * P - 1) / (kWarp * P);
+  const int wave = std::max(1, per_sm) * sm_count();
+  const int target_chunks = std::clamp(wave / column_blocks, 1, kMaxBiasChunks);
   const int rows_per_chunk = std::max(32, (N + target_chunks - 1) / target_chunks);
   const int chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
-  bias_backward_partial_kernel<<<dim3(column_blocks, chunks), dim3(kWarp, 8), 0, stream>>>(
-      scratch, dout, N, OC, rows_per_chunk);
+  kernel<<<dim3(column_blocks, chunks), dim3(kWarp, kBiasLanes), 0, stream>>>(scratch, dout, N, OC,
+                                                                              rows_per_chunk);
   BTM_CUDA_CHECK_LAUNCH();
-  bias_backward_reduce_kernel<<<(OC + 255) / 256, 256, 0, stream>>>(dbias, scratch, chunks, OC);
+  bias_backward_reduce_kernel<<<(OC + kWarp - 1) / kWarp, dim3(kWarp, kReduceLanes), 0, stream>>>(
+      dbias, scratch, chunks, OC);
   BTM_CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void bias_backward(float* dbias, float* scratch, const bf16* dout, int N, int OC,
+                   cudaStream_t stream) {
+  if (N <= 0 || OC <= 0) return;
+  if (OC % 8 == 0 && aligned16(dout))
+    launch_bias_backward<8>(dbias, scratch, dout, N, OC, stream);
+  else
+    launch_bias_backward<1>(dbias, scratch, dout, N, OC, stream);
 }
 
 void gelu_forward(bf16* out, const bf16* inp, std::size_t n, cudaStream_t stream) {
@@ -1104,12 +1250,39 @@ void attention_backward(Blas& blas, bf16* dqkv, bf16* dqkvr, bf16* datt, bf16* d
   heads_merge(dqkv, dv, B, T, NH, hs, 3 * C, 2 * C, stream);
 }
 
+namespace {
+// The register kernel with the fewest packs per thread that hold a row of `packs` packs (and as
+// few threads as then cover it); false if a row exceeds kCrossEntropyMaxPacks per thread.
+template <int kPacks>
+bool launch_crossentropy_registers(int packs, float* losses, bf16* dlogits, const bf16* logits,
+                                   const std::int32_t* targets, int N, int V, int Vp, float dloss,
+                                   cudaStream_t stream) {
+  if (packs <= kPacks * kCrossEntropyThreads) {
+    const int per_thread = (packs + kPacks - 1) / kPacks;
+    const int threads = (per_thread + kWarp - 1) / kWarp * kWarp;
+    crossentropy_registers_kernel<kPacks>
+        <<<N, threads, 0, stream>>>(losses, dlogits, logits, targets, V, Vp, dloss);
+    BTM_CUDA_CHECK_LAUNCH();
+    return true;
+  }
+  if constexpr (kPacks < kCrossEntropyMaxPacks)
+    return launch_crossentropy_registers<kPacks + 1>(packs, losses, dlogits, logits, targets, N, V,
+                                                     Vp, dloss, stream);
+  else
+    return false;
+}
+}  // namespace
+
 void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
                                    const std::int32_t* targets, int N, int V, int Vp, float dloss,
                                    cudaStream_t stream) {
   if (N == 0) return;
   const bool vector =
       Vp % 8 == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits));
+  // One read of each row from registers where it fits; else the two-pass kernel (reads twice).
+  if (vector && launch_crossentropy_registers<1>(Vp / 8, losses, dlogits, logits, targets, N, V, Vp,
+                                                 dloss, stream))
+    return;
   if (vector)
     crossentropy_kernel<bf16, 8>
         <<<N, 1024, 0, stream>>>(losses, dlogits, logits, targets, V, Vp, dloss);

@@ -18,6 +18,8 @@
 //   linear forward (fp32 out)     fp32            1e-4       1e-5     accumulation order only
 //   linear backward     dinp      bf16            1e-2       5e-3
 //                       dw, dbias fp32 (+=)       1e-4       1e-5
+//   bias backward       dbias     fp32 (+=)       1e-4       1e-5     fp32 sums over row chunks;
+//                                 bitwise equal over two runs (fixed summation order)
 //   gelu forward / backward       bf16            1e-2       5e-3     tanhf vs std::tanh + rounding
 //   linear + gelu (fused, cuBLASLt epilogues)
 //     pre-GELU aux, out           bf16            1e-2       5e-3     one rounding each
@@ -29,6 +31,8 @@
 //   (the fused flash kernel has the same thresholds; its log2-sum-exp is within 1e-3)
 //   cross-entropy       losses    fp32            1e-4       1e-5     __expf, sum order
 //                       dlogits   bf16            1e-2       5e-3     one rounding; padding exact 0
+//                                 (also without the target entries, which dominate the norms);
+//                                 in place, out of place and loss-only: the same bits
 //   sum of squares                double          1e-6 relative       fp32 per-thread partials
 //   AdamW               p, m, v   fp32            1e-6       1e-6     same formula (FMA
 //   contraction)
@@ -252,6 +256,48 @@ TEST(CudaKernels, LinearBackward) {
     BTM_EXPECT_CLOSE(from_device_bf16(d_dinp, want_dinp.size()), want_dinp, 1e-2, 5e-3);
     BTM_EXPECT_CLOSE(from_device(d_dw, want_dw.size()), want_dw, 1e-4, 1e-5);
     BTM_EXPECT_CLOSE(from_device(d_db, want_db.size()), want_db, 1e-4, 1e-5);
+  }
+}
+
+// The bias gradient alone. OC % 8 == 0 with a 16-byte aligned dout runs the 16-byte kernel
+// (OC = 768: three full blocks of 256 columns; 72: part of one); OC = 36, and OC = 64 with dout 8
+// bytes off alignment, the scalar one. N = 20011 (prime) is no multiple of the row chunk (at
+// least 32 rows; on an H200 ~76 for OC = 768: two unrolled steps of 4 rows per row lane and a
+// tail); N = 5 leaves some row lanes idle.
+// The reference: the CPU's matmul backward with one input channel (double column sums).
+TEST(CudaKernels, BiasBackward) {
+  BTM_SKIP_WITHOUT_GPU();
+  struct Case {
+    int OC, offset;  // dout starts `offset` bf16 into its array
+  };
+  for (const auto [OC, offset] : {Case{768, 0}, Case{72, 0}, Case{36, 0}, Case{64, 4}}) {
+    for (int N : {20011, 5}) {
+      SCOPED_TRACE("OC=" + std::to_string(OC) + " offset=" + std::to_string(offset) +
+                   " N=" + std::to_string(N));
+      const auto padded = random_bf16_values(static_cast<std::size_t>(N) * OC + offset, 1.0f, 52);
+      const std::vector<float> dout(padded.begin() + offset, padded.end());
+      const auto old_db = random_floats(OC, -1, 1, 53);
+      auto want_db = old_db;
+      std::vector<float> inp(N, 1.0f), w(OC, 0.0f), dinp(N), dw(OC, 0.0f);
+      cpu::matmul_backward(dinp.data(), dw.data(), want_db.data(), dout.data(), inp.data(),
+                           w.data(), N, 1, OC);
+
+      auto d_dout = to_device_bf16(padded);
+      DeviceArray<float> scratch(cuda::bias_backward_scratch_floats(OC));
+      // Twice from the same inputs: the results must be bitwise equal (no atomics).
+      std::vector<float> first;
+      for (int run = 0; run < 2; ++run) {
+        auto d_db = to_device(old_db);  // += semantics
+        cuda::bias_backward(d_db.get(), scratch.get(), d_dout.get() + offset, N, OC, kStream);
+        auto got = from_device(d_db, OC);
+        if (run == 0) {
+          BTM_EXPECT_CLOSE(got, want_db, 1e-4, 1e-5);
+          first = std::move(got);
+        } else {
+          EXPECT_TRUE(got == first) << "dbias differs between two runs";
+        }
+      }
+    }
   }
 }
 
@@ -490,31 +536,65 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFlashAttention,
                                            AttentionShape{1, 1024, 128, 2}),  // 16 tiles
                          shape_name);
 
+// Vp % 8 == 0 runs the register kernel (each row read once): V = 100 of Vp = 128 in one warp, 1
+// pack per thread, padding from inside a pack through three whole packs; 4000 without padding,
+// 1 pack per thread over 16 warps, the last warp's tail holding no logits; GPT-2's 50257 of
+// 50304, 7 packs per thread. Vp = 60000 is beyond the registers (7 * 1024 packs of 8) and
+// Vp = 101 no multiple of 8: the two-pass kernel with 16-byte packs and with single bf16.
 TEST(CudaKernels, CrossEntropy) {
   BTM_SKIP_WITHOUT_GPU();
-  for (int Vp : {128, 101}) {  // 16-byte packs and the scalar path
-    SCOPED_TRACE("Vp=" + std::to_string(Vp));
-    const int N = 9, V = 100;
-    auto logits = random_bf16_values(static_cast<std::size_t>(N) * Vp, 4.0f, 35);
+  struct Shape {
+    int V, Vp;
+  };
+  for (const auto [V, Vp] : {Shape{100, 128}, Shape{4000, 4000}, Shape{50257, 50304},
+                             Shape{59995, 60000}, Shape{100, 101}}) {
+    SCOPED_TRACE("V=" + std::to_string(V) + " Vp=" + std::to_string(Vp));
+    const int N = 9;
+    const std::size_t n = static_cast<std::size_t>(N) * Vp;
+    auto logits = random_bf16_values(n, 4.0f, 35);
     for (int i = 0; i < N; ++i)  // the padded columns are large: they must be ignored
       for (int j = V; j < Vp; ++j) logits[static_cast<std::size_t>(i) * Vp + j] = 50.0f;
-    const auto targets = random_tokens(N, V, 36);
+    auto targets = random_tokens(N, V, 36);
+    targets[0] = V - 1, targets[1] = 0;  // the last column (next to the padding) and the first
     const float dloss = 1.0f / N;
-    std::vector<float> want_losses(N), want_d(logits.size());
+    std::vector<float> want_losses(N), want_d(n);
     cpu::crossentropy_forward_backward(want_losses.data(), want_d.data(), logits.data(),
                                        targets.data(), N, V, Vp, dloss);
 
     auto d_logits = to_device_bf16(logits);
     auto d_targets = to_device(targets);
+    // Loss only: the logits stay untouched.
+    auto d_losses_only = poisoned<float>(N);
+    cuda::crossentropy_forward_backward(d_losses_only.get(), nullptr, d_logits.get(),
+                                        d_targets.get(), N, V, Vp, dloss, kStream);
+    const auto got_losses_only = from_device(d_losses_only, N);
+    BTM_EXPECT_CLOSE(got_losses_only, want_losses, 1e-4, 1e-5);
+    EXPECT_TRUE(from_device_bf16(d_logits, n) == logits) << "the loss-only run wrote logits";
+
+    // The gradient into another array, then in place as the engine runs it: the same bits.
+    auto d_other = poisoned<bf16>(n);
+    auto d_losses_other = poisoned<float>(N);
+    cuda::crossentropy_forward_backward(d_losses_other.get(), d_other.get(), d_logits.get(),
+                                        d_targets.get(), N, V, Vp, dloss, kStream);
+    const auto got_other = from_device_bf16(d_other, n);
     auto d_losses = poisoned<float>(N);
-    // dlogits in place, as the engine runs it
     cuda::crossentropy_forward_backward(d_losses.get(), d_logits.get(), d_logits.get(),
                                         d_targets.get(), N, V, Vp, dloss, kStream);
-    BTM_EXPECT_CLOSE(from_device(d_losses, N), want_losses, 1e-4, 1e-5);
-    const auto got_d = from_device_bf16(d_logits, logits.size());
+    const auto got_losses = from_device(d_losses, N);
+    BTM_EXPECT_CLOSE(got_losses, want_losses, 1e-4, 1e-5);
+    EXPECT_TRUE(got_losses == got_losses_only) << "losses differ with and without gradient";
+    EXPECT_TRUE(from_device(d_losses_other, N) == got_losses);
+    auto got_d = from_device_bf16(d_logits, n);
     BTM_EXPECT_CLOSE(got_d, want_d, 1e-2, 5e-3);
+    EXPECT_TRUE(got_other == got_d) << "the gradient differs in place and out of place";
     for (int i = 0; i < N; ++i)
       for (int j = V; j < Vp; ++j) ASSERT_EQ(got_d[static_cast<std::size_t>(i) * Vp + j], 0.0f);
+    // The target entries (~ -dloss) dominate both norms; the softmax part on its own:
+    for (int i = 0; i < N; ++i) {
+      const std::size_t t = static_cast<std::size_t>(i) * Vp + targets[i];
+      got_d[t] = 0.0f, want_d[t] = 0.0f;
+    }
+    BTM_EXPECT_CLOSE(got_d, want_d, 1e-2, 5e-3);
 
     // fp32 logits, no gradient (evaluation)
     auto d_logits_f = to_device(logits);
