@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Per-kernel time breakdown of btm's training step on the GPU machine: Nsight Compute times
 # every kernel of two training steps (one warm-up, one timed; kernels run serialised, so the
-# sum is the step's GPU time without overlap) and the kernels are grouped by name.
+# sum is the step's GPU time without overlap) and the kernels are grouped by name. The GPU runs
+# at its own clocks (--clock-control none; Nsight Compute would otherwise lock them to base,
+# about 25% slower than a training run's), so the times compare with the wall clock and with
+# tools/profile_torch.py.
 #   tools/profile_step.sh [CARRY_DIR] [LAYERS DIM HEADS SEQ BATCH]     (default the 124M shape)
 set -euo pipefail
 carry=${1:-.carry}
 layers=${2:-12} dim=${3:-768} heads=${4:-12} seq=${5:-1024} batch=${6:-32}
 out=${OUT:-/tmp}
 csv="$out/profile_${layers}x${dim}_b${batch}.csv"
-ncu --metrics gpu__time_duration.sum --csv --print-units base \
+ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
   "$carry/btm" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
   --model.n_head "$heads" --model.context "$seq" --model.vocab_size 50304 \
   --model.vocab_multiple 128 --data.batch "$batch" --steps 1 --warmup 1 --cases train >"$csv" 2>/dev/null || true
