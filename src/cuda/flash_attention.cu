@@ -496,6 +496,19 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   store_rows(dst + 2 * C, dv, key_a, T, row_stride, 1.0f, 1.0f, t);
 }
 
+// acc = A @ tile^T, A being the kM row tiles at `rows` in shared memory (their fragments are read
+// here and dropped after the product).
+template <int kM>
+__device__ __forceinline__ void shared_rows_times_rows(float (&acc)[kM][kTile / 8][4],
+                                                       const bf16* rows, const bf16* tile,
+                                                       int lane) {
+  std::uint32_t a[kM][kD / 16][4];
+  load_a_fragments<kM>(a, rows, lane);
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) zero(acc[mi]);
+  product_with_rows<kM>(acc, a, tile, lane);
+}
+
 // dQ of one query block: loop over the key tiles it sees. grid (query blocks, B * NH), the
 // longest (last) first. A warp owns kM tiles of 16 query rows: every K, V fragment read from
 // shared memory serves kM tiles. Dynamic shared memory: dq_tiles<kRows>() tiles. The block's Q
@@ -563,13 +576,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
       const bf16* sV = sK + kTileElements;
       float p[kM][kTile / 8][4];
-      {
-        std::uint32_t qf[kM][kD / 16][4];
-        load_a_fragments<kM>(qf, warp_q, lane);
-#pragma unroll
-        for (int mi = 0; mi < kM; ++mi) zero(p[mi]);
-        product_with_rows<kM>(p, qf, sK, lane);  // S = Q K^T
-      }
+      shared_rows_times_rows<kM>(p, warp_q, sK, lane);   // S = Q K^T
       const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi)
@@ -583,13 +590,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
             p[mi][j][e] = diagonal && k0 + j * 8 + 2 * t + (e & 1) > row ? 0.0f : v;
           }
       float ds[kM][kTile / 8][4];
-      {
-        std::uint32_t dof[kM][kD / 16][4];
-        load_a_fragments<kM>(dof, warp_do, lane);
-#pragma unroll
-        for (int mi = 0; mi < kM; ++mi) zero(ds[mi]);
-        product_with_rows<kM>(ds, dof, sV, lane);  // dP = dO V^T
-      }
+      shared_rows_times_rows<kM>(ds, warp_do, sV, lane);  // dP = dO V^T
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
