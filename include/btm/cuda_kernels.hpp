@@ -95,8 +95,9 @@ class Blas {
     float alpha = 1, beta = 0;
     const bf16* bias = nullptr;  // bf16, only with a bf16 D
     // The GELU epilogues (tanh approximation), bf16 D and batch 1 only. Forward: D = gelu(X)
-    // with X = op(A) @ op(B) (+ bias) also written to gelu_aux. Backward: D = X * gelu'(aux),
-    // no bias. gelu_aux is [m, n] column-major with leading dimension gelu_aux_ld.
+    // with X = op(A) @ op(B) (+ bias) also written to gelu_aux unless gelu_aux is null (an
+    // inference forward keeps no pre-GELU values). Backward: D = X * gelu'(aux), no bias.
+    // gelu_aux is [m, n] column-major with leading dimension gelu_aux_ld.
     enum class Gelu { None, Forward, Backward };
     Gelu gelu = Gelu::None;
     bf16* gelu_aux = nullptr;  // read only in the backward
@@ -117,7 +118,7 @@ class Blas {
   void linear_forward_float(float* out, const bf16* inp, const bf16* w, int N, int IC, int OC,
                             cudaStream_t stream);
   // out[N, OC] = gelu(pre), pre[N, OC] = inp @ w^T + bias, in one GEMM (the bias is required).
-  // Needs gelu_epilogue_supported(pre, OC).
+  // Needs gelu_epilogue_supported(pre, OC), or pre null: pre is then not written (inference).
   void linear_gelu_forward(bf16* out, bf16* pre, const bf16* inp, const bf16* w, const bf16* bias,
                            int N, int IC, int OC, cudaStream_t stream);
   // dinp[N, IC] = dout[N, OC] @ w[OC, IC].

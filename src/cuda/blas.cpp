@@ -81,8 +81,10 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
         "Blas::gemm: the bias epilogue needs a bf16 output and a 16-byte aligned "
         "bias");
   const bool gelu = g.gelu != Gemm::Gelu::None;
-  if (gelu && (g.d_is_float || g.batch != 1 || g.gelu_aux_ld < g.m ||
-               !gelu_epilogue_supported(g.gelu_aux, g.gelu_aux_ld)))
+  const bool aux = gelu && (g.gelu == Gemm::Gelu::Backward || g.gelu_aux != nullptr);
+  if (gelu &&
+      (g.d_is_float || g.batch != 1 ||
+       (aux && (g.gelu_aux_ld < g.m || !gelu_epilogue_supported(g.gelu_aux, g.gelu_aux_ld)))))
     throw_system_error(
         "Blas::gemm: the GELU epilogues need a bf16 output, one batch and a 16-byte aligned "
         "aux matrix whose leading dimension is a multiple of 8 and at least m");
@@ -94,12 +96,14 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   const std::uint32_t align_d =
       alignment_of(g.d, g.stride_d * static_cast<long long>(d_bytes), g.batch);
   // The heuristic's choice depends on the aux pointer's alignment (cublasLt.h), so it is keyed.
-  const std::uint32_t align_aux = gelu ? alignment_of(g.gelu_aux, 0, 1) : 0;
+  const std::uint32_t align_aux = aux ? alignment_of(g.gelu_aux, 0, 1) : 0;
 
   cublasLtEpilogue_t epilogue =
       g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-  if (g.gelu == Gemm::Gelu::Forward)
+  if (g.gelu == Gemm::Gelu::Forward && aux)
     epilogue = g.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  else if (g.gelu == Gemm::Gelu::Forward)
+    epilogue = g.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
   else if (g.gelu == Gemm::Gelu::Backward)
     epilogue = CUBLASLT_EPILOGUE_DGELU;
 
@@ -115,7 +119,7 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
     set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
     set_attribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_16BF);
   }
-  if (gelu) {
+  if (aux) {
     // The aux type defaults to D's (bf16): the pre-GELU values are stored as the unfused path
     // stores them.
     set_attribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,

@@ -167,7 +167,7 @@ class CudaEngine final : public Engine {
     use_device();
     const int N = batch.B * batch.T;
     upload_tokens(batch, true);
-    forward(batch.B, batch.T);
+    forward(batch.B, batch.T, true);
     classifier(N, grad_scale / static_cast<float>(N), true);
     cuda::mean_of(loss_.get(), losses_.get(), N, stream_);
     BTM_CUDA_CHECK(cudaMemcpyAsync(loss_host_.get(), loss_.get(), sizeof(float),
@@ -209,7 +209,7 @@ class CudaEngine final : public Engine {
     use_device();
     const int N = batch.B * batch.T;
     upload_tokens(batch, true);
-    forward(batch.B, batch.T);
+    forward(batch.B, batch.T, false);
     const int Vp = model_.padded_vocab();
     float* logits = reinterpret_cast<float*>(logits_.get());
     for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
@@ -230,7 +230,7 @@ class CudaEngine final : public Engine {
     use_device();
     const int N = batch.B * batch.T;
     upload_tokens(batch, false);
-    forward(batch.B, batch.T);
+    forward(batch.B, batch.T, false);
     const int Vp = model_.padded_vocab();
     float* logits = reinterpret_cast<float*>(logits_.get());
     for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
@@ -418,7 +418,9 @@ class CudaEngine final : public Engine {
     return buffer.get() + static_cast<size_t>(l) * per_layer;
   }
 
-  void forward(int B, int T) {
+  // keep_for_backward: also write what only the backward reads (the pre-GELU activations, in
+  // the fused path); an evaluation forward skips those writes.
+  void forward(int B, int T, bool keep_for_backward) {
     const int C = this->C(), L = model_.n_layer, NH = model_.n_head;
     const int N = B * T;
     const size_t bc = max_bt_ * C, bt = max_bt_;
@@ -453,7 +455,8 @@ class CudaEngine final : public Engine {
                                        p + o.ln2_w, p + o.ln2_b, N, C, s);
       if (fuse_gelu_) {
         // fch (pre-GELU, kept for the backward) is the epilogue's aux output.
-        blas_->linear_gelu_forward(fch_gelu, fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+        blas_->linear_gelu_forward(fch_gelu, keep_for_backward ? fch : nullptr, ln2, p + o.fc_w,
+                                   p + o.fc_b, N, C, 4 * C, s);
       } else {
         blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
         cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);

@@ -329,6 +329,13 @@ TEST(CudaKernels, LinearGeluFused) {
   BTM_EXPECT_CLOSE(got_pre, want_pre, 1e-2, 5e-3);
   BTM_EXPECT_CLOSE(from_device_bf16(d_out, NH), want_out, 1e-2, 5e-3);
 
+  // The inference form (no pre-activations kept) gives the same output (another cuBLASLt kernel
+  // may sum in another order: the same threshold against the CPU).
+  auto d_out_inference = poisoned<bf16>(NH);
+  blas.linear_gelu_forward(d_out_inference.get(), nullptr, d_inp.get(), d_w.get(), d_bias.get(), N,
+                           C, H, kStream);
+  BTM_EXPECT_CLOSE(from_device_bf16(d_out_inference, NH), want_out, 1e-2, 5e-3);
+
   // dpre = (dout @ w2) * gelu'(pre), with the pre-activations the GPU stored.
   std::vector<float> dh(NH), dw2(static_cast<std::size_t>(C) * H), want_dpre(NH);
   cpu::matmul_backward(dh.data(), dw2.data(), nullptr, dout.data(), want_out.data(), w2.data(), N,
