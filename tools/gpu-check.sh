@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU machine's acceptance run, from the directory tools/gpu-stage.sh filled (.carry) and a
 # copy of the source tree (inputs/). Each step's full output goes to OUT/NAME.txt; a summary
-# line per step is printed. Steps (default: all): tests e2e 124m hf
+# line per step is printed. Steps (default: all): tests e2e scaling 124m hf
 #   tests  the GPU test suite through ctest (every kernel vs the CPU reference, model, resume),
 #          then the NCCL tests on 2 ranks
 #   e2e    btm run with inputs/gpu-small.cfg: 2 groups x 1 GPU, then 1 ELM per 2 GPUs
+#   scaling  tools/bench_scaling.sh: 1 GPU vs R GPUs as R ELM groups and as one data-parallel ELM
 #   124m   the GPT-2 124M shape, a few hundred steps on one real domain
 #   hf     the seed of the e2e forest against Hugging Face GPT2LMHeadModel (tools/compare_hf.py)
 #   tools/gpu-check.sh [STEP...]       (OUT defaults to /tmp/btm-gpu-check)
@@ -56,19 +57,28 @@ gpt2_124m() {
     --run.checkpoint_every 400 --eval.blocks 32 --eval.prior_blocks 16 --run.dir "$runs/gpt2-124m"
 }
 
+scaling() {
+  if ((gpus < 2)); then
+    echo "[scaling] one GPU: the group and data-parallel scaling rows need 2 or more"
+    return
+  fi
+  step scaling env OUT="$out" "$(dirname "$0")/bench_scaling.sh" "$carry"
+}
+
 hf() {
   # A small trained checkpoint: HF_CHECKPOINT, else the e2e forest's seed.
   step compare_hf python3 tools/compare_hf.py --btm "$carry/btm" \
     --checkpoint "${HF_CHECKPOINT:-$runs/e2e-2x1/elms/seed.h5}" --batch 2
 }
 
-steps=${*:-tests e2e 124m hf}
+steps=${*:-tests e2e scaling 124m hf}
 echo "gpu-check on $gpus GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 for s in $steps; do
   case $s in
     tests) tests ;;
     e2e) e2e ;;
     124m) gpt2_124m ;;
+    scaling) scaling ;;
     hf) hf ;;
     *) echo "gpu-check: unknown step $s" >&2; exit 2 ;;
   esac
