@@ -6,6 +6,9 @@
 //   aggregate  all groups: the sum of their tokens/s (timed over the same interval)
 //   eval       per-token log-probabilities (the evaluation's forward), tokens/s per rank
 //   allreduce  per group of >1 rank: one gradient-sized all-reduce, algbw and busbw
+//   average    the collective phase's heaviest step: one parameter average of one ELM per
+//              group (held by its leader) formed as `btm eval` forms it; host memory only, no
+//              engine (not in the default cases)
 // MFU = tokens/s x (6N + 12 L d T) / (ranks x peak), N the parameters in matmuls, the
 // convention of llm.c and nanoGPT; busbw = algbw x 2(r-1)/r, the nccl-tests convention.
 #include <sys/resource.h>
@@ -14,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,6 +26,7 @@
 #include "btm/commands.hpp"
 #include "btm/engine.hpp"
 #include "btm/error.hpp"
+#include "btm/evaluate.hpp"
 #include "btm/params.hpp"
 #include "btm/rank_layout.hpp"
 #include "btm/rng.hpp"
@@ -111,6 +116,35 @@ void print_from_leaders(MpiComm& world, bool leader, const std::string& line) {
   if (world.rank() == 0) std::cout << std::flush;
 }
 
+// One parameter average of the groups' ELMs (random parameters of the model's size), timed over
+// --steps repeats after --warmup; rank 0 prints the line. Needs no engine: host memory only.
+void bench_average(RunContext& ctx, const BenchOptions& o, std::size_t n) {
+  EvalGroups g = make_eval_groups(ctx);
+  std::map<std::size_t, std::vector<float>> held;
+  if (g.leader()) {
+    std::vector<float> params(n);
+    Rng rng(7 + static_cast<std::uint64_t>(g.index));
+    for (float& p : params) p = static_cast<float>(rng.next_u64() % 1000) * 1e-3f;
+    held.emplace(static_cast<std::size_t>(g.index), std::move(params));
+  }
+  const std::vector<double> weights(static_cast<std::size_t>(g.groups), 1.0 / g.groups);
+  for (int i = 0; i < o.warmup; ++i) weighted_average(g, held, weights, 0, n);
+  ctx.world.barrier();
+  const auto start = Clock::now();
+  for (int i = 0; i < o.steps; ++i) weighted_average(g, held, weights, 0, n);
+  ctx.world.barrier();
+  const double ms = Ms(Clock::now() - start).count() / o.steps;
+  if (ctx.world.rank() == 0) {
+    std::printf(
+        "{\"case\": \"average\", \"system\": \"btm-%s\", \"params\": %zu, \"elms\": %d, "
+        "\"ranks\": %d, \"ranks_per_elm\": %d, \"steps\": %d, \"time_ms\": %.1f, "
+        "\"elm_gb_per_s\": %.3f}\n",
+        ctx.device.c_str(), n, g.groups, ctx.world.size(), ctx.config.run.ranks_per_elm, o.steps,
+        ms, static_cast<double>(n) * sizeof(float) * g.groups / (ms * 1e-3) / 1e9);
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args, MpiComm& world) {
@@ -125,7 +159,7 @@ int cmd_bench(const Args& args, MpiComm& world) {
       ("peak-tflops", po::value(&o.peak_tflops)->default_value(0),
        "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
       ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | materialized")
-      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce (comma separated)");
+      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average (comma separated)");
   // clang-format on
   parse_command(
       "bench",
@@ -139,8 +173,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
     throw InputError("--attention is '" + o.attention + "': use auto, flash or materialized");
   o.cases = split_list(cases_text);
   for (const std::string& c : o.cases)
-    if (c != "train" && c != "eval" && c != "allreduce")
-      throw InputError("--cases: unknown case '" + c + "' (use train, eval, allreduce)");
+    if (c != "train" && c != "eval" && c != "allreduce" && c != "average")
+      throw InputError("--cases: unknown case '" + c + "' (use train, eval, allreduce, average)");
 
   RunContext ctx = make_context(config, world);
   const int r = config.run.ranks_per_elm;
@@ -153,6 +187,10 @@ int cmd_bench(const Args& args, MpiComm& world) {
   std::unique_ptr<MpiComm> group = world.split(group_index, world.rank());
   const bool leader = group->rank() == 0;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : (ctx.device == "cuda" ? 989.0 : 0.0);
+
+  // Before the engine: the average needs only host memory, and alone no engine at all.
+  if (wants(o, "average")) bench_average(ctx, o, ParamLayout(config.model).total());
+  if (!wants(o, "train") && !wants(o, "eval") && !wants(o, "allreduce")) return kExitOk;
 
   std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);
   const ParamLayout& layout = engine->layout();

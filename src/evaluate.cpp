@@ -102,28 +102,6 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
 }
 
 // Models are dealt to groups of run.ranks_per_elm ranks, as in training.
-struct EvalGroups {
-  int groups = 1;
-  int index = 0;
-  std::unique_ptr<MpiComm> group;    // my group
-  std::unique_ptr<MpiComm> leaders;  // group rank 0 of every group (others: a comm of non-leaders)
-  bool leader() const { return group->rank() == 0; }
-};
-
-EvalGroups make_groups(RunContext& ctx) {
-  const int r = ctx.config.run.ranks_per_elm;
-  if (ctx.world.size() % r != 0)
-    throw InputError("rank layout: " + std::to_string(ctx.world.size()) +
-                     " ranks cannot be cut into groups of run.ranks_per_elm = " +
-                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(ctx.world.size()));
-  EvalGroups g;
-  g.groups = ctx.world.size() / r;
-  g.index = ctx.world.rank() / r;
-  g.group = ctx.world.split(g.index, ctx.world.rank());
-  g.leaders = ctx.world.split(g.group->rank() == 0 ? 0 : 1, ctx.world.rank());
-  return g;
-}
-
 std::vector<float> load_params(MpiComm& group, const fs::path& file, const ModelConfig& model) {
   std::vector<float> params;
   collective_check(group, [&] { params = load_checkpoint(file, &model, false).params; });
@@ -176,12 +154,46 @@ void broadcast_doubles(MpiComm& comm, std::vector<double>& v) {
   if (n) comm.broadcast(v.data(), n * sizeof(double), 0);
 }
 
-// theta = sum_j w_j theta_j as one weighted reduction over the group leaders (in double, so the
-// result does not depend on the order of the sum to fp32 precision), delivered to the leader of
-// group `root_group` and broadcast in that group. `held` are the ELMs this rank's group holds.
-std::vector<float> average_onto(EvalGroups& g,
-                                const std::map<std::size_t, std::vector<float>>& held,
-                                const std::vector<double>& weights, int root_group, std::size_t n) {
+double mean_over(const std::vector<double>& values, const std::vector<double>& in_domain,
+                 double group) {
+  double sum = 0;
+  int count = 0;
+  for (std::size_t d = 0; d < values.size(); ++d)
+    if (in_domain[d] == group) {
+      sum += values[d];
+      ++count;
+    }
+  return count ? sum / count : std::numeric_limits<double>::quiet_NaN();
+}
+
+void print_means(const std::vector<std::string>& methods, const std::vector<double>& mean_in,
+                 const std::vector<double>& mean_out) {
+  std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
+  for (std::size_t m = 0; m < methods.size(); ++m)
+    std::printf("  %-28s %10.3f | %10.3f\n", methods[m].c_str(), mean_in[m], mean_out[m]);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+EvalGroups make_eval_groups(RunContext& ctx) {
+  const int r = ctx.config.run.ranks_per_elm;
+  if (ctx.world.size() % r != 0)
+    throw InputError("rank layout: " + std::to_string(ctx.world.size()) +
+                     " ranks cannot be cut into groups of run.ranks_per_elm = " +
+                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(ctx.world.size()));
+  EvalGroups g;
+  g.groups = ctx.world.size() / r;
+  g.index = ctx.world.rank() / r;
+  g.group = ctx.world.split(g.index, ctx.world.rank());
+  g.leaders = ctx.world.split(g.group->rank() == 0 ? 0 : 1, ctx.world.rank());
+  return g;
+}
+
+std::vector<float> weighted_average(EvalGroups& g,
+                                    const std::map<std::size_t, std::vector<float>>& held,
+                                    const std::vector<double>& weights, int root_group,
+                                    std::size_t n) {
   std::vector<float> out;
   if (g.leader()) {
     const bool root = g.index == root_group;
@@ -210,28 +222,6 @@ std::vector<float> average_onto(EvalGroups& g,
   }
   return out;
 }
-
-double mean_over(const std::vector<double>& values, const std::vector<double>& in_domain,
-                 double group) {
-  double sum = 0;
-  int count = 0;
-  for (std::size_t d = 0; d < values.size(); ++d)
-    if (in_domain[d] == group) {
-      sum += values[d];
-      ++count;
-    }
-  return count ? sum / count : std::numeric_limits<double>::quiet_NaN();
-}
-
-void print_means(const std::vector<std::string>& methods, const std::vector<double>& mean_in,
-                 const std::vector<double>& mean_out) {
-  std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
-  for (std::size_t m = 0; m < methods.size(); ++m)
-    std::printf("  %-28s %10.3f | %10.3f\n", methods[m].c_str(), mean_in[m], mean_out[m]);
-  std::fflush(stdout);
-}
-
-}  // namespace
 
 void run_eval_phase(RunContext& ctx) {
   const auto start = Clock::now();
@@ -271,7 +261,7 @@ void run_eval_phase(RunContext& ctx) {
               << " domains (" << config.data.domains.size() << " train, "
               << config.data.eval_domains.size() << " held-out)" << std::endl;
 
-  EvalGroups groups = make_groups(ctx);
+  EvalGroups groups = make_eval_groups(ctx);
   std::unique_ptr<Engine> engine = make_engine_for(ctx);
 
   // 1. Per-token log-probabilities of every model on every domain: test, and validation for the
@@ -351,7 +341,8 @@ void run_eval_phase(RunContext& ctx) {
   std::vector<float> avg_scores(avg_total, 0.0f);
   for (std::size_t u = 0; u < U; ++u) {
     const int root_group = static_cast<int>(u % static_cast<std::size_t>(groups.groups));
-    std::vector<float> params = average_onto(groups, held, unique_weights[u], root_group, n_params);
+    std::vector<float> params =
+        weighted_average(groups, held, unique_weights[u], root_group, n_params);
     if (groups.index != root_group) continue;
     engine->set_params(params);
     for (std::size_t d = 0; d < D; ++d)
@@ -470,7 +461,7 @@ std::vector<double> posterior_branch_weights(RunContext& ctx,
   if (valid.blocks == 0)
     throw InputError("domain '" + domain + "': its validation split has no block of " +
                      std::to_string(T + 1) + " tokens to compute branch weights from");
-  EvalGroups groups = make_groups(ctx);
+  EvalGroups groups = make_eval_groups(ctx);
   std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::vector<fs::path> models;
   for (const std::string& p : parents) models.push_back(checkpoint_file(ctx.run_dir, p));

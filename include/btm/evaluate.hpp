@@ -14,14 +14,39 @@
 //   /tokens           int64 [domains]   test tokens scored per domain
 #pragma once
 
+#include <cstddef>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "btm/comm.hpp"
 #include "btm/run_context.hpp"
 
 namespace btm {
 
 void run_eval_phase(RunContext& ctx);
+
+// The evaluation's groups: the world cut into groups of run.ranks_per_elm ranks (an ELM each at
+// a time), and a communicator of the groups' leaders (rank 0 of every group; the other ranks get
+// one of non-leaders). Throws InputError where the world does not divide.
+struct EvalGroups {
+  int groups = 1;
+  int index = 0;
+  std::unique_ptr<MpiComm> group;    // my group
+  std::unique_ptr<MpiComm> leaders;  // group rank 0 of every group (others: a comm of non-leaders)
+  bool leader() const { return group->rank() == 0; }
+};
+EvalGroups make_eval_groups(RunContext& ctx);
+
+// theta = sum_j weights[j] theta_j as one weighted reduction over the group leaders (in double,
+// so the result does not depend on the order of the sum to fp32 precision), delivered to the
+// leader of group `root_group` and broadcast in that group (other groups get an empty vector).
+// `held` are the ELMs (index j -> n parameters) this rank's group holds. Collective over the world.
+std::vector<float> weighted_average(EvalGroups& g,
+                                    const std::map<std::size_t, std::vector<float>>& held,
+                                    const std::vector<double>& weights, int root_group,
+                                    std::size_t n);
 
 // Weights for branching a new ELM for `domain`: the cached prior (domain posterior) of the
 // `parents` on the domain's validation split, top-k, renormalised.
