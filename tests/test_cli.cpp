@@ -119,6 +119,15 @@ TEST(Cli, BenchPrintsOneJsonLinePerCase) {
   EXPECT_NE(field("loss_first"), field("loss"));
   EXPECT_EQ(r.output.find("\"mfu\""), std::string::npos) << "no MFU on cpu without --peak-tflops";
 
+  // The average case alone runs no engine: its line and nothing else.
+  auto average = run_btm(
+      "bench --run.device cpu --cases average --model.n_layer 1 --model.d_model 32 "
+      "--model.n_head 2 --model.context 16 --steps 1 --warmup 0");
+  ASSERT_EQ(average.exit_code, 0) << average.output;
+  EXPECT_NE(average.output.find("{\"case\": \"average\""), std::string::npos) << average.output;
+  EXPECT_NE(average.output.find("\"elms\": 1"), std::string::npos) << average.output;
+  EXPECT_EQ(average.output.find("\"train\""), std::string::npos) << average.output;
+
   auto bad = run_btm("bench --run.device cpu --cases train,fly");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.output.find("unknown case 'fly'"), std::string::npos) << bad.output;
