@@ -23,6 +23,13 @@ struct Batch {
   int T = 0;
 };
 
+// Refuses a batch an engine cannot take: std::invalid_argument where B is outside [1, max_batch]
+// (max_batch 0: no limit), T outside [1, model.context] or an array is missing (a programming
+// error), InputError naming the token where an id is outside [0, model.vocab_size) (bad data).
+// `engine` names the engine in the message.
+void check_batch(const Batch& batch, bool need_targets, const ModelConfig& model, int max_batch,
+                 const std::string& engine);
+
 // One AdamW update (PyTorch semantics: decoupled decay p -= lr*wd*p on 2-D weights only,
 // bias-corrected moments, eps outside the square root).
 struct AdamWStep {

@@ -206,24 +206,7 @@ class CpuEngine final : public Engine {
   }
 
   void check_batch(const Batch& batch, bool need_targets) const {
-    if (batch.B < 1 || batch.T < 1 || batch.T > model_.context)
-      throw std::invalid_argument("cpu engine: batch of B=" + std::to_string(batch.B) +
-                                  ", T=" + std::to_string(batch.T) +
-                                  " needs B >= 1 and 1 <= T <= " + std::to_string(model_.context) +
-                                  " (the model's context)");
-    if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
-      throw std::invalid_argument("cpu engine: batch without inputs or targets");
-    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
-    auto check_tokens = [&](const std::int32_t* tokens, const char* what) {
-      for (size_t i = 0; i < BT; ++i)
-        if (tokens[i] < 0 || tokens[i] >= model_.vocab_size)
-          throw InputError(std::string("token id ") + std::to_string(tokens[i]) + " in the " +
-                           what + " is outside the model's vocabulary [0, " +
-                           std::to_string(model_.vocab_size) +
-                           "): tokenize the corpus with the tokenizer of this model");
-    };
-    check_tokens(batch.inputs, "inputs");
-    if (need_targets) check_tokens(batch.targets, "targets");
+    btm::check_batch(batch, need_targets, model_, 0, "cpu");
   }
 
   // Runs the model up to the logits (acts_.logits) for batch.inputs.

@@ -359,25 +359,7 @@ class CudaEngine final : public Engine {
   }
 
   void check_batch(const Batch& batch, bool need_targets) const {
-    if (batch.B < 1 || batch.B > max_batch_ || batch.T < 1 || batch.T > model_.context)
-      throw std::invalid_argument("cuda engine: batch of B=" + std::to_string(batch.B) +
-                                  ", T=" + std::to_string(batch.T) +
-                                  " needs 1 <= B <= " + std::to_string(max_batch_) +
-                                  " (max_batch) and 1 <= T <= " + std::to_string(model_.context) +
-                                  " (the model's context)");
-    if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
-      throw std::invalid_argument("cuda engine: batch without inputs or targets");
-    const size_t BT = static_cast<size_t>(batch.B) * batch.T;
-    auto check_tokens = [&](const std::int32_t* tokens, const char* what) {
-      for (size_t i = 0; i < BT; ++i)
-        if (tokens[i] < 0 || tokens[i] >= model_.vocab_size)
-          throw InputError(std::string("token id ") + std::to_string(tokens[i]) + " in the " +
-                           what + " is outside the model's vocabulary [0, " +
-                           std::to_string(model_.vocab_size) +
-                           "): tokenize the corpus with the tokenizer of this model");
-    };
-    check_tokens(batch.inputs, "inputs");
-    if (need_targets) check_tokens(batch.targets, "targets");
+    btm::check_batch(batch, need_targets, model_, max_batch_, "cuda");
   }
 
   // Inputs (and targets) through the pinned staging buffer; the previous upload out of it must

@@ -11,15 +11,11 @@
 #include "btm/config.hpp"
 #include "btm/evaluate.hpp"
 #include "btm/run_context.hpp"
+#include "mpi_test_util.hpp"
 
 using namespace btm;
 
 namespace {
-
-MpiComm& test_world() {
-  static MpiComm comm(MPI_COMM_WORLD, false);
-  return comm;
-}
 
 // Parameter i of ELM j: distinct per ELM and position, exact in fp32.
 float theta(std::size_t j, std::size_t i) {
@@ -29,7 +25,7 @@ float theta(std::size_t j, std::size_t i) {
 }  // namespace
 
 TEST(WeightedAverage, EqualsTheWeightedSumForEveryLayoutAndRoot) {
-  MpiComm& world = test_world();
+  MpiComm& world = btm::test::world();
   // One element past the 2^24-element chunk of the reduction, so two chunks are summed.
   const std::size_t n = (std::size_t{1} << 24) + 3;
   const std::size_t elms = 4;

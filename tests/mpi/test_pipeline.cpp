@@ -13,42 +13,15 @@
 #include "btm/metrics.hpp"
 #include "btm/phases.hpp"
 #include "btm/run_context.hpp"
+#include "mpi_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace btm;
 namespace fs = std::filesystem;
+using btm::test::SharedDir;
+using btm::test::world;
 
 namespace {
-
-MpiComm& world() {
-  static MpiComm comm(MPI_COMM_WORLD, false);
-  return comm;
-}
-
-// A temporary directory shared by the ranks of `comm` (made by its rank 0).
-class SharedDir {
- public:
-  explicit SharedDir(MpiComm& comm) : comm_(comm) {
-    std::string path;
-    if (comm.rank() == 0) {
-      owned_ = std::make_unique<btm::test::TempDir>("btm-mpi");
-      path = owned_->path().string();
-    }
-    std::uint64_t n = path.size();
-    comm.broadcast(&n, sizeof(n), 0);
-    path.resize(n);
-    comm.broadcast(path.data(), n, 0);
-    path_ = path;
-  }
-  ~SharedDir() { comm_.barrier(); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  const fs::path& path() const { return path_; }
-
- private:
-  MpiComm& comm_;
-  std::unique_ptr<btm::test::TempDir> owned_;
-  fs::path path_;
-};
 
 Config tiny_config(const fs::path& corpus, const fs::path& run, std::vector<std::string> domains) {
   Config c;

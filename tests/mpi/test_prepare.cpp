@@ -13,41 +13,15 @@
 #include "btm/prepare.hpp"
 #include "btm/rng.hpp"
 #include "btm/tokenizer.hpp"
+#include "mpi_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace btm;
 namespace fs = std::filesystem;
+using btm::test::SharedDir;
+using btm::test::world;
 
 namespace {
-
-MpiComm& world() {
-  static MpiComm comm(MPI_COMM_WORLD, false);
-  return comm;
-}
-
-// A temporary directory made by rank 0 of `comm`, known to all its ranks.
-class SharedTempDir {
- public:
-  explicit SharedTempDir(MpiComm& comm) : comm_(comm) {
-    std::string path;
-    if (comm.rank() == 0) {
-      owned_ = std::make_unique<btm::test::TempDir>("btm-prep-mpi");
-      path = owned_->path().string();
-    }
-    std::uint64_t n = path.size();
-    comm.broadcast(&n, sizeof(n), 0);
-    path.resize(n);
-    comm.broadcast(path.data(), n, 0);
-    path_ = path;
-  }
-  ~SharedTempDir() { comm_.barrier(); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  MpiComm& comm_;
-  std::unique_ptr<btm::test::TempDir> owned_;
-  fs::path path_;
-};
 
 void write_bytes(const fs::path& file, const std::string& data) {
   fs::create_directories(file.parent_path());
@@ -189,7 +163,7 @@ void expect_same_corpus(const fs::path& a, const fs::path& b) {
 // World rank 0 alone and world ranks 1-3 together prepare the same input at the same time.
 TEST(PrepareMpi, OneRankAndThreeRanksWriteIdenticalCorpora) {
   ASSERT_EQ(world().size(), 4) << "run with mpiexec -n 4";
-  SharedTempDir dir(world());
+  SharedDir dir(world());
   if (world().rank() == 0) make_input(dir / "in");
   world().barrier();
   const auto group = world().split(world().rank() == 0 ? 0 : 1, world().rank());
@@ -223,7 +197,7 @@ TEST(PrepareMpi, OneRankAndThreeRanksWriteIdenticalCorpora) {
 // All four ranks: the documents come out whole, in input order inside each split, split by the
 // requested fractions, each ending with end-of-text.
 TEST(PrepareMpi, DocumentsAreWholeOrderedAndSplit) {
-  SharedTempDir dir(world());
+  SharedDir dir(world());
   Documents expected;
   if (world().rank() == 0) expected = make_input(dir / "in");
   world().barrier();
@@ -276,7 +250,7 @@ TEST(PrepareMpi, DocumentsAreWholeOrderedAndSplit) {
 // A corrupt file that only some rank reads: every rank throws the same InputError (none hangs)
 // and the domain is not written.
 TEST(PrepareMpi, AnErrorOnOneRankReachesEveryRank) {
-  SharedTempDir dir(world());
+  SharedDir dir(world());
   if (world().rank() == 0) {
     for (int i = 0; i < 12; ++i)
       write_bytes(
