@@ -325,6 +325,17 @@ void run_eval_phase(RunContext& ctx) {
     }
   const std::size_t U = unique_weights.size();
   const std::size_t n_params = ParamLayout(config.model).total();
+  // A one-hot weight vector (argmax, or any scheme with one ELM) averages to that ELM exactly:
+  // its scores are the ELM's, already gathered, so it is neither formed nor scored again.
+  constexpr std::size_t kNotACopy = static_cast<std::size_t>(-1);
+  std::vector<std::size_t> copy_of(U, kNotACopy);
+  for (std::size_t u = 0; u < U; ++u) {
+    const std::vector<double>& w = unique_weights[u];
+    if (std::count(w.begin(), w.end(), 0.0) + 1 == static_cast<std::ptrdiff_t>(w.size())) {
+      const auto one = std::find_if(w.begin(), w.end(), [](double x) { return x != 0.0; });
+      if (*one == 1.0) copy_of[u] = static_cast<std::size_t>(one - w.begin());
+    }
+  }
   // Test log-probs of average u on domain d (only the domains that use it are scored).
   std::vector<std::size_t> avg_offset(U * D, 0);
   std::vector<std::size_t> avg_blocks(U * D, 0);
@@ -335,11 +346,12 @@ void run_eval_phase(RunContext& ctx) {
       for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s)
         used = used || use[s * D + d] == u;
       avg_offset[u * D + d] = avg_total;
-      avg_blocks[u * D + d] = used ? test[d].blocks : 0;
+      avg_blocks[u * D + d] = used && copy_of[u] == kNotACopy ? test[d].blocks : 0;
       avg_total += avg_blocks[u * D + d] * static_cast<std::size_t>(T);
     }
   std::vector<float> avg_scores(avg_total, 0.0f);
   for (std::size_t u = 0; u < U; ++u) {
+    if (copy_of[u] != kNotACopy) continue;
     const int root_group = static_cast<int>(u % static_cast<std::size_t>(groups.groups));
     std::vector<float> params =
         weighted_average(groups, held, unique_weights[u], root_group, n_params);
@@ -392,8 +404,9 @@ void run_eval_phase(RunContext& ctx) {
     ppl[m++][d] = ens::uniform_prior_perplexity(view, form);
     for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) {
       const std::size_t u = use[s * D + d];
-      ppl[m++][d] =
-          ens::perplexity(std::span<const float>(avg_scores.data() + avg_offset[u * D + d], N));
+      ppl[m++][d] = copy_of[u] != kNotACopy ? ens::elm_perplexity(view, copy_of[u])
+                                            : ens::perplexity(std::span<const float>(
+                                                  avg_scores.data() + avg_offset[u * D + d], N));
     }
     if (with_dense) ppl[m++][d] = ens::perplexity(std::span<const float>(scores.at(K, d, S), N));
   }

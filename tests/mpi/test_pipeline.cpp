@@ -2,6 +2,7 @@
 // group, independence of groups, no traffic between groups, an end-to-end forest, restarts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -360,6 +361,20 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
     for (double p : ref.perplexity) {
       EXPECT_TRUE(std::isfinite(p));
       EXPECT_GT(p, 1.0);
+    }
+    // The argmax average is the one ELM its weights pick: the same perplexity, exactly; the
+    // uniform average of 3 trained ELMs is a model of its own.
+    const std::size_t D = ref.tokens.size(), K = 3;
+    const auto row = [&](const std::string& name) {
+      return static_cast<std::size_t>(std::find(ref.methods.begin(), ref.methods.end(), name) -
+                                      ref.methods.begin());
+    };
+    for (std::size_t d = 0; d < D; ++d) {
+      const auto prior = ref.priors.begin() + static_cast<std::ptrdiff_t>(d * K);
+      const auto best = static_cast<std::size_t>(std::max_element(prior, prior + K) - prior);
+      EXPECT_EQ(ref.perplexity[row("average:argmax") * D + d], ref.perplexity[best * D + d]) << d;
+      for (std::size_t j = 0; j < K; ++j)
+        EXPECT_NE(ref.perplexity[row("average:uniform") * D + d], ref.perplexity[j * D + d]);
     }
     for (const char* run : {"run2", "run4", "run2x2"}) {
       const EvalResult other = read_eval(dir / run);
