@@ -4,7 +4,7 @@
 # (OpenBLAS and its Fortran runtime, taken from this machine; MPI, HDF5, CUDA and NCCL are
 # there already), this script's companion tools/bench_vs_torch.sh and the PyTorch reference
 # shared/bench/torch_gpt.py.
-#   tools/gpu-stage.sh [BUILD_DIR]      (default: build-cuda)
+#   [CORPORA=quick|full|""] tools/gpu-stage.sh [BUILD_DIR]      (default: build-cuda, quick)
 # Then, on the GPU machine:
 #   export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
 #   .carry/btm_gpu_tests
@@ -39,16 +39,22 @@ for torch_script in "$root/shared/bench/torch_gpt.py" "$root/../shared/bench/tor
   fi
 done
 
-# Tokenized corpora for the end-to-end runs (tools/gpu-check.sh): the quick corpus, and the
-# full-size domains that were prepared (data/full/corpus). The device tool carries 64 MiB.
-if [[ -d $root/data/quick/corpus ]]; then
-  mkdir -p "$carry/corpus-quick"
-  cp "$root"/data/quick/corpus/*.h5 "$carry/corpus-quick/"
-fi
-if [[ -d $root/data/full/corpus ]]; then
-  mkdir -p "$carry/corpus-full"
-  cp "$root"/data/full/corpus/*.h5 "$carry/corpus-full/"
-fi
+# Tokenized corpora for the end-to-end runs (tools/gpu-check.sh): CORPORA picks them, "quick"
+# (the default; the e2e step), "full" (the full-size domains prepared in data/full/corpus; the
+# 124m step; with the binaries and libraries both do not fit), or "" (tests and benchmarks).
+for corpus in ${CORPORA-quick}; do
+  if [[ -d $root/data/$corpus/corpus ]]; then
+    mkdir -p "$carry/corpus-$corpus"
+    cp "$root"/data/"$corpus"/corpus/*.h5 "$carry/corpus-$corpus/"
+  fi
+done
 
+# The device tool carries 64 MiB in all.
+mib=$(du -sm "$carry" | cut -f1)
+if ((mib > 63)); then
+  echo "gpu-stage: $carry holds $mib MiB, over the 64 MiB the device tool carries:" \
+    "stage fewer corpora (CORPORA=quick, or CORPORA= for none)" >&2
+  exit 1
+fi
 du -sh "$carry"
 ls -la "$carry" "$carry/lib"
