@@ -118,8 +118,7 @@ void print_from_leaders(MpiComm& world, bool leader, const std::string& line) {
 
 // One parameter average of the groups' ELMs (random parameters of the model's size), timed over
 // --steps repeats after --warmup; rank 0 prints the line. Needs no engine: host memory only.
-void bench_average(RunContext& ctx, const BenchOptions& o, std::size_t n) {
-  EvalGroups g = make_eval_groups(ctx);
+void bench_average(RunContext& ctx, EvalGroups& g, const BenchOptions& o, std::size_t n) {
   std::map<std::size_t, std::vector<float>> held;
   if (g.leader()) {
     std::vector<float> params(n);
@@ -178,18 +177,15 @@ int cmd_bench(const Args& args, MpiComm& world) {
 
   RunContext ctx = make_context(config, world);
   const int r = config.run.ranks_per_elm;
-  if (r < 1 || world.size() % r != 0)
-    throw InputError("rank layout: " + std::to_string(world.size()) +
-                     " ranks cannot be cut into groups of " + "run.ranks_per_elm = " +
-                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(world.size()));
-  const int groups = world.size() / r;
-  const int group_index = world.rank() / r;
-  std::unique_ptr<MpiComm> group = world.split(group_index, world.rank());
-  const bool leader = group->rank() == 0;
+  EvalGroups eval_groups = make_eval_groups(ctx);  // the groups, exactly as training cuts them
+  const int groups = eval_groups.groups;
+  const int group_index = eval_groups.index;
+  MpiComm* group = eval_groups.group.get();
+  const bool leader = eval_groups.leader();
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : (ctx.device == "cuda" ? 989.0 : 0.0);
 
   // Before the engine: the average needs only host memory, and alone no engine at all.
-  if (wants(o, "average")) bench_average(ctx, o, ParamLayout(config.model).total());
+  if (wants(o, "average")) bench_average(ctx, eval_groups, o, ParamLayout(config.model).total());
   if (!wants(o, "train") && !wants(o, "eval") && !wants(o, "allreduce")) return kExitOk;
 
   std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);

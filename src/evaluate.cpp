@@ -101,7 +101,6 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
   }
 }
 
-// Models are dealt to groups of run.ranks_per_elm ranks, as in training.
 std::vector<float> load_params(MpiComm& group, const fs::path& file, const ModelConfig& model) {
   std::vector<float> params;
   collective_check(group, [&] { params = load_checkpoint(file, &model, false).params; });
@@ -178,10 +177,7 @@ void print_means(const std::vector<std::string>& methods, const std::vector<doub
 
 EvalGroups make_eval_groups(RunContext& ctx) {
   const int r = ctx.config.run.ranks_per_elm;
-  if (ctx.world.size() % r != 0)
-    throw InputError("rank layout: " + std::to_string(ctx.world.size()) +
-                     " ranks cannot be cut into groups of run.ranks_per_elm = " +
-                     std::to_string(r) + ": use one of " + valid_ranks_per_elm(ctx.world.size()));
+  check_ranks_per_elm(ctx.world.size(), r);
   EvalGroups g;
   g.groups = ctx.world.size() / r;
   g.index = ctx.world.rank() / r;

@@ -20,7 +20,7 @@ std::string valid_ranks_per_elm(int world) {
   return out;
 }
 
-RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::string>& elms) {
+void check_ranks_per_elm(int world, int ranks_per_elm) {
   if (world < 1) throw InputError("rank layout: the world has no ranks");
   if (ranks_per_elm < 1)
     throw InputError("rank layout: run.ranks_per_elm must be >= 1 (valid for " +
@@ -35,6 +35,10 @@ RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::stri
                      " ranks cannot be cut into groups of " + std::to_string(ranks_per_elm) +
                      ": use run.ranks_per_elm in {" + valid_ranks_per_elm(world) +
                      "} or start a multiple of " + std::to_string(ranks_per_elm) + " ranks");
+}
+
+RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::string>& elms) {
+  check_ranks_per_elm(world, ranks_per_elm);
   if (elms.empty())
     throw InputError(
         "rank layout: no domains to train: list them in data.domains (--data.domains a,b,c)");

@@ -29,7 +29,11 @@ struct RankLayout {
   std::vector<std::string> elms_of_group(int group) const;
 };
 
-// Throws InputError for W % r != 0, r > W or r < 1, or no ELMs.
+// Throws InputError, saying which values would work, unless the world of W ranks cuts into
+// groups of r: r >= 1, r <= W, W % r == 0.
+void check_ranks_per_elm(int world, int ranks_per_elm);
+
+// Throws InputError for W % r != 0, r > W or r < 1 (check_ranks_per_elm), or no ELMs.
 RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::string>& elms);
 
 // Valid ranks-per-ELM values for a world, for error messages: "1, 2, 4, 8".
