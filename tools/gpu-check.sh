@@ -39,11 +39,15 @@ CT
   grep -E '(PASSED|FAILED|SKIPPED) +\]|tests passed|==========\]' "$out/ctest.txt" | sed 's/^/    /'
 }
 
+# staged CORPUS STEP: whether tools/gpu-stage.sh staged corpus-CORPUS; says so when it did not.
+staged() {
+  [[ -d $carry/corpus-$1 ]] && return
+  echo "[$2] skipped: no corpus-$1 in $carry (stage with CORPORA=$1 tools/gpu-stage.sh)"
+  return 1
+}
+
 e2e() {
-  if [[ ! -d $carry/corpus-quick ]]; then
-    echo "[e2e] skipped: no corpus-quick in $carry (stage with CORPORA=quick tools/gpu-stage.sh)"
-    return
-  fi
+  staged quick e2e || return 0
   local common=(--config inputs/gpu-small.cfg --data.corpus "$carry/corpus-quick")
   if ((gpus >= 2)); then
     step e2e_2groups mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$runs/e2e-2x1" --run.ranks_per_elm 1
@@ -55,10 +59,7 @@ e2e() {
 }
 
 gpt2_124m() {
-  if [[ ! -d $carry/corpus-full ]]; then
-    echo "[124m] skipped: no corpus-full in $carry (stage with CORPORA=full tools/gpu-stage.sh)"
-    return
-  fi
+  staged full 124m || return 0
   step gpt2_124m "$carry/btm" run --config inputs/gpt2-124m.cfg --data.corpus "$carry/corpus-full" \
     --data.domains religious --data.eval_domains "" --data.batch 16 \
     --run.steps 300 --run.seed_share 0 --run.dense false --run.log_every 25 \
