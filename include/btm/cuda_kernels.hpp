@@ -51,10 +51,6 @@ void encoder_backward_wpe(float* dwpe, const bf16* dout, int B, int T, int C, cu
 // ---- LayerNorm ----------------------------------------------------------------------------
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* w,
                        const bf16* b, int N, int C, cudaStream_t stream);
-// residual = a + b (rounded to bf16), then out = LayerNorm(residual).
-void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* a,
-                                const bf16* b, const bf16* w, const bf16* bias, int N, int C,
-                                cudaStream_t stream);
 // Floats of scratch layernorm_backward needs for rows of C channels.
 std::size_t layernorm_backward_scratch_floats(int C);
 // dinp = (accumulate ? dinp : 0) + d/dinp; dw += ..., db += ... (fp32). dinp must not alias dout.
@@ -93,6 +89,8 @@ class Blas {
     long long stride_d = 0;
     int batch = 1;
     float alpha = 1, beta = 0;
+    // C of D = alpha op(A) op(B) + beta C: same type and layout as D; null means D itself.
+    const void* c = nullptr;
     const bf16* bias = nullptr;  // bf16, only with a bf16 D
     // The GELU epilogues (tanh approximation), bf16 D and batch 1 only. Forward: D = gelu(X)
     // with X = op(A) @ op(B) (+ bias) also written to gelu_aux unless gelu_aux is null (an
@@ -114,7 +112,11 @@ class Blas {
   // out[N, OC] = inp[N, IC] @ w[OC, IC]^T (+ bias), bf16 out.
   void linear_forward(bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N, int IC,
                       int OC, cudaStream_t stream);
-  // Same with an fp32 out (the evaluation logits).
+  // out[N, OC] = residual[N, OC] + inp @ w^T + bias, in one GEMM (the residual is its C
+  // matrix, summed in fp32 and rounded to bf16 once).
+  void linear_residual_forward(bf16* out, const bf16* residual, const bf16* inp, const bf16* w,
+                               const bf16* bias, int N, int IC, int OC, cudaStream_t stream);
+  // Same as linear_forward with an fp32 out (the evaluation logits).
   void linear_forward_float(float* out, const bf16* inp, const bf16* w, int N, int IC, int OC,
                             cudaStream_t stream);
   // out[N, OC] = gelu(pre), pre[N, OC] = inp @ w^T + bias, in one GEMM (the bias is required).
@@ -136,7 +138,7 @@ class Blas {
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
-  std::map<std::array<long long, 20>, cublasLtMatmulAlgo_t> algos_;
+  std::map<std::array<long long, 21>, cublasLtMatmulAlgo_t> algos_;
 };
 
 // ---- GELU (tanh approximation) and attention ----------------------------------------------

@@ -1,5 +1,6 @@
 // blas.cpp: the cuBLASLt GEMM context (Blas in cuda_kernels.hpp): bf16 operands, fp32
-// accumulation, bf16 or fp32 output, optional bias and GELU epilogues, strided batches. The
+// accumulation, bf16 or fp32 output, an optional C (residual) input, optional bias and GELU
+// epilogues, strided batches. The
 // heuristic's algorithm is cached per shape and alignment, so a training step asks it once.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -95,6 +96,9 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   const std::uint32_t align_b = alignment_of(g.b, g.stride_b * 2, g.batch);
   const std::uint32_t align_d =
       alignment_of(g.d, g.stride_d * static_cast<long long>(d_bytes), g.batch);
+  const void* c = g.c != nullptr ? g.c : g.d;
+  const std::uint32_t align_c =
+      alignment_of(c, g.stride_d * static_cast<long long>(d_bytes), g.batch);
   // The heuristic's choice depends on the aux pointer's alignment (cublasLt.h), so it is keyed.
   const std::uint32_t align_aux = aux ? alignment_of(g.gelu_aux, 0, 1) : 0;
 
@@ -134,10 +138,10 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
   const cudaDataType_t d_type = g.d_is_float ? CUDA_R_32F : CUDA_R_16BF;
   make_layout(&desc.d, d_type, g.m, g.n, g.ldd, g.batch, g.stride_d);
 
-  const std::array<long long, 20> key = {
+  const std::array<long long, 21> key = {
       g.trans_a, g.trans_b, g.m,        g.n,        g.k,        g.lda,        g.ldb,
       g.ldd,     g.batch,   g.stride_a, g.stride_b, g.stride_d, g.d_is_float, g.bias != nullptr,
-      align_a,   align_b,   align_d,    epilogue,   align_aux,  g.gelu_aux_ld};
+      align_a,   align_b,   align_c,    align_d,    epilogue,   align_aux,    g.gelu_aux_ld};
   auto found = algos_.find(key);
   if (found == algos_.end()) {
     BTM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.preference));
@@ -147,7 +151,7 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
     const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
     for (const auto& [attribute, value] : alignments)
       BTM_CUBLAS_CHECK(
@@ -162,9 +166,9 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
                          " batch=" + std::to_string(g.batch));
     found = algos_.emplace(key, result.algo).first;
   }
-  BTM_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.op, &g.alpha, g.a, desc.a, g.b, desc.b, &g.beta,
-                                  g.d, desc.d, g.d, desc.d, &found->second, workspace_,
-                                  workspace_bytes_, stream));
+  BTM_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.op, &g.alpha, g.a, desc.a, g.b, desc.b, &g.beta, c,
+                                  desc.d, g.d, desc.d, &found->second, workspace_, workspace_bytes_,
+                                  stream));
 }
 
 void Blas::linear_forward(bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
@@ -173,6 +177,15 @@ void Blas::linear_forward(bf16* out, const bf16* inp, const bf16* w, const bf16*
   Gemm g;
   g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
   g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  gemm(g, stream);
+}
+
+void Blas::linear_residual_forward(bf16* out, const bf16* residual, const bf16* inp, const bf16* w,
+                                   const bf16* bias, int N, int IC, int OC, cudaStream_t stream) {
+  Gemm g;
+  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
+  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  g.c = residual, g.beta = 1;
   gemm(g, stream);
 }
 

@@ -304,7 +304,6 @@ class CudaEngine final : public Engine {
     alloc(logits_, std::max<size_t>(2, chunk_rows) * Vp);
 
     alloc(qkv_, bt * 3 * Cs);  // forward: the qkv GEMM's output; backward: dqkv
-    alloc(projected_, bt * Cs);
     if (!flash_) {
       alloc(vaccum_, bt * Cs);  // forward: attention output per head; backward: its gradient
       alloc(dqkvr_, bt * 3 * Cs);
@@ -431,10 +430,11 @@ class CudaEngine final : public Engine {
                                 layer(att_, l, att_per_layer_), vaccum_.get(), qkv_.get(), B, T, C,
                                 NH, s);
       }
-      blas_->linear_forward(projected_.get(), atty, p + o.proj_w, p + o.proj_b, N, C, C, s);
-      cuda::residual_layernorm_forward(residual2, ln2, layer(ln2_mean_, l, bt),
-                                       layer(ln2_rstd_, l, bt), residual, projected_.get(),
-                                       p + o.ln2_w, p + o.ln2_b, N, C, s);
+      // The residual adds are the GEMMs' C input: residual2 = residual + proj(atty).
+      blas_->linear_residual_forward(residual2, residual, atty, p + o.proj_w, p + o.proj_b, N, C, C,
+                                     s);
+      cuda::layernorm_forward(ln2, layer(ln2_mean_, l, bt), layer(ln2_rstd_, l, bt), residual2,
+                              p + o.ln2_w, p + o.ln2_b, N, C, s);
       if (fuse_gelu_) {
         // fch (pre-GELU, kept for the backward) is the epilogue's aux output.
         blas_->linear_gelu_forward(fch_gelu, keep_for_backward ? fch : nullptr, ln2, p + o.fc_w,
@@ -443,19 +443,18 @@ class CudaEngine final : public Engine {
         blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
         cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
       }
-      blas_->linear_forward(projected_.get(), fch_gelu, p + o.fcproj_w, p + o.fcproj_b, N, 4 * C, C,
-                            s);
-      // The residual add is fused with the next LayerNorm: ln_1 of the next block, or ln_f.
+      bf16* residual3 = layer(residual3_, l, bc);
+      blas_->linear_residual_forward(residual3, residual2, fch_gelu, p + o.fcproj_w, p + o.fcproj_b,
+                                     N, 4 * C, C, s);
+      // ln_1 of the next block, or ln_f.
       if (l + 1 < L) {
         const BlockOffsets& next = layout_.block(l + 1);
-        cuda::residual_layernorm_forward(layer(residual3_, l, bc), layer(ln1_, l + 1, bc),
-                                         layer(ln1_mean_, l + 1, bt), layer(ln1_rstd_, l + 1, bt),
-                                         residual2, projected_.get(), p + next.ln1_w,
-                                         p + next.ln1_b, N, C, s);
+        cuda::layernorm_forward(layer(ln1_, l + 1, bc), layer(ln1_mean_, l + 1, bt),
+                                layer(ln1_rstd_, l + 1, bt), residual3, p + next.ln1_w,
+                                p + next.ln1_b, N, C, s);
       } else {
-        cuda::residual_layernorm_forward(layer(residual3_, l, bc), lnf_.get(), lnf_mean_.get(),
-                                         lnf_rstd_.get(), residual2, projected_.get(),
-                                         p + layout_.lnf_w(), p + layout_.lnf_b(), N, C, s);
+        cuda::layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(), residual3,
+                                p + layout_.lnf_w(), p + layout_.lnf_b(), N, C, s);
       }
     }
   }
@@ -600,7 +599,7 @@ class CudaEngine final : public Engine {
       residual3_, lnf_, logits_;
   DeviceArray<float> ln1_mean_, ln1_rstd_, ln2_mean_, ln2_rstd_, lnf_mean_, lnf_rstd_, losses_,
       loss_;
-  DeviceArray<bf16> qkv_, projected_, vaccum_, dresidual_, dsmall_, dfch_, dqkvr_, datt_;
+  DeviceArray<bf16> qkv_, vaccum_, dresidual_, dsmall_, dfch_, dqkvr_, datt_;
   DeviceArray<float> layernorm_scratch_, bias_scratch_, lse_, dvec_;
   DeviceArray<double> sumsq_, sumsq_scratch_;
   DeviceArray<std::int32_t> tokens_;

@@ -161,30 +161,19 @@ __global__ void encoder_backward_wpe_kernel(float* dwpe, const bf16* dout, int B
 // ---- LayerNorm -------------------------------------------------------------------------
 // One warp per row; lane owns the packs lane, lane + 32, ... of P channels.
 
-template <int P, bool kResidual>
-__global__ void layernorm_forward_kernel(bf16* residual, bf16* out, float* mean, float* rstd,
-                                         const bf16* a, const bf16* b, const bf16* w,
-                                         const bf16* bias, int N, int C) {
+template <int P>
+__global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, const bf16* inp,
+                                         const bf16* w, const bf16* bias, int N, int C) {
   const int warps = blockDim.x / kWarp;
   const int row = blockIdx.x * warps + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= N) return;
   const std::size_t base = static_cast<std::size_t>(row) * C;
-  // With kResidual the row is residual = a + b, written once and re-read (by the same thread).
-  const bf16* x = kResidual ? residual + base : a + base;
+  const bf16* x = inp + base;
   float sum = 0;
   for (int c = lane * P; c < C; c += kWarp * P) {
     float v[P];
-    if constexpr (kResidual) {
-      float u[P];
-      load_bf16<P>(v, a + base + c);
-      load_bf16<P>(u, b + base + c);
-#pragma unroll
-      for (int k = 0; k < P; ++k) v[k] = __bfloat162float(__float2bfloat16(v[k] + u[k]));
-      store_bf16<P>(residual + base + c, v);
-    } else {
-      load_bf16<P>(v, x + c);
-    }
+    load_bf16<P>(v, x + c);
 #pragma unroll
     for (int k = 0; k < P; ++k) sum += v[k];
   }
@@ -658,7 +647,8 @@ __device__ void block_softmax_stats(float& maxv, float& sum) {
 
 // One block per row, two passes over the row in memory (stats, then gradient): the fallback of
 // crossentropy_registers_kernel for rows too long for the registers or not in 16-byte packs, and
-// the fp32 evaluation loss. P consecutive logits per access (P == 8 needs Vp % 8 == 0).
+// of crossentropy_f32_kernel for fp32 rows not in 16-byte packs. P consecutive logits per
+// access (P == 8 needs Vp % 8 == 0).
 template <typename LogitT, int P>
 __global__ void crossentropy_kernel(float* losses, bf16* dlogits, const LogitT* logits,
                                     const std::int32_t* targets, int V, int Vp, float dloss) {
@@ -709,6 +699,45 @@ __global__ void crossentropy_kernel(float* losses, bf16* dlogits, const LogitT* 
     }
     store_bf16<P>(d + j, v);
   }
+}
+
+// Evaluation's loss from fp32 logits, one block per row, the row read once: kUnroll 16-byte
+// streaming loads per thread are issued together (the bytes in flight a bandwidth-bound kernel
+// needs), then merged into the thread's running (max, sum). Columns in [V, Vp) are -inf. Needs
+// Vp % 4 == 0 and 16-byte aligned rows; crossentropy_kernel<float, 4> covers the rest.
+constexpr int kLogprobThreads = 512;
+__global__ void __launch_bounds__(kLogprobThreads)
+    crossentropy_f32_kernel(float* losses, const float* logits, const std::int32_t* targets, int V,
+                            int Vp) {
+  constexpr int kUnroll = 4;
+  const std::size_t row = blockIdx.x;
+  const float4* x = reinterpret_cast<const float4*>(logits + row * Vp);
+  const int packs = Vp / 4;
+  float maxv = -INFINITY, sum = 0;
+  for (int base = threadIdx.x; base < packs; base += kUnroll * kLogprobThreads) {
+    float v[kUnroll * 4];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int pack = base + u * kLogprobThreads;
+      const float4 f =
+          pack < packs ? __ldcs(x + pack) : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+      v[4 * u] = f.x, v[4 * u + 1] = f.y, v[4 * u + 2] = f.z, v[4 * u + 3] = f.w;
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (pack * 4 + k >= V) v[4 * u + k] = -INFINITY;
+    }
+    float new_max = maxv;
+#pragma unroll
+    for (int i = 0; i < kUnroll * 4; ++i) new_max = fmaxf(new_max, v[i]);
+    if (new_max == -INFINITY) continue;  // only padding so far
+    float s = maxv == -INFINITY ? 0.0f : sum * __expf(maxv - new_max);
+#pragma unroll
+    for (int i = 0; i < kUnroll * 4; ++i) s += __expf(v[i] - new_max);
+    maxv = new_max;
+    sum = s;
+  }
+  block_softmax_stats(maxv, sum);
+  if (threadIdx.x == 0) losses[row] = maxv + logf(sum) - logits[row * Vp + targets[row]];
 }
 
 // One block per row with the row in registers: each thread holds kPacks 16-byte packs (packs
@@ -955,34 +984,15 @@ void encoder_backward_wpe(float* dwpe, const bf16* dout, int B, int T, int C, cu
   BTM_CUDA_CHECK_LAUNCH();
 }
 
-namespace {
-template <bool kResidual>
-void launch_layernorm(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* a,
-                      const bf16* b, const bf16* w, const bf16* bias, int N, int C,
-                      cudaStream_t stream) {
-  constexpr int kThreads = 256;
-  const unsigned blocks = static_cast<unsigned>((N + kThreads / kWarp - 1) / (kThreads / kWarp));
-  const bool vector = C % 8 == 0 && aligned16(out) && aligned16(a) && aligned16(w) &&
-                      aligned16(bias) && (!kResidual || (aligned16(b) && aligned16(residual)));
-  if (vector)
-    layernorm_forward_kernel<8, kResidual>
-        <<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, w, bias, N, C);
-  else
-    layernorm_forward_kernel<1, kResidual>
-        <<<blocks, kThreads, 0, stream>>>(residual, out, mean, rstd, a, b, w, bias, N, C);
-  BTM_CUDA_CHECK_LAUNCH();
-}
-}  // namespace
-
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* w,
                        const bf16* b, int N, int C, cudaStream_t stream) {
-  launch_layernorm<false>(nullptr, out, mean, rstd, inp, nullptr, w, b, N, C, stream);
-}
-
-void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* a,
-                                const bf16* b, const bf16* w, const bf16* bias, int N, int C,
-                                cudaStream_t stream) {
-  launch_layernorm<true>(residual, out, mean, rstd, a, b, w, bias, N, C, stream);
+  constexpr int kThreads = 256;
+  const unsigned blocks = static_cast<unsigned>((N + kThreads / kWarp - 1) / (kThreads / kWarp));
+  if (C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(w) && aligned16(b))
+    layernorm_forward_kernel<8><<<blocks, kThreads, 0, stream>>>(out, mean, rstd, inp, w, b, N, C);
+  else
+    layernorm_forward_kernel<1><<<blocks, kThreads, 0, stream>>>(out, mean, rstd, inp, w, b, N, C);
+  BTM_CUDA_CHECK_LAUNCH();
 }
 
 std::size_t layernorm_backward_scratch_floats(int C) {
@@ -1295,8 +1305,11 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
 void crossentropy_forward(float* losses, const float* logits, const std::int32_t* targets, int N,
                           int V, int Vp, cudaStream_t stream) {
   if (N == 0) return;
-  crossentropy_kernel<float, 4>
-      <<<N, 1024, 0, stream>>>(losses, nullptr, logits, targets, V, Vp, 0.0f);
+  if (Vp % 4 == 0 && aligned16(logits))
+    crossentropy_f32_kernel<<<N, kLogprobThreads, 0, stream>>>(losses, logits, targets, V, Vp);
+  else
+    crossentropy_kernel<float, 4>
+        <<<N, 1024, 0, stream>>>(losses, nullptr, logits, targets, V, Vp, 0.0f);
   BTM_CUDA_CHECK_LAUNCH();
 }
 

@@ -129,30 +129,6 @@ TEST(CudaKernels, LayerNormForward) {
   }
 }
 
-TEST(CudaKernels, ResidualLayerNormForward) {
-  BTM_SKIP_WITHOUT_GPU();
-  const int N = 21, C = 128;
-  const auto a = random_bf16_values(static_cast<std::size_t>(N) * C, 1.0f, 11);
-  const auto b = random_bf16_values(a.size(), 1.0f, 12);
-  const auto w = random_bf16_values(C, 1.5f, 13), bias = random_bf16_values(C, 0.5f, 14);
-  std::vector<float> residual(a.size());
-  cpu::residual_forward(residual.data(), a.data(), b.data(), a.size());
-  for (float& r : residual) r = round_bf16(r);  // the kernel keeps the residual stream in bf16
-  std::vector<float> want(a.size()), mean(N), rstd(N);
-  cpu::layernorm_forward(want.data(), mean.data(), rstd.data(), residual.data(), w.data(),
-                         bias.data(), N, C);
-
-  auto d_a = to_device_bf16(a), d_b = to_device_bf16(b), d_w = to_device_bf16(w),
-       d_bias = to_device_bf16(bias);
-  auto d_residual = poisoned<bf16>(a.size()), d_out = poisoned<bf16>(a.size());
-  auto d_mean = poisoned<float>(N), d_rstd = poisoned<float>(N);
-  cuda::residual_layernorm_forward(d_residual.get(), d_out.get(), d_mean.get(), d_rstd.get(),
-                                   d_a.get(), d_b.get(), d_w.get(), d_bias.get(), N, C, kStream);
-  BTM_EXPECT_CLOSE(from_device_bf16(d_residual, a.size()), residual, 0.0, 0.0);
-  BTM_EXPECT_CLOSE(from_device_bf16(d_out, a.size()), want, 1e-2, 5e-3);
-  BTM_EXPECT_CLOSE(from_device(d_rstd, N), rstd, 1e-5, 1e-5);
-}
-
 TEST(CudaKernels, LayerNormBackward) {
   BTM_SKIP_WITHOUT_GPU();
   // C = 64 ... 1600 with 16-byte packs and C = 36, 1004 with single bf16 run the register
@@ -223,6 +199,17 @@ TEST(CudaKernels, LinearForward) {
     blas.linear_forward(d_out.get(), d_inp.get(), d_w.get(), with_bias ? d_bias.get() : nullptr, N,
                         IC, OC, kStream);
     BTM_EXPECT_CLOSE(from_device_bf16(d_out, want.size()), want, 1e-2, 5e-3);
+    // The residual as the GEMM's C: out = residual + inp @ w^T (+ bias), rounded once.
+    const auto residual = random_bf16_values(want.size(), 2.0f, 30);
+    std::vector<float> want_sum(want.size());
+    cpu::residual_forward(want_sum.data(), residual.data(), want.data(), want.size());
+    auto d_residual = to_device_bf16(residual);
+    auto d_sum = poisoned<bf16>(want.size());
+    blas.linear_residual_forward(d_sum.get(), d_residual.get(), d_inp.get(), d_w.get(),
+                                 with_bias ? d_bias.get() : nullptr, N, IC, OC, kStream);
+    BTM_EXPECT_CLOSE(from_device_bf16(d_sum, want.size()), want_sum, 1e-2, 5e-3);
+    EXPECT_TRUE(from_device_bf16(d_residual, want.size()) == residual)
+        << "the residual input was written";
     if (!with_bias) {
       auto d_out_f = poisoned<float>(want.size());
       blas.linear_forward_float(d_out_f.get(), d_inp.get(), d_w.get(), N, IC, OC, kStream);
@@ -548,6 +535,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFlashAttention,
 // 1 pack per thread over 16 warps, the last warp's tail holding no logits; GPT-2's 50257 of
 // 50304, 7 packs per thread. Vp = 60000 is beyond the registers (7 * 1024 packs of 8) and
 // Vp = 101 no multiple of 8: the two-pass kernel with 16-byte packs and with single bf16.
+// fp32 (evaluation): Vp % 4 == 0 runs the 16-byte kernel (with V = 100, threads that hold only
+// padding), Vp = 101 the two-pass kernel.
 TEST(CudaKernels, CrossEntropy) {
   BTM_SKIP_WITHOUT_GPU();
   struct Shape {
