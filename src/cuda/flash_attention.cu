@@ -39,6 +39,7 @@ constexpr int kD = 64;           // head dimension
 constexpr int kTile = 64;        // queries and keys per tile
 constexpr int kStride = kD + 8;  // padded shared-memory row: conflict-free ldmatrix
 constexpr int kTileElements = kTile * kStride;
+constexpr int kWarp = 32;
 
 __device__ __forceinline__ std::uint32_t smem_address(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
@@ -181,29 +182,37 @@ __device__ __forceinline__ void store_rows(bf16* dst, const float (&acc)[kD / 8]
   }
 }
 
-// dvec[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]; one thread per (b, t, h).
+// dvec[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]. Eight lanes per (b, h, t) row, one
+// 16-byte load each from dout and out (every 128-byte head row read whole by one load
+// instruction), summed across the eight by shuffles; rows in dvec's order, t fastest.
+constexpr int kDotLanes = kD / 8;
 __global__ void flash_backward_dot_kernel(float* dvec, const bf16* dout, const bf16* out, int B,
                                           int T, int NH) {
-  const std::size_t total = static_cast<std::size_t>(B) * T * NH;
+  constexpr int kRowsPerWarp = kWarp / kDotLanes;
+  const std::size_t rows = static_cast<std::size_t>(B) * NH * T;
   const int C = NH * kD;
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const int h = static_cast<int>(i % NH);
-    const std::size_t bt = i / NH;
-    const std::size_t b = bt / T, t = bt % T;
-    const bf16* x = dout + bt * C + h * kD;
-    const bf16* y = out + bt * C + h * kD;
+  const int lane = threadIdx.x % kWarp, part = lane % kDotLanes;
+  const std::size_t thread = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  const std::size_t step = static_cast<std::size_t>(gridDim.x) * blockDim.x / kDotLanes;
+  // The warp's first row: the same for its lanes, so they all reach the shuffles.
+  for (std::size_t w = thread / kWarp * kRowsPerWarp; w < rows; w += step) {
+    const std::size_t i = w + lane / kDotLanes;
     float acc = 0;
-#pragma unroll
-    for (int c = 0; c < kD; c += 8) {
-      const int4 xv = *reinterpret_cast<const int4*>(x + c);
-      const int4 yv = *reinterpret_cast<const int4*>(y + c);
+    if (i < rows) {
+      const std::size_t t = i % T, bh = i / T;
+      const std::size_t b = bh / NH, h = bh % NH;
+      const std::size_t offset = (b * T + t) * C + h * kD + part * 8;
+      const int4 xv = *reinterpret_cast<const int4*>(dout + offset);
+      const int4 yv = *reinterpret_cast<const int4*>(out + offset);
       const bf16* xs = reinterpret_cast<const bf16*>(&xv);
       const bf16* ys = reinterpret_cast<const bf16*>(&yv);
 #pragma unroll
       for (int k = 0; k < 8; ++k) acc += __bfloat162float(xs[k]) * __bfloat162float(ys[k]);
     }
-    dvec[(b * NH + h) * T + t] = acc;
+#pragma unroll
+    for (int lanes = kDotLanes / 2; lanes > 0; lanes /= 2)
+      acc += __shfl_xor_sync(0xffffffffu, acc, lanes);
+    if (part == 0 && i < rows) dvec[i] = acc;
   }
 }
 
@@ -675,9 +684,10 @@ void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const b
   const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
   const float scale_log2 = scale * 1.4426950408889634f;
   const std::size_t rows = static_cast<std::size_t>(B) * T * NH;
-  flash_backward_dot_kernel<<<
-      static_cast<unsigned>(std::min<std::size_t>((rows + 255) / 256, 65536)), 256, 0, stream>>>(
-      dvec, dout, out, B, T, NH);
+  // Whole warps per block (the shuffles need every lane): 256 threads, 32 rows per block.
+  flash_backward_dot_kernel<<<static_cast<unsigned>(
+                                  std::min<std::size_t>((rows * kDotLanes + 255) / 256, 65536)),
+                              256, 0, stream>>>(dvec, dout, out, B, T, NH);
   BTM_CUDA_CHECK_LAUNCH();
   check_offsets(T, NH);
   launch_backward<kDkdvWarps, 1, dkdv_tiles<16 * kDkdvWarps>()>(

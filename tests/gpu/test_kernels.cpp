@@ -10,11 +10,10 @@
 //   encoder backward              fp32 (+=)       1e-5       1e-5     fp32 sums, other order
 //   layernorm forward             bf16            1e-2       5e-3     one rounding of (x-m)*s*w+b
 //     mean, rstd                  fp32            1e-5       1e-5
-//   residual + layernorm          bf16 residual   0 (exact)           round(a + b) both sides
 //   layernorm backward  dinp      bf16            1e-2       5e-3     one rounding (+ the old dinp)
 //                       dw, db    fp32 (+=)       1e-4       1e-5     fp32 sums over rows
 //                       all       bitwise equal over two runs (fixed summation order)
-//   linear forward                bf16            1e-2       5e-3     fp32 accumulate, 1 rounding
+//   linear forward (+ residual)   bf16            1e-2       5e-3     fp32 accumulate, 1 rounding
 //   linear forward (fp32 out)     fp32            1e-4       1e-5     accumulation order only
 //   linear backward     dinp      bf16            1e-2       5e-3
 //                       dw, dbias fp32 (+=)       1e-4       1e-5
