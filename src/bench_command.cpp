@@ -194,7 +194,7 @@ int cmd_bench(const Args& args, MpiComm& world) {
   init_gpt2(layout, params, 1234);
   engine->set_params(params);
   std::unique_ptr<Communicator> nccl;
-  Communicator* grads = gradient_comm(*engine, *group, ctx.gpu, nccl);
+  Communicator* grads = gradient_comm(*engine, *group, ctx.gpu, ctx.gpus_shared, nccl);
 
   const ModelConfig& m = config.model;
   const int B = config.data.batch, T = m.context;

@@ -128,7 +128,12 @@ po::options_description config_options(Config& c) {
          c.run.dense = parse_bool(s, "run.dense");
         // clang-format on
       }),
-      "also train the compute-matched dense baseline (true | false)");
+      "also train the compute-matched dense baseline (true | false)")(
+      "run.share_gpus", po::value<std::string>()->notifier([&c](const std::string& s) {
+        c.run.share_gpus = parse_bool(s, "run.share_gpus");
+      }),
+      "let ranks of a node share GPUs, to test a rank layout on fewer GPUs (slower than one "
+      "rank per GPU; gradients then go through MPI, not NCCL) (true | false)");
   po::options_description eval("[eval]");
   // clang-format off
   eval.add_options()

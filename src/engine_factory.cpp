@@ -51,13 +51,14 @@ std::unique_ptr<Engine> make_engine(const ModelConfig& model, const EngineOption
   throw InputError("no engine for device '" + options.device + "' in this build");
 }
 
-Communicator* gradient_comm(const Engine& engine, MpiComm& group, int gpu,
+Communicator* gradient_comm(const Engine& engine, MpiComm& group, int gpu, bool gpus_shared,
                             std::unique_ptr<Communicator>& storage) {
   (void)gpu;
+  (void)gpus_shared;
   (void)storage;
   if (group.size() == 1) return nullptr;
 #ifdef BTM_HAVE_CUDA
-  if (engine.kind() == "cuda") {
+  if (engine.kind() == "cuda" && !gpus_shared) {
     storage = make_nccl_comm(group, gpu);
     return storage.get();
   }

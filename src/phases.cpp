@@ -61,7 +61,7 @@ Forest load_or_new_forest(const RunContext& ctx) {
 PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
   std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::unique_ptr<Communicator> storage;
-  Communicator* grads = gradient_comm(*engine, ctx.world, ctx.gpu, storage);
+  Communicator* grads = gradient_comm(*engine, ctx.world, ctx.gpu, ctx.gpus_shared, storage);
   const TrainResult result = train_model(ctx, ctx.world, *engine, grads, name);
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
@@ -296,7 +296,7 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   std::unique_ptr<MpiComm> group = ctx.world.split(group_index, ctx.world.rank());
   std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::unique_ptr<Communicator> storage;
-  Communicator* grads = gradient_comm(*engine, *group, ctx.gpu, storage);
+  Communicator* grads = gradient_comm(*engine, *group, ctx.gpu, ctx.gpus_shared, storage);
 
   // From here until the groups are done, no byte may cross groups (the world is not used).
   const std::uint64_t world_bytes_before = ctx.world.bytes_sent();

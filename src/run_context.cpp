@@ -110,26 +110,37 @@ namespace {
 
 // The GPU of this rank: local rank r takes visible device r when every rank sees all of the
 // node's GPUs (mpirun), or its only visible device when Slurm binds one GPU per task. Two
-// ranks on one physical GPU (same PCI bus id) are refused: they would share its memory and
-// compute and be slower than one.
-int pick_gpu(MpiComm& world, const NodeInfo& node) {
+// ranks on one physical GPU (same PCI bus id) are refused unless run.share_gpus (then local
+// rank r takes device r mod the count): they share its memory and compute and are slower than
+// one. Sets ctx.gpu and ctx.gpus_shared (the same on every rank).
+void pick_gpu(RunContext& ctx) {
+  MpiComm& world = ctx.world;
+  const NodeInfo& node = ctx.node;
+  const bool share = ctx.config.run.share_gpus;
   const int gpus = cuda_device_count();
-  const int gpu = gpus >= node.local_size ? node.local_rank : (gpus == 1 ? 0 : -1);
+  const int gpu = gpus >= node.local_size ? node.local_rank
+                  : share && gpus > 0     ? node.local_rank % gpus
+                                          : (gpus == 1 ? 0 : -1);
   std::string id = gpu >= 0 ? cuda_device_pci_id(gpu) : std::string();
   id.resize(kPciIdLength, ' ');
   std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
   node_comm(world)->allgather(id.data(), all.data(), kPciIdLength);
-  bool shared = gpu < 0;
+  bool shared = false;
   for (int r = 0; r < node.local_size && !shared; ++r)
     shared = r != node.local_rank &&
              all.compare(static_cast<std::size_t>(r) * kPciIdLength, kPciIdLength, id) == 0;
-  if (world.allreduce_max(shared ? 1 : 0))
+  // Both collectives on every rank before any throws: the decision is the same everywhere.
+  const bool any_without = world.allreduce_max(gpu < 0 ? 1 : 0) != 0;
+  const bool any_shared = world.allreduce_max(shared ? 1 : 0) != 0;
+  if (any_without || (any_shared && !share))
     throw InputError("more ranks on a node than GPUs: " + std::to_string(node.local_size) +
                      " ranks on a node that has fewer GPUs for them (this rank sees " +
                      std::to_string(gpus) +
                      "); start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, or "
-                     "mpirun -np GPUS)");
-  return gpu;
+                     "mpirun -np GPUS), or set run.share_gpus = true to test the layout on "
+                     "fewer GPUs");
+  ctx.gpu = gpu;
+  ctx.gpus_shared = any_shared;
 }
 
 }  // namespace
@@ -144,7 +155,7 @@ RunContext make_context(const Config& config, MpiComm& world) {
   if (on_gpu && on_cpu)
     throw InputError(
         "some ranks see a GPU and others do not: set run.device = cuda or cpu explicitly");
-  if (ctx.device == "cuda") ctx.gpu = pick_gpu(world, ctx.node);
+  if (ctx.device == "cuda") pick_gpu(ctx);
   if (config.run.threads > 0) {
     ctx.threads = config.run.threads;
   } else {

@@ -76,6 +76,7 @@ TEST(Cli, ToIniRoundTripsThroughTheParser) {
   a.optim.lr = 3.25e-4;
   a.data.domains = {"legal", "code"};
   a.run.dense = false;
+  a.run.share_gpus = true;
   a.eval.topk = {1, 3};
   btm::test::TempDir dir;
   {
@@ -86,6 +87,17 @@ TEST(Cli, ToIniRoundTripsThroughTheParser) {
   parse_command("test", "", {"--config", (dir / "x.cfg").string()}, po::options_description(), &b,
                 false);
   EXPECT_EQ(to_ini(a), to_ini(b));
+  EXPECT_TRUE(b.run.share_gpus);
+}
+
+TEST(Cli, BooleanOptionsRefuseOtherWords) {
+  Config c;
+  try {
+    parse_command("test", "", {"--run.share_gpus", "maybe"}, po::options_description(), &c, false);
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("run.share_gpus"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Cli, ShippedConfigsAreValid) {

@@ -4,7 +4,8 @@
 # line per step is printed. Steps (default: all): tests e2e scaling 124m hf
 #   tests  the GPU test suite through ctest (every kernel vs the CPU reference, model, resume),
 #          then the NCCL tests on 2 ranks
-#   e2e    btm run with inputs/gpu-small.cfg: 2 groups x 1 GPU, then 1 ELM per 2 GPUs
+#   e2e    btm run with inputs/gpu-small.cfg: 2 groups x 1 GPU, then 1 ELM per 2 GPUs (with one
+#          GPU: the same layouts with both ranks sharing it)
 #   scaling  tools/bench_scaling.sh: 1 GPU vs R GPUs as R ELM groups and as one data-parallel ELM
 #   124m   the GPT-2 124M shape, a few hundred steps on one real domain
 #   hf     the seed of the e2e forest against Hugging Face GPT2LMHeadModel (tools/compare_hf.py)
@@ -53,8 +54,13 @@ e2e() {
     step e2e_2groups mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$runs/e2e-2x1" --run.ranks_per_elm 1
     step e2e_1elm_2gpus mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$runs/e2e-1x2" --run.ranks_per_elm 2
   else
-    echo "[e2e] one GPU: 1 group trains the 3 ELMs in waves (the 2-GPU layouts need 2 GPUs)"
-    step e2e_1gpu mpirun -np 1 "$carry/btm" run "${common[@]}" --run.dir "$runs/e2e-2x1"
+    # The same two layouts with both ranks on the one GPU (run.share_gpus): the groups, the
+    # collective phase and data parallelism run as on two GPUs, the gradients over MPI, not NCCL.
+    echo "[e2e] one GPU: the 2-rank layouts share it (run.share_gpus; NCCL needs 2 GPUs)"
+    step e2e_2groups_shared mpirun -np 2 "$carry/btm" run "${common[@]}" --run.dir "$runs/e2e-2x1" \
+      --run.ranks_per_elm 1 --run.share_gpus true
+    step e2e_1elm_2ranks_shared mpirun -np 2 "$carry/btm" run "${common[@]}" \
+      --run.dir "$runs/e2e-1x2" --run.ranks_per_elm 2 --run.share_gpus true
   fi
 }
 

@@ -56,6 +56,7 @@ struct RunConfig {
   int threads = 0;               // CPU threads per rank; 0 = cores / ranks on the node
   std::string split = "domain";  // domain | random (the paper's random-split ablation)
   bool dense = true;             // also train the compute-matched dense baseline
+  bool share_gpus = false;       // ranks of a node may share GPUs (testing a layout on fewer GPUs)
 };
 
 struct EvalConfig {

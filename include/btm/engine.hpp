@@ -81,8 +81,9 @@ int cuda_device_count();                  // 0 when built without CUDA or no GPU
 std::string cuda_device_pci_id(int gpu);  // identifies a physical GPU across processes
 std::unique_ptr<Engine> make_engine(const ModelConfig& model, const EngineOptions& options);
 // The communicator that averages this engine's gradients inside `group`: nullptr for a group of
-// one rank, a new NCCL communicator (kept alive by `storage`) for cuda engines, else `group`.
-Communicator* gradient_comm(const Engine& engine, MpiComm& group, int gpu,
+// one rank, a new NCCL communicator (kept alive by `storage`) for cuda engines on GPUs of their
+// own, else `group` (NCCL refuses two ranks on one GPU: with gpus_shared, MPI through the host).
+Communicator* gradient_comm(const Engine& engine, MpiComm& group, int gpu, bool gpus_shared,
                             std::unique_ptr<Communicator>& storage);
 
 }  // namespace btm

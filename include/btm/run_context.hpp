@@ -41,6 +41,8 @@ struct RunContext {
   // Train each model at most this many steps in this invocation, then checkpoint and stop as
   // on a signal (0: no limit). For time-boxed jobs; also makes preemption testable.
   std::int64_t max_steps_per_run = 0;
+  // Some node runs ranks on one GPU (run.share_gpus): gradients go through MPI, not NCCL.
+  bool gpus_shared = false;
 
   bool leader() const { return world.rank() == 0; }
 };
