@@ -108,19 +108,15 @@ std::vector<std::string> listed_by_root(MpiComm& comm,
 
 namespace {
 
-// The GPU of this rank: local rank r takes visible device r when every rank sees all of the
-// node's GPUs (mpirun), or its only visible device when Slurm binds one GPU per task. Two
-// ranks on one physical GPU (same PCI bus id) are refused unless run.share_gpus (then local
-// rank r takes device r mod the count): they share its memory and compute and are slower than
-// one. Sets ctx.gpu and ctx.gpus_shared (the same on every rank).
+// The GPU of this rank (gpu_of_local_rank). Two ranks on one physical GPU (same PCI bus id) are
+// refused unless run.share_gpus: they share its memory and compute and are slower than one.
+// Sets ctx.gpu and ctx.gpus_shared (the same on every rank).
 void pick_gpu(RunContext& ctx) {
   MpiComm& world = ctx.world;
   const NodeInfo& node = ctx.node;
   const bool share = ctx.config.run.share_gpus;
   const int gpus = cuda_device_count();
-  const int gpu = gpus >= node.local_size ? node.local_rank
-                  : share && gpus > 0     ? node.local_rank % gpus
-                                          : (gpus == 1 ? 0 : -1);
+  const int gpu = gpu_of_local_rank(gpus, node.local_rank, node.local_size, share);
   std::string id = gpu >= 0 ? cuda_device_pci_id(gpu) : std::string();
   id.resize(kPciIdLength, ' ');
   std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
@@ -144,6 +140,13 @@ void pick_gpu(RunContext& ctx) {
 }
 
 }  // namespace
+
+int gpu_of_local_rank(int gpus, int local_rank, int local_size, bool share_gpus) {
+  if (gpus <= 0) return -1;
+  if (gpus >= local_size) return local_rank;
+  if (gpus == 1) return 0;
+  return share_gpus ? local_rank % gpus : -1;
+}
 
 RunContext make_context(const Config& config, MpiComm& world) {
   RunContext ctx{config, to_ini(config),           world, node_info(world), "cpu", 0,

@@ -5,6 +5,7 @@
 
 #include "btm/error.hpp"
 #include "btm/rank_layout.hpp"
+#include "btm/run_context.hpp"
 
 using namespace btm;
 
@@ -63,4 +64,22 @@ TEST(RankLayout, DescriptionNamesRanksGroupsAndWaves) {
   EXPECT_NE(text.find("group 7 (ranks 14-15) trains ELM 'd7'"), std::string::npos) << text;
   EXPECT_NE(text.find("group 3 (ranks 6-7) trains ELM 'd11'"), std::string::npos) << text;
   EXPECT_NE(text.find("4 group-wave slots are idle"), std::string::npos) << text;
+}
+
+// Which visible GPU a node-local rank takes (make_context then refuses two ranks on one
+// physical GPU unless run.share_gpus).
+TEST(RankLayout, GpuOfLocalRank) {
+  for (bool share : {false, true}) {
+    // mpirun: every rank sees the node's GPUs.
+    EXPECT_EQ(gpu_of_local_rank(4, 0, 4, share), 0);
+    EXPECT_EQ(gpu_of_local_rank(4, 3, 4, share), 3);
+    EXPECT_EQ(gpu_of_local_rank(8, 2, 4, share), 2);
+    // Slurm binding one GPU per task, or one GPU for all (then a shared one).
+    EXPECT_EQ(gpu_of_local_rank(1, 3, 4, share), 0);
+    EXPECT_EQ(gpu_of_local_rank(0, 0, 1, share), -1);
+  }
+  // 4 ranks, 2 GPUs: refused, or shared round robin.
+  EXPECT_EQ(gpu_of_local_rank(2, 3, 4, false), -1);
+  EXPECT_EQ(gpu_of_local_rank(2, 2, 4, true), 0);
+  EXPECT_EQ(gpu_of_local_rank(2, 3, 4, true), 1);
 }

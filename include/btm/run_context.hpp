@@ -51,12 +51,17 @@ struct RunContext {
 // the run directory; identical decisions on every rank.
 RunContext make_context(const Config& config, MpiComm& world);
 
+// The visible CUDA device node-local rank `local_rank` of `local_size` computes on, or -1 for
+// none: device local_rank when the rank sees a GPU per local rank (mpirun), its only visible
+// device when it sees one (Slurm binding a GPU per task), else with share_gpus device
+// local_rank mod gpus. make_context then refuses two ranks on one physical GPU unless
+// share_gpus.
+int gpu_of_local_rank(int gpus, int local_rank, int local_size, bool share_gpus);
+
 // Path of a domain's corpus: RUN/corpus/DOMAIN.h5 (pseudo-domains of the random split) if it
 // exists, else data.corpus/DOMAIN.h5.
 std::filesystem::path domain_corpus(const RunContext& ctx, const std::string& domain);
 
-// Runs `check` on every rank; if it throws InputError on any rank, every rank throws the error
-// of the lowest failing rank. Keeps ranks from hanging when only some of them see a bad input.
 class Engine;
 // The engine this rank computes with: ctx.device (cpu or cuda), its threads or GPU, buffers
 // for batches of data.batch sequences.
@@ -70,6 +75,8 @@ bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide);
 std::vector<std::string> listed_by_root(MpiComm& comm,
                                         const std::function<std::vector<std::string>()>& list);
 
+// Runs `check` on every rank; if it throws InputError on any rank, every rank throws the error
+// of the lowest failing rank. Keeps ranks from hanging when only some of them see a bad input.
 void collective_check(MpiComm& comm, const std::function<void()>& check);
 
 }  // namespace btm
