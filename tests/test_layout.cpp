@@ -68,7 +68,7 @@ TEST(RankLayout, DescriptionNamesRanksGroupsAndWaves) {
 
 // Which visible GPU a node-local rank takes (make_context then refuses two ranks on one
 // physical GPU unless run.share_gpus).
-TEST(RankLayout, GpuOfLocalRank) {
+TEST(RankLayout, DeviceOfEachLocalRank) {
   for (bool share : {false, true}) {
     // mpirun: every rank sees the node's GPUs.
     EXPECT_EQ(gpu_of_local_rank(4, 0, 4, share), 0);
