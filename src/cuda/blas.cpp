@@ -1,7 +1,7 @@
 // blas.cpp: the cuBLASLt GEMM context (Blas in cuda_kernels.hpp): bf16 operands, fp32
 // accumulation, bf16 or fp32 output, an optional C (residual) input, optional bias and GELU
-// epilogues, strided batches. The
-// heuristic's algorithm is cached per shape and alignment, so a training step asks it once.
+// epilogues, strided batches. The heuristic's algorithm is cached per shape and alignment, so a
+// training step asks it once.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -57,6 +57,23 @@ void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int rows, 
     BTM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
         *layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset, sizeof(offset)));
   }
+}
+
+// The forward GEMM of a linear layer, column-major: out^T[OC, N] = W[OC, IC] (stored as its
+// transpose) @ inp^T[IC, N]. The caller sets the output type, C and the epilogue.
+Blas::Gemm forward_gemm(void* out, const bf16* inp, const bf16* w, int N, int IC, int OC) {
+  Blas::Gemm g;
+  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
+  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC;
+  return g;
+}
+
+// The input-gradient GEMM, column-major: dinp^T[IC, N] = W^T[IC, OC] (as stored) @ dout^T[OC, N].
+Blas::Gemm backward_input_gemm(bf16* dinp, const bf16* dout, const bf16* w, int N, int IC, int OC) {
+  Blas::Gemm g;
+  g.m = IC, g.n = N, g.k = OC;
+  g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dinp, g.ldd = IC;
+  return g;
 }
 
 }  // namespace
@@ -173,54 +190,42 @@ void Blas::gemm(const Gemm& g, cudaStream_t stream) {
 
 void Blas::linear_forward(bf16* out, const bf16* inp, const bf16* w, const bf16* bias, int N,
                           int IC, int OC, cudaStream_t stream) {
-  // Column-major out^T[OC, N] = W[OC, IC] (stored as its transpose) @ inp^T[IC, N].
-  Gemm g;
-  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
-  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  Gemm g = forward_gemm(out, inp, w, N, IC, OC);
+  g.bias = bias;
   gemm(g, stream);
 }
 
 void Blas::linear_residual_forward(bf16* out, const bf16* residual, const bf16* inp, const bf16* w,
                                    const bf16* bias, int N, int IC, int OC, cudaStream_t stream) {
-  Gemm g;
-  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
-  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
-  g.c = residual, g.beta = 1;
+  Gemm g = forward_gemm(out, inp, w, N, IC, OC);
+  g.bias = bias, g.c = residual, g.beta = 1;
   gemm(g, stream);
 }
 
 void Blas::linear_forward_float(float* out, const bf16* inp, const bf16* w, int N, int IC, int OC,
                                 cudaStream_t stream) {
-  Gemm g;
-  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
-  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.d_is_float = true, g.ldd = OC;
+  Gemm g = forward_gemm(out, inp, w, N, IC, OC);
+  g.d_is_float = true;
   gemm(g, stream);
 }
 
 void Blas::linear_gelu_forward(bf16* out, bf16* pre, const bf16* inp, const bf16* w,
                                const bf16* bias, int N, int IC, int OC, cudaStream_t stream) {
   if (bias == nullptr) throw_system_error("Blas::linear_gelu_forward: needs a bias");
-  Gemm g;
-  g.trans_a = true, g.m = OC, g.n = N, g.k = IC;
-  g.a = w, g.lda = IC, g.b = inp, g.ldb = IC, g.d = out, g.ldd = OC, g.bias = bias;
+  Gemm g = forward_gemm(out, inp, w, N, IC, OC);
+  g.bias = bias;
   g.gelu = Gemm::Gelu::Forward, g.gelu_aux = pre, g.gelu_aux_ld = OC;
   gemm(g, stream);
 }
 
 void Blas::linear_backward_input(bf16* dinp, const bf16* dout, const bf16* w, int N, int IC, int OC,
                                  cudaStream_t stream) {
-  // Column-major dinp^T[IC, N] = W^T[IC, OC] (as stored) @ dout^T[OC, N].
-  Gemm g;
-  g.m = IC, g.n = N, g.k = OC;
-  g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dinp, g.ldd = IC;
-  gemm(g, stream);
+  gemm(backward_input_gemm(dinp, dout, w, N, IC, OC), stream);
 }
 
 void Blas::linear_backward_input_dgelu(bf16* dpre, const bf16* dout, const bf16* w, const bf16* pre,
                                        int N, int IC, int OC, cudaStream_t stream) {
-  Gemm g;
-  g.m = IC, g.n = N, g.k = OC;
-  g.a = w, g.lda = IC, g.b = dout, g.ldb = OC, g.d = dpre, g.ldd = IC;
+  Gemm g = backward_input_gemm(dpre, dout, w, N, IC, OC);
   // The backward epilogue only reads the aux matrix; cuBLASLt takes one pointer attribute.
   g.gelu = Gemm::Gelu::Backward, g.gelu_aux = const_cast<bf16*>(pre), g.gelu_aux_ld = IC;
   gemm(g, stream);
