@@ -172,12 +172,17 @@ void attention_backward(Blas& blas, bf16* dqkv, bf16* dqkvr, bf16* datt, bf16* d
 // Fused causal attention (flash_attention.cu), no T x T matrix: for head dims where
 // flash_attention_supported() holds. lse[B, NH, T] keeps each row's log2-sum-exp of the scaled
 // scores for the backward. The backward fills all of dqkv[B, T, 3C]; dvec is [B, NH, T] scratch.
+// Two implementations: wgmma (Hopper: an sm_90a build on a compute capability 9.0 GPU) and
+// mma.sync (sm_80 and later); `automatic` takes wgmma where it can run, `wgmma` throws where it
+// cannot. Both give the same results up to fp32 summation order.
+enum class FlashKernels { automatic, mma_sync, wgmma };
 bool flash_attention_supported(int head_dim);
+bool flash_wgmma_available();
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                             cudaStream_t stream);
+                             cudaStream_t stream, FlashKernels kernels = FlashKernels::automatic);
 void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const bf16* qkv,
                               const bf16* out, const float* lse, int B, int T, int C, int NH,
-                              cudaStream_t stream);
+                              cudaStream_t stream, FlashKernels kernels = FlashKernels::automatic);
 
 // ---- classifier ---------------------------------------------------------------------------
 // Softmax over the first V of Vp logits per row and cross-entropy against targets (device):

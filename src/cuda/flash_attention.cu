@@ -21,6 +21,8 @@
 // a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16x8) b0 = (k 2t..2t+1, n g),
 // b1 = (k 2t+8.., n g); C (16x8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1). A C tile of
 // scores is therefore the A operand of the next product after packing pairs to bf16.
+// On Hopper the public functions at the end dispatch to flash_attention_sm90.cu (wgmma), which
+// keeps this file's structure; the row dot kernel here serves both.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -31,19 +33,15 @@
 #include "btm/cuda_check.hpp"
 #include "btm/cuda_kernels.hpp"
 #include "btm/error.hpp"
+#include "flash_common.cuh"
+#include "flash_sm90.hpp"
 
 namespace btm::cuda {
 namespace {
+using namespace flash;
 
-constexpr int kD = 64;           // head dimension
-constexpr int kTile = 64;        // queries and keys per tile
 constexpr int kStride = kD + 8;  // padded shared-memory row: conflict-free ldmatrix
 constexpr int kTileElements = kTile * kStride;
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ std::uint32_t smem_address(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
 
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const bf16* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -64,17 +62,6 @@ __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], 
       "{%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // The A fragments of kM consecutive 16-row tiles starting at `rows` (this warp's rows of a shared
@@ -164,24 +151,6 @@ __device__ __forceinline__ void zero(float (&acc)[N][4]) {
   for (int i = 0; i < N; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 }
 
-// Writes rows row_a and row_a + 8 of a [16 x kD] accumulator, times `scale`, into
-// dst[row * row_stride + col] (rows at or past T are skipped).
-__device__ __forceinline__ void store_rows(bf16* dst, const float (&acc)[kD / 8][4], int row_a,
-                                           int T, std::size_t row_stride, float scale0,
-                                           float scale1, int t) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row_a + 8 * r;
-    if (row >= T) continue;
-    const float s = r == 0 ? scale0 : scale1;
-    bf16* out = dst + static_cast<std::size_t>(row) * row_stride;
-#pragma unroll
-    for (int n = 0; n < kD / 8; ++n)
-      *reinterpret_cast<__nv_bfloat162*>(out + n * 8 + 2 * t) =
-          __floats2bfloat162_rn(acc[n][2 * r] * s, acc[n][2 * r + 1] * s);
-  }
-}
-
 // dvec[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]. Eight lanes per (b, h, t) row, one
 // 16-byte load each from dout and out (every 128-byte head row read whole by one load
 // instruction), summed across the eight by shuffles; rows in dvec's order, t fastest.
@@ -219,26 +188,6 @@ __global__ void flash_backward_dot_kernel(float* dvec, const bf16* dout, const b
 // A block is kWarps warps of 16 rows each (kRows = 16 * kWarps <= 128 queries, or keys for
 // dK/dV); it walks the other side in 64-row tiles, double-buffered in shared memory: the next
 // tile's cp.async copies are in flight while the current tile is multiplied.
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_address(dst)), "l"(src)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_address(dst)), "l"(src)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-// Waits until at most N of this thread's most recent cp.async groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Rows [row0, row0 + kNumRows) of a [T, kD] slice whose rows are row_stride apart, into shared
 // memory rows kStride apart, by cp.async (the caller commits); rows at or past T are zeroed by
@@ -633,15 +582,16 @@ bool flash_attention_supported(int head_dim) {
   return head_dim == kD;
 }
 
-namespace {
-// The pipelined kernels address rows within one batch row of qkv with int offsets.
-void check_offsets(int T, int NH) {
-  if (static_cast<long long>(T) * 3 * NH * kD > std::numeric_limits<int>::max())
-    throw InputError(
-        "flash attention: T * 3 * d_model must stay below 2^31 (use a shorter "
-        "sequence or the materialized attention)");
+bool flash_wgmma_available() {
+  if (!sm90::built()) return false;
+  int device = 0, major = 0, minor = 0;
+  BTM_CUDA_CHECK(cudaGetDevice(&device));
+  BTM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  BTM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
 }
 
+namespace {
 // The signature both backward kernels share.
 using BackwardKernel = void (*)(bf16*, const bf16*, const bf16*, const float*, const float*, int,
                                 int, float, float);
@@ -650,52 +600,66 @@ using BackwardKernel = void (*)(bf16*, const bf16*, const bf16*, const float*, c
 // with kTiles tiles of dynamic shared memory, raising the kernel's limit above 48 KB.
 template <int kWarps, int kM, int kTiles>
 void launch_backward(BackwardKernel kernel, int B, int T, int NH, cudaStream_t stream, bf16* dqkv,
-                     const bf16* qkv, const bf16* dout, const float* lse, const float* dvec,
-                     float scale_log2, float scale) {
+                     const bf16* qkv, const bf16* dout, const float* lse, const float* dvec) {
   constexpr int kRows = 16 * kM * kWarps;
   constexpr std::size_t shared = static_cast<std::size_t>(kTiles) * kTileElements * sizeof(bf16);
   if constexpr (shared > 49152)
     BTM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(shared)));
   const dim3 grid((T + kRows - 1) / kRows, B * NH);
-  kernel<<<grid, 32 * kWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, scale_log2,
-                                                scale);
+  kernel<<<grid, 32 * kWarps, shared, stream>>>(dqkv, qkv, dout, lse, dvec, T, NH, kScaleLog2,
+                                                kScale);
   BTM_CUDA_CHECK_LAUNCH();
+}
+
+// Whether `kernels` resolves to the wgmma ones; refuses wgmma where they cannot run.
+bool use_wgmma(FlashKernels kernels) {
+  switch (kernels) {
+    case FlashKernels::automatic:
+      return flash_wgmma_available();
+    case FlashKernels::mma_sync:
+      return false;
+    case FlashKernels::wgmma:
+      if (!flash_wgmma_available())
+        throw InputError(
+            "flash attention: the wgmma kernels need an sm_90a build (CMAKE_CUDA_ARCHITECTURES "
+            "with 90a) and a compute capability 9.0 GPU");
+      return true;
+  }
+  return false;
 }
 }  // namespace
 
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, FlashKernels kernels) {
   (void)C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
-  const float scale_log2 = scale * 1.4426950408889634f;
   check_offsets(T, NH);
+  if (use_wgmma(kernels)) return sm90::flash_forward(out, lse, qkv, B, T, NH, stream);
   constexpr int kRows = 16 * kForwardRowTiles * kForwardWarps;
   const dim3 grid((T + kRows - 1) / kRows, B * NH);
   flash_forward_pipelined_kernel<kForwardWarps, kForwardRowTiles, kForwardMinBlocks>
-      <<<grid, 32 * kForwardWarps, 0, stream>>>(out, lse, qkv, T, NH, scale_log2);
+      <<<grid, 32 * kForwardWarps, 0, stream>>>(out, lse, qkv, T, NH, kScaleLog2);
   BTM_CUDA_CHECK_LAUNCH();
 }
 
 void flash_attention_backward(bf16* dqkv, float* dvec, const bf16* dout, const bf16* qkv,
                               const bf16* out, const float* lse, int B, int T, int C, int NH,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, FlashKernels kernels) {
   (void)C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
-  const float scale_log2 = scale * 1.4426950408889634f;
+  check_offsets(T, NH);
   const std::size_t rows = static_cast<std::size_t>(B) * T * NH;
   // Whole warps per block (the shuffles need every lane): 256 threads, 32 rows per block.
   flash_backward_dot_kernel<<<static_cast<unsigned>(
                                   std::min<std::size_t>((rows * kDotLanes + 255) / 256, 65536)),
                               256, 0, stream>>>(dvec, dout, out, B, T, NH);
   BTM_CUDA_CHECK_LAUNCH();
-  check_offsets(T, NH);
+  if (use_wgmma(kernels)) return sm90::flash_backward(dqkv, dout, qkv, lse, dvec, B, T, NH, stream);
   launch_backward<kDkdvWarps, 1, dkdv_tiles<16 * kDkdvWarps>()>(
       flash_backward_dkdv_pipelined_kernel<kDkdvWarps, kDkdvMinBlocks>, B, T, NH, stream, dqkv, qkv,
-      dout, lse, dvec, scale_log2, scale);
+      dout, lse, dvec);
   launch_backward<kDqWarps, kDqRowTiles, dq_tiles<16 * kDqRowTiles * kDqWarps>()>(
       flash_backward_dq_pipelined_kernel<kDqWarps, kDqRowTiles, kDqMinBlocks>, B, T, NH, stream,
-      dqkv, qkv, dout, lse, dvec, scale_log2, scale);
+      dqkv, qkv, dout, lse, dvec);
 }
 
 }  // namespace btm::cuda

@@ -41,6 +41,7 @@
 #include <cmath>
 #include <iostream>
 #include <numeric>
+#include <tuple>
 #include <vector>
 
 #include "btm/cpu_kernels.hpp"
@@ -474,13 +475,18 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
                                            AttentionShape{1, 1024, 128, 2}),  // GPT-2's T
                          shape_name);
 
-// The fused kernel (head dim 64): same references and thresholds as the materialized one, plus
-// the rows' log2-sum-exp against the CPU's scores (|error| <= 1e-3).
-class CudaFlashAttention : public ::testing::TestWithParam<AttentionShape> {};
+// The fused kernels (head dim 64), both implementations: same references and thresholds as the
+// materialized one, plus the rows' log2-sum-exp against the CPU's scores (|error| <= 1e-3). The
+// wgmma ones are skipped (reported) on a GPU or build without them.
+using FlashCase = std::tuple<AttentionShape, cuda::FlashKernels>;
+class CudaFlashAttention : public ::testing::TestWithParam<FlashCase> {};
 
 TEST_P(CudaFlashAttention, ForwardAndBackwardMatchCpu) {
   BTM_SKIP_WITHOUT_GPU();
-  const auto [B, T, C, NH] = GetParam();
+  const auto [shape, kernels] = GetParam();
+  if (kernels == cuda::FlashKernels::wgmma && !cuda::flash_wgmma_available())
+    GTEST_SKIP() << "no sm_90a build or no compute capability 9.0 GPU: wgmma kernels not run";
+  const auto [B, T, C, NH] = shape;
   const int hs = C / NH;
   ASSERT_TRUE(cuda::flash_attention_supported(hs));
   const std::size_t NC = static_cast<std::size_t>(B) * T * C;
@@ -510,7 +516,8 @@ TEST_P(CudaFlashAttention, ForwardAndBackwardMatchCpu) {
   auto d_qkv = to_device_bf16(qkv), d_dout = to_device_bf16(dout);
   auto d_out = poisoned<bf16>(NC);
   auto d_lse = poisoned<float>(rows);
-  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, kStream);
+  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, kStream,
+                                kernels);
   BTM_EXPECT_CLOSE(from_device_bf16(d_out, NC), want, 3e-2, 1.5e-2);
   const auto got_lse = from_device(d_lse, rows);
   for (std::size_t i = 0; i < rows; ++i) ASSERT_NEAR(got_lse[i], want_lse[i], 1e-3) << i;
@@ -518,16 +525,25 @@ TEST_P(CudaFlashAttention, ForwardAndBackwardMatchCpu) {
   auto d_dqkv = poisoned<bf16>(3 * NC);
   auto d_dvec = poisoned<float>(rows);
   cuda::flash_attention_backward(d_dqkv.get(), d_dvec.get(), d_dout.get(), d_qkv.get(), d_out.get(),
-                                 d_lse.get(), B, T, C, NH, kStream);
+                                 d_lse.get(), B, T, C, NH, kStream, kernels);
   BTM_EXPECT_CLOSE(from_device_bf16(d_dqkv, 3 * NC), want_dqkv, 5e-2, 2.5e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaFlashAttention,
-                         ::testing::Values(AttentionShape{2, 100, 128, 2},    // partial last tile
-                                           AttentionShape{1, 256, 64, 1},     // 4 full tiles
-                                           AttentionShape{3, 17, 192, 3},     // one partial tile
-                                           AttentionShape{1, 1024, 128, 2}),  // 16 tiles
-                         shape_name);
+std::string flash_case_name(const ::testing::TestParamInfo<FlashCase>& info) {
+  const AttentionShape& s = std::get<0>(info.param);
+  const bool wgmma = std::get<1>(info.param) == cuda::FlashKernels::wgmma;
+  return shape_name({s, info.index}) + (wgmma ? "_wgmma" : "_mma_sync");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaFlashAttention,
+    ::testing::Combine(::testing::Values(AttentionShape{2, 100, 128, 2},   // partial last tile
+                                         AttentionShape{1, 256, 64, 1},    // 4 full tiles
+                                         AttentionShape{3, 17, 192, 3},    // one partial tile
+                                         AttentionShape{1, 1024, 128, 2},  // 16 tiles
+                                         AttentionShape{2, 200, 128, 2}),  // 2 blocks, partial
+                       ::testing::Values(cuda::FlashKernels::mma_sync, cuda::FlashKernels::wgmma)),
+    flash_case_name);
 
 // Vp % 8 == 0 runs the register kernel (each row read once): V = 100 of Vp = 128 in one warp, 1
 // pack per thread, padding from inside a pack through three whole packs; 4000 without padding,
