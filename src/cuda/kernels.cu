@@ -645,6 +645,21 @@ __device__ void block_softmax_stats(float& maxv, float& sum) {
   sum = bs;
 }
 
+// Folds N values into a thread's running (max, sum of exp(x - max)); -inf values (padding, or
+// columns past V) add nothing.
+template <int N>
+__device__ __forceinline__ void softmax_stats_add(float& maxv, float& sum, const float (&v)[N]) {
+  float new_max = maxv;
+#pragma unroll
+  for (int i = 0; i < N; ++i) new_max = fmaxf(new_max, v[i]);
+  if (new_max == -INFINITY) return;  // nothing but -inf so far
+  float s = maxv == -INFINITY ? 0.0f : sum * __expf(maxv - new_max);
+#pragma unroll
+  for (int i = 0; i < N; ++i) s += __expf(v[i] - new_max);
+  maxv = new_max;
+  sum = s;
+}
+
 // One block per row, two passes over the row in memory (stats, then gradient): the fallback of
 // crossentropy_registers_kernel for rows too long for the registers or not in 16-byte packs, and
 // of crossentropy_f32_kernel for fp32 rows not in 16-byte packs. P consecutive logits per
@@ -665,17 +680,10 @@ __global__ void crossentropy_kernel(float* losses, bf16* dlogits, const LogitT* 
 #pragma unroll
       for (int k = 0; k < P; ++k) v[k] = j + k < V ? to_float(x[j + k]) : -INFINITY;
     }
-    float pack_max = -INFINITY;
 #pragma unroll
     for (int k = 0; k < P; ++k)
-      if (j + k < V) pack_max = fmaxf(pack_max, v[k]);
-    const float new_max = fmaxf(maxv, pack_max);
-    float s = maxv == -INFINITY ? 0.0f : sum * __expf(maxv - new_max);
-#pragma unroll
-    for (int k = 0; k < P; ++k)
-      if (j + k < V) s += __expf(v[k] - new_max);
-    maxv = new_max;
-    sum = s;
+      if (j + k >= V) v[k] = -INFINITY;
+    softmax_stats_add(maxv, sum, v);
   }
   block_softmax_stats(maxv, sum);
   const float lse = maxv + logf(sum);
@@ -726,15 +734,7 @@ __global__ void __launch_bounds__(kLogprobThreads)
       for (int k = 0; k < 4; ++k)
         if (pack * 4 + k >= V) v[4 * u + k] = -INFINITY;
     }
-    float new_max = maxv;
-#pragma unroll
-    for (int i = 0; i < kUnroll * 4; ++i) new_max = fmaxf(new_max, v[i]);
-    if (new_max == -INFINITY) continue;  // only padding so far
-    float s = maxv == -INFINITY ? 0.0f : sum * __expf(maxv - new_max);
-#pragma unroll
-    for (int i = 0; i < kUnroll * 4; ++i) s += __expf(v[i] - new_max);
-    maxv = new_max;
-    sum = s;
+    softmax_stats_add(maxv, sum, v);
   }
   block_softmax_stats(maxv, sum);
   if (threadIdx.x == 0) losses[row] = maxv + logf(sum) - logits[row * Vp + targets[row]];
