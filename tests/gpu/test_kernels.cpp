@@ -432,6 +432,10 @@ TEST(CudaKernels, HeadsSplitMergeRoundTrip) {
 struct AttentionShape {
   int B, T, C, NH;
 };
+// How gtest prints a case (instead of its bytes).
+void PrintTo(const AttentionShape& s, std::ostream* os) {
+  *os << "B=" << s.B << " T=" << s.T << " C=" << s.C << " NH=" << s.NH;
+}
 
 class CudaAttention : public ::testing::TestWithParam<AttentionShape> {};
 
@@ -479,6 +483,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
 // materialized one, plus the rows' log2-sum-exp against the CPU's scores (|error| <= 1e-3). The
 // wgmma ones are skipped (reported) on a GPU or build without them.
 using FlashCase = std::tuple<AttentionShape, cuda::FlashKernels>;
+void PrintTo(const FlashCase& c, std::ostream* os) {
+  PrintTo(std::get<0>(c), os);
+  *os << (std::get<1>(c) == cuda::FlashKernels::wgmma ? " wgmma" : " mma.sync");
+}
 class CudaFlashAttention : public ::testing::TestWithParam<FlashCase> {};
 
 TEST_P(CudaFlashAttention, ForwardAndBackwardMatchCpu) {
