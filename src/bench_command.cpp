@@ -213,7 +213,11 @@ int cmd_bench(const Args& args, MpiComm& world) {
        << ", \"layers\": " << m.n_layer << ", \"dim\": " << m.d_model << ", \"heads\": " << m.n_head
        << ", \"seq\": " << T << ", \"vocab\": " << m.vocab_size << ", \"batch_per_rank\": " << B;
 #ifdef BTM_HAVE_CUDA
-  if (ctx.device == "cuda") head << ", \"attention\": \"" << cuda_engine_attention(*engine) << "\"";
+  if (ctx.device == "cuda") {
+    head << ", \"attention\": \"" << cuda_engine_attention(*engine) << "\"";
+    const std::string kernels = cuda_engine_flash_kernels(*engine);
+    if (!kernels.empty()) head << ", \"flash_kernels\": \"" << kernels << "\"";
+  }
 #endif
   if (world.rank() == 0)
     std::cout << "# bench: " << groups << " group" << (groups == 1 ? "" : "s") << " of " << r

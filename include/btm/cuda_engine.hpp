@@ -36,6 +36,9 @@ std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, int gpu, int 
 
 // "flash" or "materialized" for a CUDA engine, "" for any other engine.
 std::string cuda_engine_attention(const Engine& engine);
+// Which flash kernels a CUDA engine's attention runs on its GPU: "wgmma" (Hopper) or
+// "mma.sync"; "" for the materialized attention or any other engine.
+std::string cuda_engine_flash_kernels(const Engine& engine);
 // "fused" or "unfused" (the GELU) for a CUDA engine, "" for any other engine.
 std::string cuda_engine_gelu(const Engine& engine);
 

@@ -113,6 +113,12 @@ class CudaEngine final : public Engine {
   const ParamLayout& layout() const override { return layout_; }
   size_t allocated_bytes() const { return allocated_bytes_; }
   bool flash() const { return flash_; }
+  // The flash kernels this engine's GPU runs ("" with the materialized attention).
+  std::string flash_kernels() const {
+    if (!flash_) return "";
+    use_device();
+    return cuda::flash_wgmma_available() ? "wgmma" : "mma.sync";
+  }
   bool fused_gelu() const { return fuse_gelu_; }
 
   void set_state(std::span<const float> params, std::span<const float> m,
@@ -622,6 +628,11 @@ std::string cuda_engine_attention(const Engine& engine) {
   const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
   if (cuda_engine == nullptr) return "";
   return cuda_engine->flash() ? "flash" : "materialized";
+}
+
+std::string cuda_engine_flash_kernels(const Engine& engine) {
+  const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
+  return cuda_engine == nullptr ? "" : cuda_engine->flash_kernels();
 }
 
 std::string cuda_engine_gelu(const Engine& engine) {

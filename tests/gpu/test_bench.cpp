@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "btm/cuda_kernels.hpp"
 #include "gpu_test_util.hpp"
 #include "test_util.hpp"
 
@@ -33,6 +34,8 @@ TEST(CudaBench, BtmBenchReportsMeasuredFigures) {
   ASSERT_FALSE(train.empty()) << r.output;
   EXPECT_NE(train.find("\"system\": \"btm-cuda\""), std::string::npos) << train;
   EXPECT_NE(train.find("\"attention\": \"flash\""), std::string::npos) << train;  // head dim 64
+  const std::string kernels = cuda::flash_wgmma_available() ? "wgmma" : "mma.sync";
+  EXPECT_NE(train.find("\"flash_kernels\": \"" + kernels + "\""), std::string::npos) << train;
   EXPECT_GT(field(train, "tokens_per_s"), 0) << train;
   EXPECT_GT(field(train, "mfu"), 0) << train;
   EXPECT_LT(field(train, "mfu"), 1) << train;
