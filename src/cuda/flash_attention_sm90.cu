@@ -2,10 +2,12 @@
 // T x T matrix, q/k/v read from qkv [B, T, 3C], dq/dk/dv written into dqkv) on Hopper's
 // warpgroup MMA (wgmma.mma_async m64n64k16, bf16 in, fp32 accumulation).
 //
-// Why: the mma.sync kernels read every K/V (or Q/dO) fragment from shared memory once per warp of
-// 16 rows, and shared-memory bandwidth bounds them. wgmma reads a B operand from shared memory
-// once per warpgroup of 64 rows, and the A operand either from shared memory too (Q, K, V, dO) or
-// from registers (the probabilities and dS, straight from the previous product's accumulators).
+// Why: the mma.sync kernels load every K/V (or Q/dO) fragment from shared memory into registers
+// once per warp of 16 rows and issue 16 x 8 products; wgmma reads a B operand from shared memory
+// once per warpgroup of 64 rows, asynchronously, and the A operand either from shared memory too
+// (Q, K, V, dO) or from registers (the probabilities and dS, straight from the previous product's
+// accumulators). On an H200 (124M shape) the attention of a training step went from 12.5 to
+// 9.1 ms (docs/performance.md).
 //
 // Layout: a tile is 64 rows of 64 bf16 (128 bytes) stored with the 128-byte swizzle (row r's
 // 16-byte chunk c at byte 128 r + 16 (c ^ (r % 8))), 1024-byte aligned, filled by cp.async. The
