@@ -28,7 +28,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "btm/cuda_check.hpp"
 #include "btm/cuda_kernels.hpp"
