@@ -50,21 +50,31 @@ __device__ __forceinline__ bf16* aligned_shared(unsigned char* p) {
 }
 
 // Rows [row0, row0 + kNumRows) of a [T, kD] slice (rows row_stride apart) into a swizzled tile by
-// cp.async (the caller commits); rows at or past T are zeroed by plain stores.
+// cp.async (the caller commits); rows at or past T are zeroed by plain stores. Each thread copies
+// the same 16-byte column chunk of rows kRowsPerPass apart, so its swizzle and addresses are set
+// up once; only a tile that crosses T checks rows (a uniform branch).
 template <int kNumRows, int kThreads>
 __device__ __forceinline__ void load_rows_swizzled(bf16* tile, const bf16* src, int row0, int T,
                                                    int row_stride) {
   constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  static_assert(kNumRows * kChunks % kThreads == 0);
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kRowsPerPass % 8 == 0 && kNumRows % kRowsPerPass == 0);
+  const int c = static_cast<int>(threadIdx.x) % kChunks, r = static_cast<int>(threadIdx.x) / kChunks;
+  // Row r + kRowsPerPass i has the swizzle of row r: kRowsPerPass is a multiple of 8.
+  unsigned char* dst = reinterpret_cast<unsigned char*>(tile) + r * 128 + ((c ^ (r & 7)) << 4);
+  const bf16* from = src + static_cast<std::size_t>(row0 + r) * row_stride + c * 8;
+  if (row0 + kNumRows <= T) {
 #pragma unroll
-  for (int it = 0; it < kNumRows * kChunks / kThreads; ++it) {
-    const int i = it * kThreads + static_cast<int>(threadIdx.x);
-    const int r = i / kChunks, c = i % kChunks;
-    unsigned char* dst = reinterpret_cast<unsigned char*>(tile) + r * 128 + ((c ^ (r & 7)) << 4);
-    if (row0 + r < T)
-      cp_async16(dst, src + ((row0 + r) * row_stride + c * 8));  // T * 3C < 2^31: int offsets
-    else
-      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+    for (int i = 0; i < kNumRows / kRowsPerPass; ++i)
+      cp_async16(dst + i * kRowsPerPass * 128, from + i * kRowsPerPass * row_stride);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kNumRows / kRowsPerPass; ++i) {
+      if (row0 + r + i * kRowsPerPass < T)
+        cp_async16(dst + i * kRowsPerPass * 128, from + i * kRowsPerPass * row_stride);
+      else
+        *reinterpret_cast<int4*>(dst + i * kRowsPerPass * 128) = make_int4(0, 0, 0, 0);
+    }
   }
 }
 
@@ -236,17 +246,19 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       wgmma_wait_all();
       fence_registers(s);
       const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = warp_row0 + g + 8 * r;
-        float mx = -INFINITY;
+      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
 #pragma unroll
         for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-          for (int e = 2 * r; e < 2 * r + 2; ++e) {
-            if (diagonal && k0 + j * 8 + 2 * t + (e & 1) > row) s[4 * j + e] = -INFINITY;
-            mx = fmaxf(mx, s[4 * j + e]);
-          }
+          for (int e = 0; e < 4; ++e)
+            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1)) s[4 * j + e] = -INFINITY;
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = fmaxf(s[2 * r], s[2 * r + 1]);
+#pragma unroll
+        for (int j = 1; j < kTile / 8; ++j)
+          mx = fmaxf(mx, fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         // Every processed tile shows each row at least one key (tiles and warpgroups are 64-row
@@ -307,7 +319,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
   constexpr int kRows = 64 * kGroups, kThreads = kGroupThreads * kGroups;
   extern __shared__ unsigned char dynamic_smem[];
   bf16* const smem = aligned_shared(dynamic_smem);
-  __shared__ float sLse[2][kTile], sDvec[2][kTile];
+  __shared__ __align__(16) float sLse[2][kTile], sDvec[2][kTile];  // read as float2
   const int C = NH * kD;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
   const int k0 = blockIdx.x * kRows;
@@ -368,45 +380,50 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       const int s = i & 1;
       const bf16* sQ = smem + s * 2 * kTileElements;
       const bf16* sdO = sQ + kTileElements;
-      // P^T = exp2(scale_log2 * K Q^T - lse) for this warpgroup's 64 keys x 64 queries.
-      float p[kAcc];
+      // P^T = exp2(scale_log2 * K Q^T - lse) and dP^T = V dO^T for this warpgroup's 64 keys x
+      // 64 queries, issued together: one wait, and only these two and dK, dV are live (128
+      // accumulator registers) where the last products need the registers of neither.
+      float p[kAcc], ds[kAcc];
       wgmma_fence();
       rows_times_rows(p, group_k, sQ);
+      rows_times_rows(ds, group_v, sdO);
       wgmma_commit();
       wgmma_wait_all();
       fence_registers(p);
+      fence_registers(ds);
       const bool diagonal = warp_key0 + 15 > q0;  // some key of the warp past some query
 #pragma unroll
-      for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * t + (e & 1);
-          const int key = key_a + 8 * (e >> 1);
-          const float v = fast_exp2(p[4 * j + e] * kScaleLog2 - sLse[s][col]);
-          p[4 * j + e] = diagonal && key > q0 + col ? 0.0f : v;
-        }
-      std::uint32_t a[kTile / 16][4];
-      pack_a(a, p);
-      float ds[kAcc];
-      fence_registers(dv);
-      wgmma_fence();
-      product_with_tile(dv, a, sdO);      // dV += P^T dO
-      rows_times_rows(ds, group_v, sdO);  // dP^T = V dO^T
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(dv);
-      fence_registers(ds);
-#pragma unroll
-      for (int j = 0; j < kTile / 8; ++j)
+      for (int j = 0; j < kTile / 8; ++j) {
+        const float2 row_lse = *reinterpret_cast<const float2*>(&sLse[s][j * 8 + 2 * t]);
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          ds[4 * j + e] = p[4 * j + e] * (ds[4 * j + e] - sDvec[s][j * 8 + 2 * t + (e & 1)]);
-      pack_a(a, ds);
+          p[4 * j + e] = fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -(e & 1 ? row_lse.y : row_lse.x)));
+      }
+      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key_a + 8 * (e >> 1) > q0 + j * 8 + 2 * t + (e & 1)) p[4 * j + e] = 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < kTile / 8; ++j) {
+        const float2 row_dvec = *reinterpret_cast<const float2*>(&sDvec[s][j * 8 + 2 * t]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          ds[4 * j + e] = p[4 * j + e] * (ds[4 * j + e] - (e & 1 ? row_dvec.y : row_dvec.x));
+      }
+      std::uint32_t a_p[kTile / 16][4], a_ds[kTile / 16][4];
+      pack_a(a_p, p);
+      pack_a(a_ds, ds);
+      fence_registers(dv);
       fence_registers(dk);
       wgmma_fence();
-      product_with_tile(dk, a, sQ);  // dK += dS^T Q
+      product_with_tile(dv, a_p, sdO);  // dV += P^T dO
+      product_with_tile(dk, a_ds, sQ);  // dK += dS^T Q
       wgmma_commit();
       wgmma_wait_all();
+      fence_registers(dv);
       fence_registers(dk);
     }
     __syncthreads();  // every warpgroup is done with stage i & 1 before it is refilled
@@ -487,13 +504,17 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
 #pragma unroll
       for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e >> 1;
-          const int row = warp_row0 + g + 8 * r;
-          const float v = fast_exp2(p[4 * j + e] * kScaleLog2 - row_lse[r]);
-          const float prob = diagonal && k0 + j * 8 + 2 * t + (e & 1) > row ? 0.0f : v;
-          ds[4 * j + e] = prob * (ds[4 * j + e] - row_dvec[r]);
-        }
+        for (int e = 0; e < 4; ++e)
+          p[4 * j + e] = fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -row_lse[e >> 1]));
+      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1)) p[4 * j + e] = 0.0f;
+      }
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) ds[i] = p[i] * (ds[i] - row_dvec[i / 2 % 2]);
       std::uint32_t a[kTile / 16][4];
       pack_a(a, ds);
       fence_registers(dq);

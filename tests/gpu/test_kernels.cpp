@@ -549,7 +549,10 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttentionShape{1, 256, 64, 1},    // 4 full tiles
                                          AttentionShape{3, 17, 192, 3},    // one partial tile
                                          AttentionShape{1, 1024, 128, 2},  // 16 tiles
-                                         AttentionShape{2, 200, 128, 2}),  // 2 blocks, partial
+                                         AttentionShape{2, 200, 128, 2},   // 2 blocks, partial
+                                         // GPT-2 small's heads: several blocks per SM at once,
+                                         // as in training (races between them show here)
+                                         AttentionShape{2, 1024, 768, 12}),
                        ::testing::Values(cuda::FlashKernels::mma_sync, cuda::FlashKernels::wgmma)),
     flash_case_name);
 
