@@ -59,6 +59,8 @@ std::unique_ptr<Engine> bench_engine(const RunContext& ctx, const std::string& a
     CudaAttention a = CudaAttention::Auto;
     if (attention == "flash")
       a = CudaAttention::Flash;
+    else if (attention == "flash-mma.sync")
+      a = CudaAttention::FlashMmaSync;
     else if (attention == "materialized")
       a = CudaAttention::Materialized;
     return make_cuda_engine(ctx.config.model, ctx.gpu, ctx.config.data.batch, a);
@@ -157,7 +159,7 @@ int cmd_bench(const Args& args, MpiComm& world) {
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
       ("peak-tflops", po::value(&o.peak_tflops)->default_value(0),
        "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
-      ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | materialized")
+      ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | flash-mma.sync (the pre-Hopper flash kernels, also on Hopper) | materialized")
       ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average (comma separated)");
   // clang-format on
   parse_command(
@@ -168,8 +170,10 @@ int cmd_bench(const Args& args, MpiComm& world) {
       args, options, &config, world.rank() == 0);
   if (o.steps < 1 || o.warmup < 0)
     throw InputError("bench: --steps must be >= 1 and --warmup >= 0");
-  if (o.attention != "auto" && o.attention != "flash" && o.attention != "materialized")
-    throw InputError("--attention is '" + o.attention + "': use auto, flash or materialized");
+  if (o.attention != "auto" && o.attention != "flash" && o.attention != "flash-mma.sync" &&
+      o.attention != "materialized")
+    throw InputError("--attention is '" + o.attention +
+                     "': use auto, flash, flash-mma.sync or materialized");
   o.cases = split_list(cases_text);
   for (const std::string& c : o.cases)
     if (c != "train" && c != "eval" && c != "allreduce" && c != "average")

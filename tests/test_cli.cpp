@@ -145,4 +145,8 @@ TEST(Cli, BenchPrintsOneJsonLinePerCase) {
   EXPECT_NE(bad.output.find("unknown case 'fly'"), std::string::npos) << bad.output;
   bad = run_btm("bench --run.device cpu --steps 0");
   EXPECT_EQ(bad.exit_code, 2);
+  bad = run_btm("bench --run.device cpu --attention flash-wgmma-please");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("use auto, flash, flash-mma.sync or materialized"), std::string::npos)
+      << bad.output;
 }

@@ -18,9 +18,11 @@ int cuda_visible_devices();
 std::string cuda_pci_bus_id(int gpu);
 
 // How the engine computes causal attention: Flash is the fused kernel (no T x T matrix, head
-// dim 64 only); Materialized keeps the probabilities [B, NH, T, T] per layer (cuBLAS batched
-// GEMMs and a softmax kernel, any head dim); Auto picks Flash where it is supported.
-enum class CudaAttention { Auto, Flash, Materialized };
+// dim 64 only; Hopper's wgmma kernels on an sm_90a build and a compute capability 9.0 GPU, the
+// mma.sync ones elsewhere); FlashMmaSync the same with the mma.sync kernels on any GPU (to
+// compare them on Hopper); Materialized keeps the probabilities [B, NH, T, T] per layer (cuBLAS
+// batched GEMMs and a softmax kernel, any head dim); Auto picks Flash where it is supported.
+enum class CudaAttention { Auto, Flash, FlashMmaSync, Materialized };
 
 // How the MLP's GELU runs: Fused applies it (and its derivative in the backward) in the
 // epilogues of the fc / fcproj-input-gradient GEMMs (cuBLASLt); Unfused runs the separate

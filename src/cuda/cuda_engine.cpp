@@ -69,13 +69,16 @@ class CudaEngine final : public Engine {
                        std::to_string((model.d_model + 7) / 8 * 8) + ", or run.device = cpu)");
     if (max_batch < 1) throw std::invalid_argument("cuda engine: max_batch must be >= 1");
     const bool flash_ok = cuda::flash_attention_supported(model.head_dim());
-    if (attention == CudaAttention::Flash && !flash_ok)
+    const bool flash_asked =
+        attention == CudaAttention::Flash || attention == CudaAttention::FlashMmaSync;
+    if (flash_asked && !flash_ok)
       throw InputError(
           "cuda engine: flash attention needs a head dimension (d_model / n_head) "
           "of 64, not " +
           std::to_string(model.head_dim()) +
           ": change the model or use the materialized attention");
-    flash_ = attention == CudaAttention::Flash || (attention == CudaAttention::Auto && flash_ok);
+    flash_ = flash_asked || (attention == CudaAttention::Auto && flash_ok);
+    if (attention == CudaAttention::FlashMmaSync) flash_kernels_ = cuda::FlashKernels::mma_sync;
     const int devices = cuda_visible_devices();
     if (gpu < 0 || gpu >= devices)
       throw InputError("cuda engine: GPU " + std::to_string(gpu) + " requested but " +
@@ -116,6 +119,7 @@ class CudaEngine final : public Engine {
   // The flash kernels this engine's GPU runs ("" with the materialized attention).
   std::string flash_kernels() const {
     if (!flash_) return "";
+    if (flash_kernels_ == cuda::FlashKernels::mma_sync) return "mma.sync";
     use_device();
     return cuda::flash_wgmma_available() ? "wgmma" : "mma.sync";
   }
@@ -429,7 +433,8 @@ class CudaEngine final : public Engine {
       if (flash_) {
         bf16* qkv = layer(qkvr_, l, 3 * bc);
         blas_->linear_forward(qkv, ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
-        cuda::flash_attention_forward(atty, layer(lse_, l, bt * NH), qkv, B, T, C, NH, s);
+        cuda::flash_attention_forward(atty, layer(lse_, l, bt * NH), qkv, B, T, C, NH, s,
+                                      flash_kernels_);
       } else {
         blas_->linear_forward(qkv_.get(), ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
         cuda::attention_forward(*blas_, atty, layer(qkvr_, l, 3 * bc),
@@ -541,8 +546,8 @@ class CudaEngine final : public Engine {
       cuda::bias_backward(g + o.proj_b, bias_scratch_.get(), dres, N, C, s);
       if (flash_)
         cuda::flash_attention_backward(dqkv, dvec_.get(), dsmall, layer(qkvr_, l, 3 * bc),
-                                       layer(atty_, l, bc), layer(lse_, l, bt * NH), B, T, C, NH,
-                                       s);
+                                       layer(atty_, l, bc), layer(lse_, l, bt * NH), B, T, C, NH, s,
+                                       flash_kernels_);
       else
         cuda::attention_backward(*blas_, dqkv, dqkvr_.get(), datt_.get(), vaccum_.get(), dsmall,
                                  layer(qkvr_, l, 3 * bc), layer(att_, l, att_per_layer_), B, T, C,
@@ -585,6 +590,7 @@ class CudaEngine final : public Engine {
   int gpu_;
   int max_batch_;
   bool flash_ = false;
+  cuda::FlashKernels flash_kernels_ = cuda::FlashKernels::automatic;
   bool fuse_gelu_ = false;
   size_t max_bt_ = 0, att_per_layer_ = 0;
   int train_chunk_rows_ = 1, eval_chunk_rows_ = 1;

@@ -59,7 +59,8 @@ __device__ __forceinline__ void load_rows_swizzled(bf16* tile, const bf16* src, 
   constexpr int kChunks = kD / 8;  // 16-byte chunks per row
   constexpr int kRowsPerPass = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kRowsPerPass % 8 == 0 && kNumRows % kRowsPerPass == 0);
-  const int c = static_cast<int>(threadIdx.x) % kChunks, r = static_cast<int>(threadIdx.x) / kChunks;
+  const int c = static_cast<int>(threadIdx.x) % kChunks,
+            r = static_cast<int>(threadIdx.x) / kChunks;
   // Row r + kRowsPerPass i has the swizzle of row r: kRowsPerPass is a multiple of 8.
   unsigned char* dst = reinterpret_cast<unsigned char*>(tile) + r * 128 + ((c ^ (r & 7)) << 4);
   const bf16* from = src + static_cast<std::size_t>(row0 + r) * row_stride + c * 8;
@@ -251,7 +252,8 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
         for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1)) s[4 * j + e] = -INFINITY;
+            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1))
+              s[4 * j + e] = -INFINITY;
       }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
@@ -397,7 +399,8 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
         const float2 row_lse = *reinterpret_cast<const float2*>(&sLse[s][j * 8 + 2 * t]);
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          p[4 * j + e] = fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -(e & 1 ? row_lse.y : row_lse.x)));
+          p[4 * j + e] =
+              fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -(e & 1 ? row_lse.y : row_lse.x)));
       }
       if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
 #pragma unroll

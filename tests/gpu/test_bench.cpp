@@ -46,5 +46,17 @@ TEST(CudaBench, BtmBenchReportsMeasuredFigures) {
   EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
 }
 
+// --attention flash-mma.sync runs (and reports) the pre-Hopper flash kernels on any GPU.
+TEST(CudaBench, AttentionOptionPicksTheFlashKernels) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::string tiny =
+      "bench --run.device cuda --model.n_layer 1 --model.d_model 128 --model.n_head 2 "
+      "--model.context 64 --data.batch 2 --steps 2 --warmup 1 --cases train ";
+  const auto r = test::run_btm(tiny + "--attention flash-mma.sync");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string train = line_of(r.output, "{\"case\": \"train\"");
+  EXPECT_NE(train.find("\"flash_kernels\": \"mma.sync\""), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace btm

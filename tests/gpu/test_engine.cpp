@@ -65,6 +65,7 @@ INSTANTIATE_TEST_SUITE_P(
     Models, CudaEngineCase,
     ::testing::Values(EngineCase{"tiny_materialized", tiny_model(), CudaAttention::Materialized},
                       EngineCase{"hd64_flash", hd64_model(), CudaAttention::Flash},
+                      EngineCase{"hd64_flash_mma_sync", hd64_model(), CudaAttention::FlashMmaSync},
                       EngineCase{"hd64_materialized", hd64_model(), CudaAttention::Materialized}),
     [](const ::testing::TestParamInfo<EngineCase>& info) { return std::string(info.param.name); });
 
@@ -113,8 +114,11 @@ TEST_P(CudaEngineCase, LossGradientsLogitsMatchCpu) {
   const CudaAttention attention = GetParam().attention;
   const int B = 4, T = model.context;
   auto gpu = make_cuda_engine(model, 0, B, attention);
-  ASSERT_EQ(cuda_engine_attention(*gpu),
-            attention == CudaAttention::Flash ? "flash" : "materialized");
+  const bool flash = attention == CudaAttention::Flash || attention == CudaAttention::FlashMmaSync;
+  ASSERT_EQ(cuda_engine_attention(*gpu), flash ? "flash" : "materialized");
+  if (attention == CudaAttention::FlashMmaSync) {
+    ASSERT_EQ(cuda_engine_flash_kernels(*gpu), "mma.sync");
+  }
   auto cpu = make_cpu_engine(model, 0);
   const ParamLayout& layout = gpu->layout();
   const auto params = params_with_noisy_vectors(layout, 1, 2);
