@@ -190,21 +190,31 @@ __global__ void flash_backward_dot_kernel(float* dvec, const bf16* dout, const b
 
 // Rows [row0, row0 + kNumRows) of a [T, kD] slice whose rows are row_stride apart, into shared
 // memory rows kStride apart, by cp.async (the caller commits); rows at or past T are zeroed by
-// plain stores. Visible to the block after cp_async_wait and __syncthreads.
+// plain stores. Visible to the block after cp_async_wait and __syncthreads. Each thread copies
+// the same 16-byte column chunk of rows kRowsPerPass apart, so its addresses are set up once;
+// only a tile that crosses T checks rows (a uniform branch).
 template <int kNumRows, int kBlockThreads>
 __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int row0, int T,
                                                 int row_stride) {
   constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  static_assert(kNumRows * kChunks % kBlockThreads == 0);
+  constexpr int kRowsPerPass = kBlockThreads / kChunks;
+  static_assert(kBlockThreads % kChunks == 0 && kNumRows % kRowsPerPass == 0);
+  const int c = static_cast<int>(threadIdx.x) % kChunks * 8;
+  const int r = static_cast<int>(threadIdx.x) / kChunks;
+  bf16* dst = tile + r * kStride + c;
+  const bf16* from = src + static_cast<std::size_t>(row0 + r) * row_stride + c;
+  if (row0 + kNumRows <= T) {
 #pragma unroll
-  for (int it = 0; it < kNumRows * kChunks / kBlockThreads; ++it) {
-    const int i = it * kBlockThreads + static_cast<int>(threadIdx.x);
-    const int r = i / kChunks, c = (i % kChunks) * 8;
-    bf16* dst = tile + r * kStride + c;
-    if (row0 + r < T)
-      cp_async16(dst, src + ((row0 + r) * row_stride + c));  // T * 3C < 2^31: int offsets
-    else
-      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+    for (int i = 0; i < kNumRows / kRowsPerPass; ++i)
+      cp_async16(dst + i * kRowsPerPass * kStride, from + i * kRowsPerPass * row_stride);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kNumRows / kRowsPerPass; ++i) {
+      if (row0 + r + i * kRowsPerPass < T)
+        cp_async16(dst + i * kRowsPerPass * kStride, from + i * kRowsPerPass * row_stride);
+      else
+        *reinterpret_cast<int4*>(dst + i * kRowsPerPass * kStride) = make_int4(0, 0, 0, 0);
+    }
   }
 }
 
@@ -285,28 +295,32 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) zero(s[mi]);
       product_with_rows<kM>(s, qf, sK, lane);
-      const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
+      if (k0 + kTile - 1 > warp_row0) {  // warp-uniform: the other tiles skip the masking
+#pragma unroll
+        for (int mi = 0; mi < kM; ++mi)
+#pragma unroll
+          for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + 16 * mi + g + 8 * (e >> 1))
+                s[mi][j][e] = -INFINITY;
+      }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int row = warp_row0 + 16 * mi + g + 8 * r;
-          float mx = -INFINITY;
+          float mx = fmaxf(s[mi][0][2 * r], s[mi][0][2 * r + 1]);
 #pragma unroll
-          for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-            for (int e = 2 * r; e < 2 * r + 2; ++e) {
-              float v = s[mi][j][e] * scale_log2;
-              if (diagonal && k0 + j * 8 + 2 * t + (e & 1) > row) v = -INFINITY;
-              s[mi][j][e] = v;
-              mx = fmaxf(mx, v);
-            }
+          for (int j = 1; j < kTile / 8; ++j)
+            mx = fmaxf(mx, fmaxf(s[mi][j][2 * r], s[mi][j][2 * r + 1]));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
           // Key 0 is visible to every row and tile 0 comes first, so the running maximum is
           // finite from then on; a row whose keys are all masked in a later tile gets alpha 1, p 0.
+          // Maxima stay in unscaled score units: the scale goes into one FMA per score.
           const float m_new = fmaxf(m_run[mi][r], mx);
-          const float alpha = fast_exp2(m_run[mi][r] - m_new);
+          const float alpha = fast_exp2((m_run[mi][r] - m_new) * scale_log2);
+          const float offset = -m_new * scale_log2;
           m_run[mi][r] = m_new;
           l_run[mi][r] *= alpha;
 #pragma unroll
@@ -318,7 +332,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
           for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
             for (int e = 2 * r; e < 2 * r + 2; ++e) {
-              s[mi][j][e] = fast_exp2(s[mi][j][e] - m_new);
+              s[mi][j][e] = fast_exp2(fmaf(s[mi][j][e], scale_log2, offset));
               l_run[mi][r] += s[mi][j][e];
             }
         }
@@ -338,7 +352,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       inv[r] = 1.0f / l;
       const int row = row_a + 8 * r;
       if (t == 0 && row < T)
-        lse[static_cast<std::size_t>(bh) * T + row] = m_run[mi][r] + __log2f(l);
+        lse[static_cast<std::size_t>(bh) * T + row] = m_run[mi][r] * scale_log2 + __log2f(l);
     }
     store_rows(out + static_cast<std::size_t>(b) * T * C + h * kD, o[mi], row_a, T, C, inv[0],
                inv[1], t);
@@ -425,16 +439,18 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       float p[kTile / 8][4];
       zero(p);
       product_with_rows(p, kf, sQ, lane);
-      const bool diagonal = warp_key0 + 15 > q0;  // some key of the warp past some query
 #pragma unroll
       for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * t + (e & 1);
-          const int key = key_a + 8 * (e >> 1);
-          const float v = fast_exp2(p[j][e] * scale_log2 - sLse[s][col]);
-          p[j][e] = diagonal && key > q0 + col ? 0.0f : v;
-        }
+        for (int e = 0; e < 4; ++e)
+          p[j][e] = fast_exp2(fmaf(p[j][e], scale_log2, -sLse[s][j * 8 + 2 * t + (e & 1)]));
+      if (warp_key0 + 15 > q0) {  // some key of the warp past some query (warp-uniform)
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key_a + 8 * (e >> 1) > q0 + j * 8 + 2 * t + (e & 1)) p[j][e] = 0.0f;
+      }
       product_with_tile(dv, p, sdO, lane);  // dV += P^T dO
       float ds[kTile / 8][4];
       zero(ds);
@@ -533,19 +549,24 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
       const bf16* sV = sK + kTileElements;
       float p[kM][kTile / 8][4];
-      shared_rows_times_rows<kM>(p, warp_q, sK, lane);   // S = Q K^T
-      const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
+      shared_rows_times_rows<kM>(p, warp_q, sK, lane);  // S = Q K^T
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
         for (int j = 0; j < kTile / 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int r = e >> 1;
-            const float v = fast_exp2(p[mi][j][e] * scale_log2 - row_lse[mi][r]);
-            const int row = warp_row0 + 16 * mi + g + 8 * r;
-            p[mi][j][e] = diagonal && k0 + j * 8 + 2 * t + (e & 1) > row ? 0.0f : v;
-          }
+          for (int e = 0; e < 4; ++e)
+            p[mi][j][e] = fast_exp2(fmaf(p[mi][j][e], scale_log2, -row_lse[mi][e >> 1]));
+      if (k0 + kTile - 1 > warp_row0) {  // some key past some row of the warp (warp-uniform)
+#pragma unroll
+        for (int mi = 0; mi < kM; ++mi)
+#pragma unroll
+          for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + 16 * mi + g + 8 * (e >> 1))
+                p[mi][j][e] = 0.0f;
+      }
       float ds[kM][kTile / 8][4];
       shared_rows_times_rows<kM>(ds, warp_do, sV, lane);  // dP = dO V^T
 #pragma unroll
