@@ -242,12 +242,11 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   constexpr int kWarpRows = 16 * kM, kRows = kWarpRows * kWarps, kBlockThreads = 32 * kWarps;
   static_assert(kRows <= 2 * kTile && kRows % kTile == 0);
   __shared__ alignas(16) bf16 smem[4 * kTileElements];  // [stage][K, V]
-  const int C = NH * kD;
-  const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const int q_block = gridDim.x - 1 - blockIdx.x;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int q0 = q_block * kRows;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -298,12 +297,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       if (k0 + kTile - 1 > warp_row0) {  // warp-uniform: the other tiles skip the masking
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi)
-#pragma unroll
-          for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + 16 * mi + g + 8 * (e >> 1))
-                s[mi][j][e] = -INFINITY;
+          mask_keys_after_queries(s[mi], warp_row0 + 16 * mi, k0, g, t, -INFINITY);
       }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi)
@@ -354,8 +348,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       if (t == 0 && row < T)
         lse[static_cast<std::size_t>(bh) * T + row] = m_run[mi][r] * scale_log2 + __log2f(l);
     }
-    store_rows(out + static_cast<std::size_t>(b) * T * C + h * kD, o[mi], row_a, T, C, inv[0],
-               inv[1], t);
+    store_rows(out + head.out_offset, o[mi], row_a, T, C, inv[0], inv[1], t);
   }
 }
 
@@ -372,14 +365,14 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   extern __shared__ __align__(16) unsigned char dynamic_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(dynamic_smem);  // [stage][Q, dO], then staging
   __shared__ float sLse[2][kTile], sDvec[2][kTile];
-  const int C = NH * kD;
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
   const int k0 = blockIdx.x * kRows;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
-  const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
+  const bf16* do_base = dout + head.out_offset;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int warp_key0 = k0 + warp * 16;
   const int key_a = warp_key0 + g;  // this thread's keys: key_a and key_a + 8
@@ -394,16 +387,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     bf16* sQ = smem + s * 2 * kTileElements;
     load_rows_async<kTile, kBlockThreads>(sQ, q_base, q0, T, 3 * C);
     load_rows_async<kTile, kBlockThreads>(sQ + kTileElements, do_base, q0, T, C);
-    if (threadIdx.x < kTile) {
-      const int q = q0 + threadIdx.x;
-      if (q < T) {
-        cp_async4(&sLse[s][threadIdx.x], lse_bh + q);
-        cp_async4(&sDvec[s][threadIdx.x], dvec_bh + q);
-      } else {
-        sLse[s][threadIdx.x] = INFINITY;  // rows past T get probability 0
-        sDvec[s][threadIdx.x] = 0.0f;
-      }
-    }
+    stage_query_stats(sLse[s], sDvec[s], lse_bh, dvec_bh, q0, T);
   };
 
   bf16* const sK = smem + 2 * kTileElements;
@@ -444,13 +428,8 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           p[j][e] = fast_exp2(fmaf(p[j][e], scale_log2, -sLse[s][j * 8 + 2 * t + (e & 1)]));
-      if (warp_key0 + 15 > q0) {  // some key of the warp past some query (warp-uniform)
-#pragma unroll
-        for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (key_a + 8 * (e >> 1) > q0 + j * 8 + 2 * t + (e & 1)) p[j][e] = 0.0f;
-      }
+      if (warp_key0 + 15 > q0)  // some key of the warp past some query (warp-uniform)
+        mask_keys_after_queries<true>(p, warp_key0, q0, g, t, 0.0f);
       product_with_tile(dv, p, sdO, lane);  // dV += P^T dO
       float ds[kTile / 8][4];
       zero(ds);
@@ -464,7 +443,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     }
     __syncthreads();  // every warp is done with stage i & 1 before it is refilled
   }
-  bf16* dst = dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  bf16* dst = dqkv + head.qkv_offset;
   store_rows(dst + C, dk, key_a, T, row_stride, scale, scale, t);
   store_rows(dst + 2 * C, dv, key_a, T, row_stride, 1.0f, 1.0f, t);
 }
@@ -496,15 +475,15 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   static_assert(kRows <= 2 * kTile && kRows % kTile == 0);
   extern __shared__ __align__(16) unsigned char dynamic_smem[];
   bf16* const smem = reinterpret_cast<bf16*>(dynamic_smem);  // [stage][K, V], then staging
-  const int C = NH * kD;
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
   const int q_block = gridDim.x - 1 - blockIdx.x;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int q0 = q_block * kRows;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
-  const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
+  const bf16* do_base = dout + head.out_offset;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int warp_row0 = q0 + warp * kWarpRows;
   const int n_kt = (min(q0 + kRows, T) + kTile - 1) / kTile;  // key tiles seen
@@ -560,12 +539,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       if (k0 + kTile - 1 > warp_row0) {  // some key past some row of the warp (warp-uniform)
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi)
-#pragma unroll
-          for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + 16 * mi + g + 8 * (e >> 1))
-                p[mi][j][e] = 0.0f;
+          mask_keys_after_queries(p[mi], warp_row0 + 16 * mi, k0, g, t, 0.0f);
       }
       float ds[kM][kTile / 8][4];
       shared_rows_times_rows<kM>(ds, warp_do, sV, lane);  // dP = dO V^T
@@ -582,8 +556,8 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   }
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi)
-    store_rows(dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD, dq[mi],
-               warp_row0 + 16 * mi + g, T, row_stride, scale, scale, t);
+    store_rows(dqkv + head.qkv_offset, dq[mi], warp_row0 + 16 * mi + g, T, row_stride, scale, scale,
+               t);
 }
 
 }  // namespace

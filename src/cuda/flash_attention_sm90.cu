@@ -189,8 +189,9 @@ __device__ __forceinline__ void pack_a(std::uint32_t (&a)[kTile / 16][4], const 
   }
 }
 
-__device__ __forceinline__ const float (&as_rows(const float (&acc)[kAcc]))[kD / 8][4] {
-  return reinterpret_cast<const float(&)[kD / 8][4]>(acc);
+// A 64 x 64 accumulator as the C-layout tile of its warp's 16 rows (register 4 j + e).
+__device__ __forceinline__ float (&as_rows(float (&acc)[kAcc]))[kD / 8][4] {
+  return reinterpret_cast<float(&)[kD / 8][4]>(acc);
 }
 
 // Forward: grid (query blocks, B * NH), the longest (last) first. kGroups warpgroups of 64
@@ -201,11 +202,10 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
   constexpr int kRows = 64 * kGroups, kThreads = kGroupThreads * kGroups;
   extern __shared__ unsigned char dynamic_smem[];
   bf16* const smem = aligned_shared(dynamic_smem);
-  const int C = NH * kD;
-  const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
   const int group = threadIdx.x / kGroupThreads, warp = threadIdx.x / 32 % 4;
@@ -247,14 +247,8 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       wgmma_wait_all();
       fence_registers(s);
       const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
-      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
-#pragma unroll
-        for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1))
-              s[4 * j + e] = -INFINITY;
-      }
+      if (diagonal)  // warp-uniform: the other tiles skip the masking's instructions
+        mask_keys_after_queries(as_rows(s), warp_row0, k0, g, t, -INFINITY);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float mx = fmaxf(s[2 * r], s[2 * r + 1]);
@@ -307,8 +301,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
     if (t == 0 && row < T)
       lse[static_cast<std::size_t>(bh) * T + row] = m_run[r] * kScaleLog2 + __log2f(l);
   }
-  store_rows(out + static_cast<std::size_t>(b) * T * C + h * kD, as_rows(o), row_a, T, C, inv[0],
-             inv[1], t);
+  store_rows(out + head.out_offset, as_rows(o), row_a, T, C, inv[0], inv[1], t);
 }
 
 // dK, dV of one key block: loop over the 64-query tiles that see it. grid (key blocks, B * NH),
@@ -322,14 +315,14 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
   extern __shared__ unsigned char dynamic_smem[];
   bf16* const smem = aligned_shared(dynamic_smem);
   __shared__ __align__(16) float sLse[2][kTile], sDvec[2][kTile];  // read as float2
-  const int C = NH * kD;
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
   const int k0 = blockIdx.x * kRows;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
-  const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
+  const bf16* do_base = dout + head.out_offset;
   const int group = threadIdx.x / kGroupThreads, warp = threadIdx.x / 32 % 4;
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int group_key0 = k0 + 64 * group, warp_key0 = group_key0 + 16 * warp;
@@ -345,16 +338,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
     bf16* sQ = smem + s * 2 * kTileElements;
     load_rows_swizzled<kTile, kThreads>(sQ, q_base, q0, T, 3 * C);
     load_rows_swizzled<kTile, kThreads>(sQ + kTileElements, do_base, q0, T, C);
-    if (threadIdx.x < kTile) {
-      const int q = q0 + threadIdx.x;
-      if (q < T) {
-        cp_async4(&sLse[s][threadIdx.x], lse_bh + q);
-        cp_async4(&sDvec[s][threadIdx.x], dvec_bh + q);
-      } else {
-        sLse[s][threadIdx.x] = INFINITY;  // rows past T get probability 0
-        sDvec[s][threadIdx.x] = 0.0f;
-      }
-    }
+    stage_query_stats(sLse[s], sDvec[s], lse_bh, dvec_bh, q0, T);
   };
 
   bf16* const sK = smem + 4 * kTileElements;
@@ -402,13 +386,8 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
           p[4 * j + e] =
               fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -(e & 1 ? row_lse.y : row_lse.x)));
       }
-      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
-#pragma unroll
-        for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (key_a + 8 * (e >> 1) > q0 + j * 8 + 2 * t + (e & 1)) p[4 * j + e] = 0.0f;
-      }
+      if (diagonal)  // warp-uniform: the other tiles skip the masking's instructions
+        mask_keys_after_queries<true>(as_rows(p), warp_key0, q0, g, t, 0.0f);
 #pragma unroll
       for (int j = 0; j < kTile / 8; ++j) {
         const float2 row_dvec = *reinterpret_cast<const float2*>(&sDvec[s][j * 8 + 2 * t]);
@@ -431,7 +410,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
     }
     __syncthreads();  // every warpgroup is done with stage i & 1 before it is refilled
   }
-  bf16* dst = dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  bf16* dst = dqkv + head.qkv_offset;
   store_rows(dst + C, as_rows(dk), key_a, T, row_stride, kScale, kScale, t);
   store_rows(dst + 2 * C, as_rows(dv), key_a, T, row_stride, 1.0f, 1.0f, t);
 }
@@ -446,14 +425,14 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
   constexpr int kRows = 64 * kGroups, kThreads = kGroupThreads * kGroups;
   extern __shared__ unsigned char dynamic_smem[];
   bf16* const smem = aligned_shared(dynamic_smem);
-  const int C = NH * kD;
+  const Head head = this_blocks_head(T, NH);
+  const int C = head.C, bh = head.bh;
   const std::size_t row_stride = 3 * static_cast<std::size_t>(C);
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const bf16* q_base = qkv + static_cast<std::size_t>(b) * T * row_stride + h * kD;
+  const bf16* q_base = qkv + head.qkv_offset;
   const bf16* k_base = q_base + C;
   const bf16* v_base = q_base + 2 * C;
-  const bf16* do_base = dout + static_cast<std::size_t>(b) * T * C + h * kD;
+  const bf16* do_base = dout + head.out_offset;
   const int group = threadIdx.x / kGroupThreads, warp = threadIdx.x / 32 % 4;
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int group_row0 = q0 + 64 * group, warp_row0 = group_row0 + 16 * warp;
@@ -509,13 +488,8 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           p[4 * j + e] = fast_exp2(fmaf(p[4 * j + e], kScaleLog2, -row_lse[e >> 1]));
-      if (diagonal) {  // warp-uniform: the other tiles skip the masking's instructions
-#pragma unroll
-        for (int j = 0; j < kTile / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (k0 + j * 8 + 2 * t + (e & 1) > warp_row0 + g + 8 * (e >> 1)) p[4 * j + e] = 0.0f;
-      }
+      if (diagonal)  // warp-uniform: the other tiles skip the masking's instructions
+        mask_keys_after_queries(as_rows(p), warp_row0, k0, g, t, 0.0f);
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) ds[i] = p[i] * (ds[i] - row_dvec[i / 2 % 2]);
       std::uint32_t a[kTile / 16][4];
@@ -529,8 +503,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
     }
     __syncthreads();  // every warpgroup is done with stage kt & 1 before it is refilled
   }
-  store_rows(dqkv + static_cast<std::size_t>(b) * T * row_stride + h * kD, as_rows(dq),
-             warp_row0 + g, T, row_stride, kScale, kScale, t);
+  store_rows(dqkv + head.qkv_offset, as_rows(dq), warp_row0 + g, T, row_stride, kScale, kScale, t);
 }
 
 // Launch shapes: warpgroups per block, blocks per SM (the register budget).

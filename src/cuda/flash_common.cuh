@@ -1,6 +1,7 @@
 // flash_common.cuh: what the two flash attention implementations share (flash_attention.cu,
 // mma.sync for sm_80 and later; flash_attention_sm90.cu, wgmma for sm_90a): the head dimension and
-// tile size, cp.async copies, bf16 packing, exp2, and the store of a 16-row accumulator.
+// tile size, cp.async copies, bf16 packing, exp2, a block's head, the causal mask, the staging of
+// the queries' statistics for dK/dV and the store of a 16-row accumulator.
 // Internal to src/cuda.
 #pragma once
 
@@ -52,6 +53,50 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Where one (batch, head) lives, blockIdx.y = b * NH + h: its q, k, v in qkv [B, T, 3C] (rows
+// 3C apart; dq, dk, dv at the same offsets in dqkv) and its rows of the [B, T, C] tensors out
+// and dout (rows C apart).
+struct Head {
+  int bh, C;
+  std::size_t qkv_offset;  // q of the head's row 0; k and v C and 2C further
+  std::size_t out_offset;  // the head's row 0 of out or dout
+};
+__device__ __forceinline__ Head this_blocks_head(int T, int NH) {
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * kD;
+  return {bh, C, static_cast<std::size_t>(b) * T * 3 * C + h * kD,
+          static_cast<std::size_t>(b) * T * C + h * kD};
+}
+
+// The causal mask on a 16 x 64 tile in the mma C layout (rows row0 + g and row0 + g + 8,
+// columns col0 + 8 j + 2 t + {0, 1}): entries whose key comes after their query become `fill`.
+// Rows are queries and columns keys, or the other way round (kRowsAreKeys: dK/dV's tiles).
+template <bool kRowsAreKeys = false>
+__device__ __forceinline__ void mask_keys_after_queries(float (&s)[kTile / 8][4], int row0,
+                                                        int col0, int g, int t, float fill) {
+#pragma unroll
+  for (int j = 0; j < kTile / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = row0 + g + 8 * (e >> 1), col = col0 + 8 * j + 2 * t + (e & 1);
+      if (kRowsAreKeys ? row > col : col > row) s[j][e] = fill;
+    }
+}
+
+// The log2-sum-exp and dO.O of the 64 queries of tile q0 into shared memory, by cp.async from
+// threads 0-63 (the caller commits); queries at or past T get lse = inf (probability 0), dvec 0.
+__device__ __forceinline__ void stage_query_stats(float* s_lse, float* s_dvec, const float* lse_bh,
+                                                  const float* dvec_bh, int q0, int T) {
+  if (threadIdx.x >= kTile) return;
+  const int q = q0 + static_cast<int>(threadIdx.x);
+  if (q < T) {
+    cp_async4(s_lse + threadIdx.x, lse_bh + q);
+    cp_async4(s_dvec + threadIdx.x, dvec_bh + q);
+  } else {
+    s_lse[threadIdx.x] = INFINITY;
+    s_dvec[threadIdx.x] = 0.0f;
+  }
 }
 
 // Writes rows row_a and row_a + 8 of a [16 x kD] accumulator, times `scale`, into
