@@ -7,7 +7,9 @@
 // once per warpgroup of 64 rows, asynchronously, and the A operand either from shared memory too
 // (Q, K, V, dO) or from registers (the probabilities and dS, straight from the previous product's
 // accumulators). On an H200 (124M shape) the attention of a training step went from 12.5 to
-// 9.1 ms (docs/performance.md).
+// 9.1 ms, and to 8.1 ms once the mask ran only on diagonal tiles and the loads' addresses were
+// set up once: the kernels were bound by instructions, not by the tensor cores
+// (docs/performance.md).
 //
 // Layout: a tile is 64 rows of 64 bf16 (128 bytes) stored with the 128-byte swizzle (row r's
 // 16-byte chunk c at byte 128 r + 16 (c ^ (r % 8))), 1024-byte aligned, filled by cp.async. The
