@@ -53,24 +53,6 @@ std::string random_bytes(Rng& rng, std::size_t n) {
   return s;
 }
 
-void put_utf8(char32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // Random valid UTF-8 mixing ASCII, whitespace, apostrophes, Latin, Cyrillic, CJK, digits and emoji.
 std::string random_utf8(Rng& rng, std::size_t chars) {
   static const std::pair<char32_t, char32_t> ranges[] = {
@@ -80,7 +62,7 @@ std::string random_utf8(Rng& rng, std::size_t chars) {
   for (std::size_t i = 0; i < chars; ++i) {
     const auto& [lo, hi] = ranges[rng.next_u64() % std::size(ranges)];
     char32_t cp = lo + static_cast<char32_t>(rng.next_u64() % (hi - lo + 1));
-    put_utf8(cp, s);
+    append_utf8(cp, s);
     if (rng.uniform() < 0.1) s += "'s";
     if (rng.uniform() < 0.15) s += ' ';
   }
@@ -245,4 +227,25 @@ TEST(Utf8, FirstInvalidByteIsFound) {
   EXPECT_EQ(first_invalid_utf8("xy\xf4\x90\x80\x80"), 2u);  // above U+10FFFF
   EXPECT_EQ(first_invalid_utf8("abc\xe2\x82"), 3u);         // truncated sequence
   EXPECT_EQ(first_invalid_utf8("\xe2\x82\x41"), 0u);        // bad continuation byte
+}
+
+// append_utf8 writes the 1- to 4-byte forms at their boundaries, each valid UTF-8.
+TEST(Utf8, AppendWritesEachLength) {
+  const std::pair<char32_t, std::string> cases[] = {{0x41, "A"},
+                                                    {0x7F, "\x7f"},
+                                                    {0x80, "\xc2\x80"},
+                                                    {0xE9, "\xc3\xa9"},
+                                                    {0x7FF, "\xdf\xbf"},
+                                                    {0x800, "\xe0\xa0\x80"},
+                                                    {0x20AC, "\xe2\x82\xac"},
+                                                    {0xFFFF, "\xef\xbf\xbf"},
+                                                    {0x10000, "\xf0\x90\x80\x80"},
+                                                    {0x1F389, "\xf0\x9f\x8e\x89"},
+                                                    {0x10FFFF, "\xf4\x8f\xbf\xbf"}};
+  for (const auto& [cp, want] : cases) {
+    std::string got = "x";
+    append_utf8(cp, got);
+    EXPECT_EQ(got, "x" + want) << std::hex << static_cast<unsigned>(cp);
+    EXPECT_EQ(first_invalid_utf8(got), std::string_view::npos) << got;
+  }
 }

@@ -53,4 +53,7 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
 // surrogates and code points above U+10FFFF are invalid); npos when all of it is valid.
 std::size_t first_invalid_utf8(std::string_view text);
 
+// Appends code point `cp` (at most U+10FFFF) to `out` as UTF-8.
+void append_utf8(char32_t cp, std::string& out);
+
 }  // namespace btm
