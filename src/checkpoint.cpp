@@ -95,12 +95,12 @@ std::vector<float> read_vector(hid_t root, const char* name, std::size_t n) {
   return v;
 }
 
-}  // namespace
-
-Checkpoint peek_checkpoint(const fs::path& file) {
+// Runs `read` on the checkpoint `file`: its InputErrors are rethrown naming the file, and its
+// SystemErrors (HDF5 could not read it) become InputErrors saying the file is unreadable.
+template <typename Read>
+Checkpoint reading(const fs::path& file, Read&& read) {
   try {
-    h5::Handle f = h5::open_file(file, false);
-    return read_attributes(f);
+    return read();
   } catch (const InputError& e) {
     const std::string what = e.what();
     if (what.starts_with(file.string())) throw;
@@ -110,8 +110,17 @@ Checkpoint peek_checkpoint(const fs::path& file) {
   }
 }
 
+}  // namespace
+
+Checkpoint peek_checkpoint(const fs::path& file) {
+  return reading(file, [&] {
+    h5::Handle f = h5::open_file(file, false);
+    return read_attributes(f);
+  });
+}
+
 Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool with_optimizer) {
-  try {
+  return reading(file, [&] {
     h5::Handle f = h5::open_file(file, false);
     Checkpoint c = read_attributes(f);
     if (expect && !(c.model == *expect))
@@ -126,13 +135,7 @@ Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool
         if (v < 0) throw InputError("dataset /adam_v holds a negative second moment");
     }
     return c;
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    if (what.starts_with(file.string())) throw;
-    throw InputError(file.string() + ": " + what);
-  } catch (const SystemError& e) {
-    throw InputError(file.string() + ": unreadable checkpoint (" + e.what() + ")");
-  }
+  });
 }
 
 }  // namespace btm
