@@ -162,6 +162,23 @@ __device__ __forceinline__ void fence_registers(float (&d)[kAcc]) {
   for (int i = 0; i < kAcc; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Runs `issue` (wgmma products) as one group and waits for it; `out` are the accumulators the
+// products wrote, fenced so that no read of them moves above the wait.
+template <typename Issue, typename... Acc>
+__device__ __forceinline__ void issue_and_wait(Issue issue, Acc&... out) {
+  wgmma_fence();
+  issue();
+  wgmma_commit();
+  wgmma_wait_all();
+  (fence_registers(out), ...);
+}
+// The same for products that add to `acc`: their earlier values are fenced in first.
+template <typename Issue, typename... Acc>
+__device__ __forceinline__ void accumulate_and_wait(Issue issue, Acc&... acc) {
+  (fence_registers(acc), ...);
+  issue_and_wait(issue, acc...);
+}
+
 // acc = A (64 rows at `rows`) times B^T (64 rows at `tile`), contracting the kD columns.
 __device__ __forceinline__ void rows_times_rows(float (&acc)[kAcc], const bf16* rows,
                                                 const bf16* tile) {
@@ -243,11 +260,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
       const bf16* sV = sK + kTileElements;
       float s[kAcc];
-      wgmma_fence();
-      rows_times_rows(s, group_q, sK);  // S = Q K^T
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(s);
+      issue_and_wait([&] { rows_times_rows(s, group_q, sK); }, s);  // S = Q K^T
       const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
       if (diagonal)  // warp-uniform: the other tiles skip the masking's instructions
         mask_keys_after_queries(as_rows(s), warp_row0, k0, g, t, -INFINITY);
@@ -282,12 +295,7 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       }
       std::uint32_t p[kTile / 16][4];
       pack_a(p, s);
-      fence_registers(o);
-      wgmma_fence();
-      product_with_tile(o, p, sV);  // O += P V
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(o);
+      accumulate_and_wait([&] { product_with_tile(o, p, sV); }, o);  // O += P V
     }
     __syncthreads();  // every warpgroup is done with stage kt & 1 before it is refilled
   }
@@ -372,13 +380,12 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       // 64 queries, issued together: one wait, and only these two and dK, dV are live (128
       // accumulator registers) where the last products need the registers of neither.
       float p[kAcc], ds[kAcc];
-      wgmma_fence();
-      rows_times_rows(p, group_k, sQ);
-      rows_times_rows(ds, group_v, sdO);
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(p);
-      fence_registers(ds);
+      issue_and_wait(
+          [&] {
+            rows_times_rows(p, group_k, sQ);
+            rows_times_rows(ds, group_v, sdO);
+          },
+          p, ds);
       const bool diagonal = warp_key0 + 15 > q0;  // some key of the warp past some query
 #pragma unroll
       for (int j = 0; j < kTile / 8; ++j) {
@@ -400,15 +407,12 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       std::uint32_t a_p[kTile / 16][4], a_ds[kTile / 16][4];
       pack_a(a_p, p);
       pack_a(a_ds, ds);
-      fence_registers(dv);
-      fence_registers(dk);
-      wgmma_fence();
-      product_with_tile(dv, a_p, sdO);  // dV += P^T dO
-      product_with_tile(dk, a_ds, sQ);  // dK += dS^T Q
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(dv);
-      fence_registers(dk);
+      accumulate_and_wait(
+          [&] {
+            product_with_tile(dv, a_p, sdO);  // dV += P^T dO
+            product_with_tile(dk, a_ds, sQ);  // dK += dS^T Q
+          },
+          dv, dk);
     }
     __syncthreads();  // every warpgroup is done with stage i & 1 before it is refilled
   }
@@ -477,13 +481,12 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       const bf16* sK = smem + (kt & 1) * 2 * kTileElements;
       const bf16* sV = sK + kTileElements;
       float p[kAcc], ds[kAcc];
-      wgmma_fence();
-      rows_times_rows(p, group_q, sK);    // S = Q K^T
-      rows_times_rows(ds, group_do, sV);  // dP = dO V^T
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(p);
-      fence_registers(ds);
+      issue_and_wait(
+          [&] {
+            rows_times_rows(p, group_q, sK);    // S = Q K^T
+            rows_times_rows(ds, group_do, sV);  // dP = dO V^T
+          },
+          p, ds);
       const bool diagonal = k0 + kTile - 1 > warp_row0;  // some key past some row of the warp
 #pragma unroll
       for (int j = 0; j < kTile / 8; ++j)
@@ -496,19 +499,12 @@ __global__ void __launch_bounds__(kGroupThreads* kGroups, kMinBlocks)
       for (int i = 0; i < kAcc; ++i) ds[i] = p[i] * (ds[i] - row_dvec[i / 2 % 2]);
       std::uint32_t a[kTile / 16][4];
       pack_a(a, ds);
-      fence_registers(dq);
-      wgmma_fence();
-      product_with_tile(dq, a, sK);  // dQ += dS K
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(dq);
+      accumulate_and_wait([&] { product_with_tile(dq, a, sK); }, dq);  // dQ += dS K
     }
     __syncthreads();  // every warpgroup is done with stage kt & 1 before it is refilled
   }
   store_rows(dqkv + head.qkv_offset, as_rows(dq), warp_row0 + g, T, row_stride, kScale, kScale, t);
 }
-
-// Launch shapes: warpgroups per block, blocks per SM (the register budget).
 
 // Launch shapes: warpgroups per block and blocks per SM (which bounds the registers). Measured on
 // an H200 (124M shape, Nsight Compute, per two training steps) against 2 warpgroups per block:
