@@ -90,6 +90,10 @@ class CudaEngine final : public Engine {
       throw InputError("cuda engine: the fused GELU needs 4 * d_model a multiple of 8");
     fuse_gelu_ = gelu == CudaGelu::Fused || (gelu == CudaGelu::Auto && fused_ok);
     BTM_CUDA_CHECK(cudaSetDevice(gpu_));
+    // Which flash kernels this GPU runs, decided once (the calls then name them).
+    if (flash_ && flash_kernels_ == cuda::FlashKernels::automatic)
+      flash_kernels_ =
+          cuda::flash_wgmma_available() ? cuda::FlashKernels::wgmma : cuda::FlashKernels::mma_sync;
     BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     BTM_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
     BTM_CUDA_CHECK(cudaEventCreateWithFlags(&loss_ready_, cudaEventDisableTiming));
@@ -119,9 +123,7 @@ class CudaEngine final : public Engine {
   // The flash kernels this engine's GPU runs ("" with the materialized attention).
   std::string flash_kernels() const {
     if (!flash_) return "";
-    if (flash_kernels_ == cuda::FlashKernels::mma_sync) return "mma.sync";
-    use_device();
-    return cuda::flash_wgmma_available() ? "wgmma" : "mma.sync";
+    return flash_kernels_ == cuda::FlashKernels::wgmma ? "wgmma" : "mma.sync";
   }
   bool fused_gelu() const { return fuse_gelu_; }
 
