@@ -5,10 +5,11 @@
 //   train      per group: step ms, tokens/s, MFU, memory
 //   aggregate  all groups: the sum of their tokens/s (timed over the same interval)
 //   eval       per-token log-probabilities (the evaluation's forward), tokens/s per rank
-//   allreduce  per group of >1 rank: one gradient-sized all-reduce, algbw and busbw
-//   average    the collective phase's heaviest step: one parameter average of one ELM per
-//              group (held by its leader) formed as `btm eval` forms it; host memory only, no
-//              engine (not in the default cases)
+//   allreduce  per group of >1 rank: one all-reduce of a step's gradient sums (int64 per
+//              parameter, as training sends them), algbw and busbw
+//   average    the collective phase's heaviest step: one parameter average of --elms ELMs
+//              held by the group leaders, formed as `btm eval` forms it (not in the default
+//              cases)
 // MFU = tokens/s x (6N + 12 L d T) / (ranks x peak), N the parameters in matmuls, the
 // convention of llm.c and nanoGPT; busbw = algbw x 2(r-1)/r, the nccl-tests convention.
 #include <sys/resource.h>
@@ -49,6 +50,7 @@ struct BenchOptions {
   int steps = 20;
   int warmup = 3;
   double peak_tflops = 0;  // 0: 989 on cuda (H100/H200 bf16 dense), none on cpu
+  int elms = 8;            // the average case's parents
   std::string attention = "auto";
   std::vector<std::string> cases;
 };
@@ -87,7 +89,7 @@ double time_allreduce_ms(Communicator& comm, std::size_t count, int iterations, 
   if (comm.space() == MemorySpace::Device)
     return cuda_time_allreduce_ms(comm, count, iterations, warmup);
 #endif
-  std::vector<float> buffer(count, 0.0f);
+  std::vector<std::int64_t> buffer(count, 0);
   for (int i = 0; i < warmup; ++i) comm.allreduce_sum(buffer.data(), count);
   const auto start = Clock::now();
   for (int i = 0; i < iterations; ++i) comm.allreduce_sum(buffer.data(), count);
@@ -118,30 +120,34 @@ void print_from_leaders(MpiComm& world, bool leader, const std::string& line) {
   if (world.rank() == 0) std::cout << std::flush;
 }
 
-// One parameter average of the groups' ELMs (random parameters of the model's size), timed over
-// --steps repeats after --warmup; rank 0 prints the line. Needs no engine: host memory only.
-void bench_average(RunContext& ctx, EvalGroups& g, const BenchOptions& o, std::size_t n) {
-  std::map<std::size_t, std::vector<float>> held;
-  if (g.leader()) {
-    std::vector<float> params(n);
-    Rng rng(7 + static_cast<std::uint64_t>(g.index));
-    for (float& p : params) p = static_cast<float>(rng.next_u64() % 1000) * 1e-3f;
-    held.emplace(static_cast<std::size_t>(g.index), std::move(params));
-  }
-  const std::vector<double> weights(static_cast<std::size_t>(g.groups), 1.0 / g.groups);
-  for (int i = 0; i < o.warmup; ++i) weighted_average(g, held, weights, 0, n);
+// One parameter average of `elms` ELMs (random parameters of the model's size; ELM j held by the
+// leader of group j % G, as btm eval deals them) formed as btm eval forms it
+// (set_average_params: in the engine, on the device on GPUs), timed over --steps repeats after
+// --warmup; rank 0 prints the line.
+void bench_average(RunContext& ctx, EvalGroups& g, Engine& engine, const BenchOptions& o) {
+  const std::size_t n = engine.layout().total();
+  if (g.leader())
+    for (int j = g.index; j < o.elms; j += g.groups) {
+      std::vector<float> params(n);
+      Rng rng(7 + static_cast<std::uint64_t>(j));
+      for (float& p : params) p = static_cast<float>(rng.next_u64() % 1000) * 1e-3f - 0.5f;
+      engine.hold_parent(static_cast<std::size_t>(j), std::move(params));
+    }
+  const std::vector<double> weights(static_cast<std::size_t>(o.elms), 1.0 / o.elms);
+  for (int i = 0; i < o.warmup; ++i) set_average_params(g, engine, weights, 0);
   ctx.world.barrier();
   const auto start = Clock::now();
-  for (int i = 0; i < o.steps; ++i) weighted_average(g, held, weights, 0, n);
+  for (int i = 0; i < o.steps; ++i) set_average_params(g, engine, weights, 0);
   ctx.world.barrier();
   const double ms = Ms(Clock::now() - start).count() / o.steps;
+  engine.drop_parents();
   if (ctx.world.rank() == 0) {
     std::printf(
         "{\"case\": \"average\", \"system\": \"btm-%s\", \"params\": %zu, \"elms\": %d, "
-        "\"ranks\": %d, \"ranks_per_elm\": %d, \"steps\": %d, \"time_ms\": %.1f, "
-        "\"elm_gb_per_s\": %.3f}\n",
-        ctx.device.c_str(), n, g.groups, ctx.world.size(), ctx.config.run.ranks_per_elm, o.steps,
-        ms, static_cast<double>(n) * sizeof(float) * g.groups / (ms * 1e-3) / 1e9);
+        "\"groups\": %d, \"ranks\": %d, \"ranks_per_elm\": %d, \"steps\": %d, "
+        "\"time_ms\": %.2f, \"elm_gb_per_s\": %.1f}\n",
+        engine.kind().c_str(), n, o.elms, g.groups, ctx.world.size(), ctx.config.run.ranks_per_elm,
+        o.steps, ms, static_cast<double>(n) * sizeof(float) * o.elms / (ms * 1e-3) / 1e9);
     std::fflush(stdout);
   }
 }
@@ -160,7 +166,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
       ("peak-tflops", po::value(&o.peak_tflops)->default_value(0),
        "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
       ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | flash-mma.sync (the pre-Hopper flash kernels, also on Hopper) | materialized")
-      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average (comma separated)");
+      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average (comma separated)")
+      ("elms", po::value(&o.elms)->default_value(o.elms), "average: the number of parent ELMs");
   // clang-format on
   parse_command(
       "bench",
@@ -168,8 +175,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
       "model comes from [model], the batch per rank from data.batch, groups from\n"
       "run.ranks_per_elm, the device from run.device. No corpus or run directory is used.",
       args, options, &config, world.rank() == 0);
-  if (o.steps < 1 || o.warmup < 0)
-    throw InputError("bench: --steps must be >= 1 and --warmup >= 0");
+  if (o.steps < 1 || o.warmup < 0 || o.elms < 1)
+    throw InputError("bench: --steps and --elms must be >= 1 and --warmup >= 0");
   if (o.attention != "auto" && o.attention != "flash" && o.attention != "flash-mma.sync" &&
       o.attention != "materialized")
     throw InputError("--attention is '" + o.attention +
@@ -188,11 +195,10 @@ int cmd_bench(const Args& args, MpiComm& world) {
   const bool leader = eval_groups.leader();
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : (ctx.device == "cuda" ? 989.0 : 0.0);
 
-  // Before the engine: the average needs only host memory, and alone no engine at all.
-  if (wants(o, "average")) bench_average(ctx, eval_groups, o, ParamLayout(config.model).total());
+  std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);
+  if (wants(o, "average")) bench_average(ctx, eval_groups, *engine, o);
   if (!wants(o, "train") && !wants(o, "eval") && !wants(o, "allreduce")) return kExitOk;
 
-  std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);
   const ParamLayout& layout = engine->layout();
   std::vector<float> params(layout.total());
   init_gpt2(layout, params, 1234);
@@ -236,8 +242,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
     update.lr = 3e-4f;
     float first_loss = 0, loss = 0;
     auto step = [&](std::int64_t t) {
-      engine->zero_grad();
-      loss = engine->forward_backward(batch, 1.0f, grads);
+      engine->begin_step(r);  // one micro-batch per rank of the group
+      loss = engine->forward_backward(batch, grads);
       if (t == 1) first_loss = loss;
       update.t = t;
       engine->optimizer_step(update);  // returns the norm: synchronises the device
@@ -313,7 +319,8 @@ int cmd_bench(const Args& args, MpiComm& world) {
     Communicator& comm = grads ? *grads : *group;
     const std::size_t count = layout.total();
     const double ms = time_allreduce_ms(comm, count, o.steps, o.warmup);
-    const double bytes = static_cast<double>(count) * sizeof(float);
+    // The gradient's exact sums (fixed_point.hpp): one int64 per parameter.
+    const double bytes = static_cast<double>(count) * sizeof(std::int64_t);
     const double algbw = bytes / (ms * 1e-3) / 1e9;
     const double busbw = algbw * 2.0 * (r - 1) / r;
     std::ostringstream line;

@@ -29,6 +29,8 @@ void save_checkpoint(const fs::path& file, const Checkpoint& c) {
   h5::set_attr(root, "step", c.step);
   h5::set_attr(root, "target_steps", c.target_steps);
   h5::set_attr(root, "schedule_steps", c.schedule_steps);
+  h5::set_attr(root, "micro_batch", static_cast<std::int64_t>(c.batch.micro_batch));
+  h5::set_attr(root, "micro_batches", c.batch.micro_batches);
   h5::set_attr(root, "sampler_seed", static_cast<std::int64_t>(c.sampler_seed));
   h5::set_attr(root, "sampler_position", static_cast<std::int64_t>(c.sampler_position));
   h5::set_attr(root, "tokens", static_cast<std::int64_t>(c.tokens));
@@ -46,9 +48,9 @@ Checkpoint read_attributes(hid_t root) {
   if (!h5::has_attr(root, "format") || h5::get_string(root, "format") != "btm-checkpoint")
     throw InputError("not a btm checkpoint (no format=btm-checkpoint attribute)");
   const std::int64_t version = h5::get_int(root, "format_version");
-  if (version != kCheckpointFormatVersion)
-    throw InputError("checkpoint format version " + std::to_string(version) + ", this btm reads " +
-                     std::to_string(kCheckpointFormatVersion));
+  if (version != 1 && version != kCheckpointFormatVersion)
+    throw InputError("checkpoint format version " + std::to_string(version) +
+                     ", this btm reads 1 and " + std::to_string(kCheckpointFormatVersion));
   Checkpoint c;
   c.name = h5::get_string(root, "name");
   c.model.n_layer = static_cast<int>(h5::get_int(root, "n_layer"));
@@ -60,6 +62,13 @@ Checkpoint read_attributes(hid_t root) {
   c.step = h5::get_int(root, "step");
   c.target_steps = h5::get_int(root, "target_steps");
   c.schedule_steps = h5::get_int(root, "schedule_steps");
+  if (version >= 2) {
+    c.batch.micro_batch = static_cast<int>(h5::get_int(root, "micro_batch"));
+    c.batch.micro_batches = h5::get_int(root, "micro_batches");
+    if (c.batch.micro_batch < 0 || c.batch.micro_batches < 0 ||
+        (c.batch.micro_batch == 0) != (c.batch.micro_batches == 0))
+      throw InputError("invalid global batch (micro_batch, micro_batches) in the attributes");
+  }
   c.sampler_seed = static_cast<std::uint64_t>(h5::get_int(root, "sampler_seed"));
   c.sampler_position = static_cast<std::uint64_t>(h5::get_int(root, "sampler_position"));
   c.tokens = static_cast<std::uint64_t>(h5::get_int(root, "tokens"));
@@ -119,23 +128,52 @@ Checkpoint peek_checkpoint(const fs::path& file) {
   });
 }
 
+namespace {
+
+void check_shape(const Checkpoint& c, const ModelConfig& expect) {
+  if (!(c.model == expect))
+    throw InputError("model shape " + describe(c.model) + " differs from the configured " +
+                     describe(expect) + ": use the config the checkpoint was made with");
+}
+
+std::vector<float> read_state(hid_t f, const std::string& name, std::size_t n) {
+  std::vector<float> v = read_vector(f, name.c_str(), n);
+  if (name == "adam_v")
+    for (float x : v)
+      if (x < 0) throw InputError("dataset /adam_v holds a negative second moment");
+  return v;
+}
+
+}  // namespace
+
 Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool with_optimizer) {
   return reading(file, [&] {
     h5::Handle f = h5::open_file(file, false);
     Checkpoint c = read_attributes(f);
-    if (expect && !(c.model == *expect))
-      throw InputError("model shape " + describe(c.model) + " differs from the configured " +
-                       describe(*expect) + ": use the config the checkpoint was made with");
+    if (expect) check_shape(c, *expect);
     const std::size_t n = ParamLayout(c.model).total();
-    c.params = read_vector(f, "params", n);
+    c.params = read_state(f, "params", n);
     if (with_optimizer) {
-      c.adam_m = read_vector(f, "adam_m", n);
-      c.adam_v = read_vector(f, "adam_v", n);
-      for (float v : c.adam_v)
-        if (v < 0) throw InputError("dataset /adam_v holds a negative second moment");
+      c.adam_m = read_state(f, "adam_m", n);
+      c.adam_v = read_state(f, "adam_v", n);
     }
     return c;
   });
+}
+
+std::vector<float> load_state_vector(const fs::path& file, const std::string& name,
+                                     const ModelConfig& expect) {
+  if (name != "params" && name != "adam_m" && name != "adam_v")
+    throw std::invalid_argument("load_state_vector: no state vector named '" + name + "'");
+  std::vector<float> v;
+  reading(file, [&] {
+    h5::Handle f = h5::open_file(file, false);
+    Checkpoint c = read_attributes(f);
+    check_shape(c, expect);
+    v = read_state(f, name, ParamLayout(c.model).total());
+    return c;
+  });
+  return v;
 }
 
 }  // namespace btm

@@ -124,6 +124,9 @@ po::options_description config_options(Config& c) {
        "CPU threads per rank (0: cores / ranks on the node)")
       ("run.split", po::value(&c.run.split)->default_value(c.run.split),
        "domain | random (K pseudo-domains of shuffled documents: the paper's ablation)")
+      ("run.elm_init", po::value(&c.run.elm_init)->default_value(c.run.elm_init),
+       "seed (ELMs branch from the seed LM) | random (each ELM from its own initialisation, "
+       "with run.seed_share 0: the check that averaging needs a shared seed)")
       ("run.dense", po::value<std::string>()->notifier([&c](const std::string& s) {
          c.run.dense = parse_bool(s, "run.dense");
         // clang-format on

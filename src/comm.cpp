@@ -17,14 +17,26 @@ MpiComm::~MpiComm() {
   if (owned_ && !finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
-void MpiComm::allreduce_sum(float* data, std::size_t count, void*) {
-  // MPI counts are int: reduce in chunks for very large models.
+namespace {
+// MPI counts are int: reduce in chunks for very large models.
+template <typename T>
+void allreduce_in_chunks(T* data, std::size_t count, MPI_Datatype type, MPI_Comm comm) {
   const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
   for (std::size_t off = 0; off < count; off += chunk) {
     const int n = static_cast<int>(std::min(chunk, count - off));
-    BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, data + off, n, MPI_FLOAT, MPI_SUM, comm_));
+    BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, data + off, n, type, MPI_SUM, comm));
   }
+}
+}  // namespace
+
+void MpiComm::allreduce_sum(float* data, std::size_t count, void*) {
+  allreduce_in_chunks(data, count, MPI_FLOAT, comm_);
   count_bytes(count * sizeof(float));
+}
+
+void MpiComm::allreduce_sum(std::int64_t* data, std::size_t count, void*) {
+  allreduce_in_chunks(data, count, MPI_INT64_T, comm_);
+  count_bytes(count * sizeof(std::int64_t));
 }
 
 void MpiComm::allreduce_sum(double* data, std::size_t count) {
@@ -47,6 +59,18 @@ std::int64_t MpiComm::allreduce_max(std::int64_t value) {
   BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm_));
   count_bytes(sizeof(value));
   return value;
+}
+
+void MpiComm::reduce_sum(std::int64_t* data, std::size_t count, int root) {
+  const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
+  for (std::size_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    if (rank_ == root)
+      BTM_MPI(MPI_Reduce(MPI_IN_PLACE, data + off, n, MPI_INT64_T, MPI_SUM, root, comm_));
+    else
+      BTM_MPI(MPI_Reduce(data + off, nullptr, n, MPI_INT64_T, MPI_SUM, root, comm_));
+  }
+  count_bytes(count * sizeof(std::int64_t));
 }
 
 void MpiComm::broadcast(void* data, std::size_t bytes, int root, void*) {

@@ -86,6 +86,11 @@ void validate(const Config& c) {
   require(r.threads >= 0, "run.threads must be >= 0");
   require(r.split == "domain" || r.split == "random",
           "run.split is '" + r.split + "': use domain or random");
+  require(r.elm_init == "seed" || r.elm_init == "random",
+          "run.elm_init is '" + r.elm_init + "': use seed or random");
+  require(r.elm_init == "seed" || (r.seed_share == 0 && r.seed_checkpoint.empty()),
+          "run.elm_init = random gives every ELM an initialisation of its own, so there is no "
+          "seed: set run.seed_share = 0 (and no run.seed_checkpoint)");
 
   const EvalConfig& e = c.eval;
   require(e.blocks >= 0, "eval.blocks must be >= 0 (0 = the whole test split)");
@@ -135,6 +140,7 @@ std::string to_ini(const Config& c) {
     << "device = " << c.run.device << "\n"
     << "threads = " << c.run.threads << "\n"
     << "split = " << c.run.split << "\n"
+    << "elm_init = " << c.run.elm_init << "\n"
     << "dense = " << (c.run.dense ? "true" : "false") << "\n"
     << "share_gpus = " << (c.run.share_gpus ? "true" : "false") << "\n\n"
     << "[eval]\n"

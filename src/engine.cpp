@@ -31,4 +31,35 @@ void check_batch(const Batch& batch, bool need_targets, const ModelConfig& model
   if (need_targets) check_tokens(batch.targets, "targets");
 }
 
+void Engine::hold_parent(std::size_t j, std::vector<float> params) {
+  if (params.size() != layout().total())
+    throw std::invalid_argument("hold_parent: parent " + std::to_string(j) + " has " +
+                                std::to_string(params.size()) + " parameters, the layout " +
+                                std::to_string(layout().total()));
+  held_parents_[j] = std::move(params);
+}
+
+void Engine::drop_parents() {
+  held_parents_.clear();
+}
+
+void Engine::add_parents(std::span<const double> weights, fixed::Sum& sum) {
+  for (const auto& [j, params] : held_parents_)
+    if (j < weights.size() && weights[j] != 0) sum.add(params, weights[j]);
+}
+
+void Engine::set_params_to_average(std::span<const double> weights) {
+  for (std::size_t j = 0; j < weights.size(); ++j)
+    if (weights[j] != 0 && !held_parents_.contains(j))
+      throw std::logic_error("set_params_to_average: parent " + std::to_string(j) +
+                             " has a weight but is not held");
+  fixed::Sum sum = fixed::Sum::for_weights(layout().total(), weights);
+  add_parents(weights, sum);
+  if (sum.bad() > 0)
+    throw std::runtime_error(
+        "set_params_to_average: a parent parameter is outside the fixed-point "
+        "range (|w * x| > 2^23): not a trained model");
+  set_params(sum.result());
+}
+
 }  // namespace btm

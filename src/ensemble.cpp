@@ -296,40 +296,6 @@ double uniform_prior_perplexity(const LogProbView& logp, PosteriorForm form) {
   return ensemble_perplexity(logp, uniform(logp.elms()), form);
 }
 
-void weighted_average(const std::vector<std::span<const float>>& models,
-                      std::span<const double> weights, std::span<float> out) {
-  if (models.empty()) throw InputError("parameter averaging: no model given");
-  if (weights.size() != models.size())
-    throw InputError("parameter averaging: " + std::to_string(weights.size()) + " weights for " +
-                     std::to_string(models.size()) + " models: give one weight per model");
-  check_distribution(weights, "the averaging weights");
-  for (std::size_t j = 0; j < models.size(); ++j) {
-    if (models[j].size() != out.size())
-      throw InputError("parameter averaging: model " + std::to_string(j) + " has " +
-                       std::to_string(models[j].size()) + " parameters, the output " +
-                       std::to_string(out.size()) +
-                       ": only models of the same shape can be averaged");
-  }
-  // Chunks, so that `out` may alias a model: a chunk is read completely before it is written.
-  constexpr std::size_t kChunk = 4096;
-  const std::size_t chunks = (out.size() + kChunk - 1) / kChunk;
-#pragma omp parallel
-  {
-    std::vector<double> acc(kChunk);
-#pragma omp for schedule(static)
-    for (std::size_t c = 0; c < chunks; ++c) {
-      const std::size_t begin = c * kChunk, end = std::min(out.size(), begin + kChunk);
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (std::size_t j = 0; j < models.size(); ++j) {
-        if (weights[j] == 0) continue;
-        const float* m = models[j].data();
-        for (std::size_t i = begin; i < end; ++i) acc[i - begin] += weights[j] * m[i];
-      }
-      for (std::size_t i = begin; i < end; ++i) out[i] = static_cast<float>(acc[i - begin]);
-    }
-  }
-}
-
 std::vector<double> normalise_weights(std::span<const double> weights) {
   if (weights.empty()) throw InputError("weights: the list is empty; give one weight per ELM");
   double sum = 0;

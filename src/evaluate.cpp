@@ -109,7 +109,8 @@ std::vector<float> load_params(MpiComm& group, const fs::path& file, const Model
 
 // Per-token log-probabilities of `models` on the `sets` (row-major [models][sets] arrays of
 // sets[s].blocks * T floats), gathered on world rank 0. Model m is scored by group m % G.
-// `keep` (optional) receives the parameters of the models this rank loaded, by model index.
+// The group leaders' engines keep the parameters of models m < `parents` as parents for the
+// parameter averages (Engine::hold_parent).
 struct Scores {
   std::vector<std::size_t> offset;  // offset of (m, s) = offset[m * S + s]
   std::vector<float> data;
@@ -120,8 +121,7 @@ struct Scores {
 
 Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
                     const std::vector<fs::path>& models,
-                    const std::vector<std::vector<BlockSet>>& sets,
-                    std::map<std::size_t, std::vector<float>>* keep) {
+                    const std::vector<std::vector<BlockSet>>& sets, std::size_t parents) {
   const int T = ctx.config.model.context;
   const std::size_t S = sets.empty() ? 0 : sets[0].size();
   Scores scores;
@@ -140,7 +140,7 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
       if (sets[m][s].blocks > 0)
         score(engine, sets[m][s], T, ctx.config.data.batch, *groups.group,
               scores.data.data() + scores.offset[m * S + s]);
-    if (keep) (*keep)[m] = std::move(params);
+    if (groups.leader() && m < parents) engine.hold_parent(m, std::move(params));
   }
   gather_to_root(ctx.world, scores.data);
   return scores;
@@ -186,37 +186,32 @@ EvalGroups make_eval_groups(RunContext& ctx) {
   return g;
 }
 
-std::vector<float> weighted_average(EvalGroups& g,
-                                    const std::map<std::size_t, std::vector<float>>& held,
-                                    const std::vector<double>& weights, int root_group,
-                                    std::size_t n) {
-  std::vector<float> out;
-  if (g.leader()) {
-    const bool root = g.index == root_group;
-    if (root) out.resize(n);
-    const std::size_t chunk = 1u << 24;
-    std::vector<double> acc(std::min(chunk, n));
-    for (std::size_t off = 0; off < n; off += chunk) {
-      const std::size_t len = std::min(chunk, n - off);
-      std::fill(acc.begin(), acc.begin() + static_cast<std::ptrdiff_t>(len), 0.0);
-      for (const auto& [j, params] : held)
-        if (weights[j] != 0)
-          for (std::size_t i = 0; i < len; ++i) acc[i] += weights[j] * params[off + i];
-      if (root)
-        BTM_MPI(MPI_Reduce(MPI_IN_PLACE, acc.data(), static_cast<int>(len), MPI_DOUBLE, MPI_SUM,
-                           root_group, g.leaders->raw()));
-      else
-        BTM_MPI(MPI_Reduce(acc.data(), nullptr, static_cast<int>(len), MPI_DOUBLE, MPI_SUM,
-                           root_group, g.leaders->raw()));
-      if (root)
-        for (std::size_t i = 0; i < len; ++i) out[off + i] = static_cast<float>(acc[i]);
+void set_average_params(EvalGroups& g, Engine& engine, std::span<const double> weights,
+                        int root_group) {
+  const std::size_t n = engine.layout().total();
+  std::vector<float> params;
+  if (g.groups == 1) {
+    // Every parent is held here: the sum is formed where the engine computes.
+    if (g.leader()) engine.set_params_to_average(weights);
+    if (g.group->size() == 1) return;
+    params.resize(n);
+    if (g.leader()) engine.get_params(params);
+  } else {
+    if (g.leader()) {
+      fixed::Sum sum = fixed::Sum::for_weights(n, weights);
+      engine.add_parents(weights, sum);
+      if (g.leaders->allreduce_max(sum.bad()) > 0)
+        throw SystemError(
+            "parameter averaging: a parent parameter is outside the fixed-point "
+            "range (|w x| > 2^23)");
+      g.leaders->reduce_sum(sum.raw().data(), n, root_group);
+      if (g.index == root_group) params = sum.result();
     }
+    if (g.index != root_group) return;
+    params.resize(n);
   }
-  if (g.index == root_group) {
-    out.resize(n);
-    g.group->broadcast(out.data(), n * sizeof(float), 0);
-  }
-  return out;
+  g.group->broadcast(params.data(), n * sizeof(float), 0);
+  if (!g.leader() || g.groups > 1) engine.set_params(params);
 }
 
 void run_eval_phase(RunContext& ctx) {
@@ -276,11 +271,9 @@ void run_eval_phase(RunContext& ctx) {
     s.insert(s.end(), D, BlockSet{});
     sets.push_back(s);
   }
-  std::map<std::size_t, std::vector<float>> held;  // ELM params kept by group leaders for averaging
   const auto score_start = Clock::now();
-  Scores scores =
-      score_models(ctx, groups, *engine, models, sets, groups.leader() ? &held : nullptr);
-  held.erase(K);  // the dense model takes no part in averages
+  // The group leaders' engines keep the ELMs (not the dense model) for the averages.
+  Scores scores = score_models(ctx, groups, *engine, models, sets, K);
   const double score_s = seconds_since(score_start);
 
   // 2. Cached priors (rank 0), shared with every rank for the averaging weights.
@@ -320,7 +313,6 @@ void run_eval_phase(RunContext& ctx) {
       average_weights.push_back(std::move(w));
     }
   const std::size_t U = unique_weights.size();
-  const std::size_t n_params = ParamLayout(config.model).total();
   // A one-hot weight vector (argmax, or any scheme with one ELM) averages to that ELM exactly:
   // its scores are the ELM's, already gathered, so it is neither formed nor scored again.
   constexpr std::size_t kNotACopy = static_cast<std::size_t>(-1);
@@ -349,16 +341,15 @@ void run_eval_phase(RunContext& ctx) {
   for (std::size_t u = 0; u < U; ++u) {
     if (copy_of[u] != kNotACopy) continue;
     const int root_group = static_cast<int>(u % static_cast<std::size_t>(groups.groups));
-    std::vector<float> params =
-        weighted_average(groups, held, unique_weights[u], root_group, n_params);
+    set_average_params(groups, *engine, unique_weights[u], root_group);
     if (groups.index != root_group) continue;
-    engine->set_params(params);
     for (std::size_t d = 0; d < D; ++d)
       if (avg_blocks[u * D + d] > 0)
         score(*engine, {test[d].tokens, avg_blocks[u * D + d]}, T, config.data.batch, *groups.group,
               avg_scores.data() + avg_offset[u * D + d]);
   }
   gather_to_root(ctx.world, avg_scores);
+  engine->drop_parents();
   const double average_s = seconds_since(average_start);
 
   // 4. Combination and eval.h5 (rank 0).
@@ -474,9 +465,8 @@ std::vector<double> posterior_branch_weights(RunContext& ctx,
   std::unique_ptr<Engine> engine = make_engine_for(ctx);
   std::vector<fs::path> models;
   for (const std::string& p : parents) models.push_back(checkpoint_file(ctx.run_dir, p));
-  const Scores scores =
-      score_models(ctx, groups, *engine, models,
-                   std::vector<std::vector<BlockSet>>(parents.size(), {valid}), nullptr);
+  const Scores scores = score_models(
+      ctx, groups, *engine, models, std::vector<std::vector<BlockSet>>(parents.size(), {valid}), 0);
   std::vector<double> weights;
   if (ctx.leader()) {
     std::vector<std::span<const float>> per_elm;

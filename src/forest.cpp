@@ -71,9 +71,9 @@ Forest load_forest(const fs::path& run_dir) {
     if (!h5::has_attr(f, "format") || h5::get_string(f, "format") != "btm-forest")
       throw InputError("not a btm forest manifest");
     const std::int64_t version = h5::get_int(f, "format_version");
-    if (version != kForestFormatVersion)
-      throw InputError("forest format version " + std::to_string(version) + ", this btm reads " +
-                       std::to_string(kForestFormatVersion));
+    if (version != 1 && version != kForestFormatVersion)
+      throw InputError("forest format version " + std::to_string(version) +
+                       ", this btm reads 1 and " + std::to_string(kForestFormatVersion));
     forest.config_ini = h5::get_string(f, "config");
     const std::vector<std::string> order = h5::get_strings(f, "order");
     h5::Handle models = h5::open_group(f, "models");
@@ -89,6 +89,10 @@ Forest load_forest(const fs::path& run_dir) {
       m.status = h5::get_string(g, "status");
       m.steps = h5::get_int(g, "steps");
       m.tokens = h5::get_int(g, "tokens");
+      if (version >= 2) {
+        m.global_batch = h5::get_int(g, "global_batch");
+        m.flops = h5::get_double(g, "flops");
+      }
       m.checkpoint = h5::get_string(g, "checkpoint");
       forest.models.push_back(std::move(m));
     }
@@ -118,7 +122,9 @@ void save_forest(const fs::path& run_dir, const Forest& forest) {
     h5::set_attr(g, "parent_weights", m.parent_weights);
     h5::set_attr(g, "status", m.status);
     h5::set_attr(g, "steps", m.steps);
+    h5::set_attr(g, "global_batch", m.global_batch);
     h5::set_attr(g, "tokens", m.tokens);
+    h5::set_attr(g, "flops", m.flops);
     h5::set_attr(g, "checkpoint", m.checkpoint);
   }
   h5::set_attr(root, "order", order);

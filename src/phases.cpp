@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <iostream>
+#include <optional>
 
+#include "btm/average.hpp"
 #include "btm/checkpoint.hpp"
 #include "btm/corpus.hpp"
 #include "btm/engine.hpp"
@@ -29,6 +31,15 @@ std::uint64_t sampler_seed_for(const Config& config, const std::string& name) {
   return mix64(config.run.seed ^ name_hash(name));
 }
 
+// The record's training facts from its checkpoint: status, steps, global batch, tokens, FLOPs.
+void set_progress(ModelRecord& r, const Checkpoint& c) {
+  r.status = c.finished() ? "trained" : "branched";
+  r.steps = c.step;
+  r.global_batch = c.batch.sequences();
+  r.tokens = static_cast<std::int64_t>(c.tokens);
+  r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
+}
+
 ModelRecord record_from(const Checkpoint& c, const std::string& kind,
                         std::vector<std::string> parents, std::vector<double> weights) {
   ModelRecord r;
@@ -37,9 +48,7 @@ ModelRecord record_from(const Checkpoint& c, const std::string& kind,
   r.domains = c.domains;
   r.parents = std::move(parents);
   r.parent_weights = std::move(weights);
-  r.status = c.finished() ? "trained" : "branched";
-  r.steps = c.step;
-  r.tokens = static_cast<std::int64_t>(c.tokens);
+  set_progress(r, c);
   r.checkpoint = fs::path("elms") / (c.name + ".h5");
   return r;
 }
@@ -72,21 +81,19 @@ void update_record(RunContext& ctx, const std::string& name) {
     Forest forest = load_or_new_forest(ctx);
     ModelRecord* r = forest.find(name);
     if (!r) return;
-    const Checkpoint c = peek_checkpoint(checkpoint_file(ctx.run_dir, name));
-    r->status = c.finished() ? "trained" : "branched";
-    r->steps = c.step;
-    r->tokens = static_cast<std::int64_t>(c.tokens);
+    set_progress(*r, peek_checkpoint(checkpoint_file(ctx.run_dir, name)));
     save_forest(ctx.run_dir, forest);
   });
 }
 
-Checkpoint fresh_model(const RunContext& ctx, const std::string& name) {
+// A model at its initialisation: init_gpt2 with `init_seed`, zero moments, at step 0.
+Checkpoint fresh_model(const RunContext& ctx, const std::string& name, std::uint64_t init_seed) {
   Checkpoint c;
   c.name = name;
   c.model = ctx.config.model;
   const ParamLayout layout(c.model);
   c.params.assign(layout.total(), 0.0f);
-  init_gpt2(layout, c.params, ctx.config.run.seed);
+  init_gpt2(layout, c.params, init_seed);
   c.adam_m.assign(layout.total(), 0.0f);
   c.adam_v.assign(layout.total(), 0.0f);
   c.config_ini = ctx.config_ini;
@@ -94,20 +101,11 @@ Checkpoint fresh_model(const RunContext& ctx, const std::string& name) {
   return c;
 }
 
-}  // namespace
-
-Budget make_budget(const Config& config, int world, int elms) {
-  Budget b;
-  b.total_steps = config.run.steps;
-  b.seed_steps = std::llround(config.run.seed_share * static_cast<double>(config.run.steps));
-  b.elm_steps = b.total_steps - b.seed_steps;
-  const std::int64_t numerator =
-      b.elm_steps * static_cast<std::int64_t>(elms) * config.run.ranks_per_elm;
-  b.dense_steps = b.seed_steps + (numerator + world - 1) / world;
-  b.tokens_per_rank_step =
-      static_cast<std::int64_t>(config.data.batch) * config.data.accum * config.model.context;
-  return b;
+Budget budget_of(const RunContext& ctx) {
+  return make_budget(ctx.config, static_cast<int>(ctx.config.data.domains.size()));
 }
+
+}  // namespace
 
 std::vector<std::string> elm_names(const Config& config) {
   if (config.run.split == "domain") return config.data.domains;
@@ -119,8 +117,7 @@ std::vector<std::string> elm_names(const Config& config) {
 
 PhaseResult run_seed_phase(RunContext& ctx) {
   const Config& config = ctx.config;
-  const Budget budget =
-      make_budget(config, ctx.world.size(), static_cast<int>(config.data.domains.size()));
+  const Budget budget = budget_of(ctx);
   const fs::path file = checkpoint_file(ctx.run_dir, "seed");
   Forest forest;
   const bool trained = decided_by_root(ctx.world, [&] {
@@ -147,11 +144,12 @@ PhaseResult run_seed_phase(RunContext& ctx) {
         c.config_ini = ctx.config_ini;
         c.domains = config.data.domains;
       } else {
-        c = fresh_model(ctx, "seed");
+        c = fresh_model(ctx, "seed", config.run.seed);
         c.target_steps = budget.seed_steps;
         c.schedule_steps = budget.total_steps;
         c.domains = config.data.domains;
       }
+      c.batch = budget.world_batch;
       save_checkpoint(file, c);
       forest.upsert(record_from(c, "seed", {}, {}));
       save_forest(ctx.run_dir, forest);
@@ -168,6 +166,7 @@ PhaseResult run_seed_phase(RunContext& ctx) {
 
 void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
   const Config& config = ctx.config;
+  const Budget budget = budget_of(ctx);
   on_leader(ctx, [&] {
     Forest forest = load_or_new_forest(ctx);
     bool changed = false;
@@ -181,27 +180,42 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
         }
         continue;
       }
-      if (!seed) {
-        const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
-        if (!fs::exists(seed_file))
-          throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
-        seed = std::make_unique<Checkpoint>(load_checkpoint(seed_file, &config.model));
-        if (!seed->finished())
-          throw InputError(
-              seed_file.string() + ": the seed is at step " + std::to_string(seed->step) + " of " +
-              std::to_string(seed->target_steps) + ": finish it first (btm seed continues it)");
+      Checkpoint elm;
+      if (config.run.elm_init == "random") {
+        // The paper's check that averaging needs a shared seed: an initialisation of its own.
+        elm = fresh_model(ctx, name, mix64(config.run.seed ^ name_hash(name)));
+        elm.schedule_steps = budget.total_steps;
+      } else {
+        if (!seed) {
+          const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
+          if (!fs::exists(seed_file))
+            throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
+          seed = std::make_unique<Checkpoint>(load_checkpoint(seed_file, &config.model));
+          if (!seed->finished())
+            throw InputError(seed_file.string() + ": the seed is at step " +
+                             std::to_string(seed->step) + " of " +
+                             std::to_string(seed->target_steps) +
+                             ": finish it first (btm seed continues it)");
+        }
+        elm = *seed;  // weights, moments and schedule position continue
       }
-      Checkpoint elm = *seed;  // weights, moments and schedule position continue
       elm.name = name;
       elm.domains = {name};
-      elm.target_steps = seed->schedule_steps;
+      elm.target_steps = elm.schedule_steps;
+      elm.batch = budget.elm_batch;  // 1/K of the seed's: the paper's compute matching
       elm.sampler_seed = sampler_seed_for(config, name);
       elm.sampler_position = 0;
       elm.config_ini = ctx.config_ini;
       save_checkpoint(file, elm);
-      forest.upsert(record_from(elm, "elm", {"seed"}, {1.0}));
+      const bool own_init = config.run.elm_init == "random";
+      forest.upsert(record_from(
+          elm, "elm", own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
+          own_init ? std::vector<double>{} : std::vector<double>{1.0}));
       changed = true;
-      std::cout << "[branch] " << name << " <- seed (step " << elm.step << ")" << std::endl;
+      std::cout << "[branch] " << name
+                << (own_init ? " <- its own initialisation"
+                             : " <- seed (step " + std::to_string(elm.step) + ")")
+                << std::endl;
     }
     if (changed) save_forest(ctx.run_dir, forest);
   });
@@ -211,49 +225,24 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
                          const std::vector<std::string>& parents,
                          const std::vector<double>& weights) {
   const Config& config = ctx.config;
+  const Budget budget = budget_of(ctx);
   on_leader(ctx, [&] {
-    if (parents.empty() || parents.size() != weights.size())
-      throw InputError("branching by average needs one weight per parent ELM");
-    double sum = 0;
-    for (double w : weights) {
-      if (!std::isfinite(w) || w < 0) throw InputError("branch weights must be finite and >= 0");
-      sum += w;
-    }
-    if (std::abs(sum - 1.0) > 1e-6)
-      throw InputError("branch weights must sum to 1 (they sum to " + std::to_string(sum) + ")");
     const fs::path file = checkpoint_file(ctx.run_dir, domain);
     if (fs::exists(file))
       throw InputError(file.string() + " exists: ELM '" + domain +
                        "' is already in the forest (btm forest remove it first)");
     Forest forest = load_or_new_forest(ctx);
-    const Budget budget = make_budget(config, ctx.world.size(), 1);
-    Checkpoint out;
-    for (std::size_t j = 0; j < parents.size(); ++j) {
-      const Checkpoint p = load_checkpoint(checkpoint_file(ctx.run_dir, parents[j]), &config.model);
-      if (j == 0) {
-        out = p;
-        for (std::size_t i = 0; i < out.params.size(); ++i) {
-          out.params[i] = 0;
-          out.adam_m[i] = 0;
-          out.adam_v[i] = 0;
-        }
-        out.tokens = 0;
-      }
-      const float w = static_cast<float>(weights[j]);
-      for (std::size_t i = 0; i < out.params.size(); ++i) {
-        out.params[i] += w * p.params[i];
-        out.adam_m[i] += w * p.adam_m[i];
-        out.adam_v[i] += w * p.adam_v[i];
-      }
-      out.tokens += static_cast<std::uint64_t>(weights[j] * static_cast<double>(p.tokens));
-    }
+    std::vector<fs::path> files;
+    for (const std::string& p : parents) files.push_back(checkpoint_file(ctx.run_dir, p));
+    Checkpoint out = average_checkpoints(files, weights, config.model, true);
     // The new ELM gets a first-generation ELM's budget: it re-enters the schedule where
-    // branching from the seed would have left it.
+    // branching from the seed would have left it, with an ELM's global batch.
     out.name = domain;
     out.domains = {domain};
     out.step = budget.seed_steps;
     out.target_steps = budget.total_steps;
     out.schedule_steps = budget.total_steps;
+    out.batch = budget.elm_batch;
     out.sampler_seed = sampler_seed_for(config, domain);
     out.sampler_position = 0;
     out.config_ini = ctx.config_ini;
@@ -269,6 +258,7 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
 
 PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& names,
                             std::uint64_t* world_bytes_during_train) {
+  const int r = ctx.config.run.ranks_per_elm;
   const std::vector<std::string> pending = listed_by_root(ctx.world, [&] {
     std::vector<std::string> unfinished;
     for (const std::string& name : names) {
@@ -276,7 +266,9 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
       if (!fs::exists(file))
         throw InputError("ELM '" + name + "' has no checkpoint (" + file.string() +
                          "): branch it first (btm branch)");
-      if (!peek_checkpoint(file).finished()) unfinished.push_back(name);
+      const Checkpoint c = peek_checkpoint(file);
+      check_trainable(c, file, r, ctx.config.data.batch);  // before any ELM trains
+      if (!c.finished()) unfinished.push_back(name);
     }
     return unfinished;
   });
@@ -285,11 +277,11 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
       std::cout << "[train] all " << names.size() << " ELMs are trained: skipped" << std::endl;
     return PhaseResult::Done;
   }
-  const RankLayout layout = plan_layout(ctx.world.size(), ctx.config.run.ranks_per_elm, pending);
+  const RankLayout layout = plan_layout(ctx.world.size(), r, pending);
   if (ctx.leader()) {
-    const Budget budget = make_budget(ctx.config, ctx.world.size(), static_cast<int>(names.size()));
+    const Budget budget = budget_of(ctx);
     std::cout << "[train] " << pending.size() << " of " << names.size() << " ELMs to train\n"
-              << describe_layout(layout, budget.elm_steps, budget.tokens_per_rank_step)
+              << describe_layout(layout, budget.elm_steps, budget.tokens_per_step(budget.elm_batch))
               << std::flush;
   }
   const int group_index = layout.group_of(ctx.world.rank());
@@ -321,9 +313,7 @@ void run_merge_phase(RunContext& ctx) {
       const fs::path file = ctx.run_dir / r.checkpoint;
       if (!fs::exists(file)) continue;
       const Checkpoint c = peek_checkpoint(file);
-      r.status = c.finished() ? "trained" : "branched";
-      r.steps = c.step;
-      r.tokens = static_cast<std::int64_t>(c.tokens);
+      set_progress(r, c);
       if (r.kind == "elm" && c.finished()) ++trained;
     }
     save_forest(ctx.run_dir, forest);
@@ -334,8 +324,7 @@ void run_merge_phase(RunContext& ctx) {
 
 PhaseResult run_dense_phase(RunContext& ctx) {
   const Config& config = ctx.config;
-  const std::vector<std::string> names = elm_names(config);
-  const Budget budget = make_budget(config, ctx.world.size(), static_cast<int>(names.size()));
+  const Budget budget = budget_of(ctx);
   const fs::path file = checkpoint_file(ctx.run_dir, "dense");
   if (decided_by_root(ctx.world,
                       [&] { return fs::exists(file) && peek_checkpoint(file).finished(); })) {
@@ -346,33 +335,34 @@ PhaseResult run_dense_phase(RunContext& ctx) {
   if (!decided_by_root(ctx.world, [&] { return fs::exists(file); })) {
     on_leader(ctx, [&] {
       Forest forest = load_or_new_forest(ctx);
+      // The dense baseline is the seed's trajectory run to run.steps: the same initialisation,
+      // data order, global batch and schedule. Where the forest trained its seed, the dense
+      // model continues it instead of repeating that compute; the bits are the same.
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
-      // When the dense schedule equals the seed's (K*r == W), the seed IS the dense model's
-      // first seed_steps: continue it instead of repeating that compute.
-      const bool continue_seed = budget.dense_steps == budget.total_steps &&
-                                 budget.seed_steps > 0 && config.run.seed_checkpoint.empty() &&
-                                 fs::exists(seed_file) && peek_checkpoint(seed_file).finished();
-      Checkpoint c;
-      std::vector<std::string> parents;
-      std::vector<double> weights;
-      if (continue_seed) {
-        c = load_checkpoint(seed_file, &config.model);
-        parents = {"seed"};
-        weights = {1.0};
-      } else {
-        c = fresh_model(ctx, "dense");
+      std::optional<Checkpoint> seed;
+      if (budget.seed_steps > 0 && config.run.seed_checkpoint.empty() && fs::exists(seed_file)) {
+        const Checkpoint s = peek_checkpoint(seed_file);
+        if (s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
+            s.schedule_steps == budget.total_steps)
+          seed = load_checkpoint(seed_file, &config.model);
       }
+      const bool continues = seed.has_value();
+      Checkpoint c = continues ? std::move(*seed) : fresh_model(ctx, "seed", config.run.seed);
       c.name = "dense";
       c.domains = config.data.domains;
-      c.target_steps = budget.dense_steps;
-      c.schedule_steps = budget.dense_steps;
+      c.target_steps = budget.total_steps;
+      c.schedule_steps = budget.total_steps;
+      c.batch = budget.world_batch;
       c.config_ini = ctx.config_ini;
       save_checkpoint(file, c);
-      forest.upsert(record_from(c, "dense", parents, weights));
+      forest.upsert(record_from(
+          c, "dense", continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
+          continues ? std::vector<double>{1.0} : std::vector<double>{}));
       save_forest(ctx.run_dir, forest);
-      std::cout << "[dense] baseline: " << budget.dense_steps << " steps on all "
-                << ctx.world.size() << " ranks (same tokens as the forest)"
-                << (continue_seed ? ", continuing the seed" : ", from the initialisation")
+      std::cout << "[dense] baseline: " << budget.total_steps << " steps on all "
+                << ctx.world.size() << " ranks at the seed's global batch (the forest's tokens)"
+                << (c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
+                               : ", from the initialisation")
                 << std::endl;
     });
   }

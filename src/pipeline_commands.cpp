@@ -3,6 +3,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include "btm/average.hpp"
+#include "btm/budget.hpp"
 #include "btm/checkpoint.hpp"
 #include "btm/cli.hpp"
 #include "btm/commands.hpp"
@@ -11,6 +13,7 @@
 #include "btm/error.hpp"
 #include "btm/evaluate.hpp"
 #include "btm/forest.hpp"
+#include "btm/params.hpp"
 #include "btm/phases.hpp"
 #include "btm/rank_layout.hpp"
 
@@ -109,6 +112,12 @@ RunContext prepare_context(const Config& config, MpiComm& world, std::int64_t ma
   return ctx;
 }
 
+// The run's plan: the compute budget per phase and which group trains which ELM when.
+std::string describe_plan(const Budget& budget, const RankLayout& layout) {
+  return describe_budget(budget, layout.world) +
+         describe_layout(layout, budget.elm_steps, budget.tokens_per_step(budget.elm_batch));
+}
+
 int stopped_exit(const RunContext& ctx) {
   if (ctx.leader())
     std::cout << "stopped on a signal: every unfinished model is checkpointed; run the same "
@@ -134,18 +143,10 @@ int cmd_layout(const Args& args, MpiComm& world) {
       args, options, &config, world.rank() == 0);
   if (world_size == 0) world_size = world.size();
   const std::vector<std::string> names = elm_names(config);
+  const Budget budget = make_budget(config, static_cast<int>(names.size()));
+  check_world(budget, world_size);
   const RankLayout layout = plan_layout(world_size, config.run.ranks_per_elm, names);
-  const Budget b = make_budget(config, world_size, static_cast<int>(names.size()));
-  if (world.rank() == 0) {
-    std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
-    const std::int64_t world_tokens = b.tokens_per_rank_step * world_size;
-    std::cout << "budget: seed " << b.seed_steps << " steps x " << world_tokens << " tokens on all "
-              << world_size << " ranks; each ELM " << b.elm_steps << " steps x "
-              << b.tokens_per_rank_step * config.run.ranks_per_elm << " tokens on "
-              << config.run.ranks_per_elm << " rank" << (config.run.ranks_per_elm == 1 ? "" : "s")
-              << "; dense baseline " << b.dense_steps << " steps x " << world_tokens
-              << " tokens (compute-matched)\n";
-  }
+  if (world.rank() == 0) std::cout << describe_plan(budget, layout);
   return kExitOk;
 }
 
@@ -166,13 +167,11 @@ int cmd_run(const Args& args, MpiComm& world) {
       "models are kept, unfinished ones resume from their last checkpoint.",
       args, options, &config, world.rank() == 0);
   const std::vector<std::string> names = elm_names(config);
+  const Budget budget = make_budget(config, static_cast<int>(names.size()));
+  check_world(budget, world.size());
   const RankLayout layout = plan_layout(world.size(), config.run.ranks_per_elm, names);
-  if (dry_run) {
-    const Budget b = make_budget(config, world.size(), static_cast<int>(names.size()));
-    if (world.rank() == 0)
-      std::cout << describe_layout(layout, b.elm_steps, b.tokens_per_rank_step);
-    return kExitOk;
-  }
+  if (world.rank() == 0) std::cout << describe_plan(budget, layout) << std::flush;
+  if (dry_run) return kExitOk;
   RunContext ctx = prepare_context(config, world, step_limit);
   if (config.run.split == "random") make_random_split(ctx);
   if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
@@ -189,6 +188,7 @@ int cmd_seed(const Args& args, MpiComm& world) {
   std::int64_t step_limit = 0;
   parse_command("seed", "Train the seed LM on all train domains with the whole world.", args,
                 step_limit_option(step_limit), &config, world.rank() == 0);
+  check_world(make_budget(config, static_cast<int>(config.data.domains.size())), world.size());
   RunContext ctx = prepare_context(config, world, step_limit);
   return run_seed_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
@@ -286,6 +286,7 @@ int cmd_dense(const Args& args, MpiComm& world) {
       "Train the dense baseline: the forest's total budget (steps x global batch) on all\n"
       "ranks over all train domains, so forest and baseline are compute-matched.",
       args, step_limit_option(step_limit), &config, world.rank() == 0);
+  check_world(make_budget(config, static_cast<int>(config.data.domains.size())), world.size());
   RunContext ctx = prepare_context(config, world, step_limit);
   return run_dense_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
@@ -405,23 +406,12 @@ int cmd_average(const Args& args, MpiComm& world) {
     const std::vector<double> weights =
         weights_text.empty() ? ensemble::normalise_weights(std::vector<double>(parents.size(), 1.0))
                              : parse_parent_weights(weights_text, parents.size());
-    std::vector<Checkpoint> models;
-    for (const std::string& p : parents)
-      models.push_back(load_checkpoint(checkpoint_file(ctx.run_dir, p), &config.model, false));
-    Checkpoint out = models[0];
-    std::vector<std::span<const float>> views;
-    for (const Checkpoint& m : models) views.emplace_back(m.params);
-    ensemble::weighted_average(views, weights, out.params);
+    std::vector<fs::path> files;
+    for (const std::string& p : parents) files.push_back(checkpoint_file(ctx.run_dir, p));
+    Checkpoint out = average_checkpoints(files, weights, config.model, false);
     out.name = name;
-    out.adam_m.assign(out.params.size(), 0.0f);
-    out.adam_v.assign(out.params.size(), 0.0f);
     out.target_steps = out.step;
-    out.tokens = 0;
-    for (std::size_t j = 0; j < models.size(); ++j)
-      out.tokens += static_cast<std::uint64_t>(weights[j] * static_cast<double>(models[j].tokens));
-    out.domains.clear();
-    for (const Checkpoint& m : models)
-      out.domains.insert(out.domains.end(), m.domains.begin(), m.domains.end());
+    out.batch = {};  // an average is evaluated or branched from, not trained
     out.config_ini = ctx.config_ini;
     save_checkpoint(checkpoint_file(ctx.run_dir, name), out);
     ModelRecord r;
@@ -433,6 +423,7 @@ int cmd_average(const Args& args, MpiComm& world) {
     r.status = "trained";
     r.steps = out.step;
     r.tokens = static_cast<std::int64_t>(out.tokens);
+    r.flops = static_cast<double>(out.tokens) * train_flops_per_token(ParamLayout(config.model));
     r.checkpoint = fs::path("elms") / (name + ".h5");
     forest.upsert(r);
     save_forest(ctx.run_dir, forest);

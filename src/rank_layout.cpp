@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "btm/error.hpp"
+#include "btm/format.hpp"
 
 namespace btm {
 
@@ -55,25 +56,25 @@ RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::stri
 }
 
 std::string describe_layout(const RankLayout& layout, std::int64_t steps_per_elm,
-                            std::int64_t tokens_per_step_per_rank) {
+                            std::int64_t tokens_per_elm_step) {
   std::ostringstream s;
   const int K = static_cast<int>(layout.elms.size());
-  s << "rank layout: " << layout.world << " ranks, " << layout.ranks_per_elm << " per ELM -> "
-    << layout.groups << " groups; " << K << " ELMs in " << layout.waves << " wave"
-    << (layout.waves == 1 ? "" : "s") << "\n";
+  s << "rank layout: " << counted(layout.world, "rank") << ", " << layout.ranks_per_elm
+    << " per ELM -> " << counted(layout.groups, "group") << "; " << counted(K, "ELM") << " in "
+    << counted(layout.waves, "wave") << "\n";
   const int idle = layout.groups * layout.waves - K;
   for (int w = 0; w < layout.waves; ++w) {
     s << "  wave " << w << ":\n";
     for (const ElmAssignment& a : layout.elms) {
       if (a.wave != w) continue;
       const int first = layout.first_rank(a.group);
-      s << "    group " << a.group << " (ranks " << first;
+      s << "    group " << a.group << " (rank" << (layout.ranks_per_elm > 1 ? "s " : " ") << first;
       if (layout.ranks_per_elm > 1) s << "-" << first + layout.ranks_per_elm - 1;
       s << ") trains ELM '" << a.name << "'";
       if (steps_per_elm > 0) {
-        s << ": " << steps_per_elm << " steps";
-        if (tokens_per_step_per_rank > 0)
-          s << ", " << steps_per_elm * tokens_per_step_per_rank * layout.ranks_per_elm << " tokens";
+        s << ": " << grouped(steps_per_elm) << " steps";
+        if (tokens_per_elm_step > 0)
+          s << ", " << grouped(steps_per_elm * tokens_per_elm_step) << " tokens";
       }
       s << "\n";
     }

@@ -34,13 +34,33 @@ void save_state(const Engine& engine, Checkpoint& state, const std::filesystem::
 
 }  // namespace
 
+void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+                     int data_batch) {
+  if (c.finished()) return;
+  if (c.batch.micro_batch == 0)
+    throw InputError(file.string() +
+                     ": this checkpoint does not record its global batch (checkpoint format 1, "
+                     "from an older btm): it can be evaluated and branched from, not trained "
+                     "further; train the model again");
+  if (c.batch.micro_batch != data_batch)
+    throw InputError(file.string() + ": '" + c.name + "' trains with micro-batches of " +
+                     std::to_string(c.batch.micro_batch) +
+                     " sequences (data.batch when it started), this run has data.batch = " +
+                     std::to_string(data_batch) + ": set --data.batch " +
+                     std::to_string(c.batch.micro_batch) + " to continue it bit-exactly");
+  accumulation(c.batch, ranks, c.name);
+}
+
 TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
                         const std::string& name) {
   const Config& config = ctx.config;
   const bool leader = group.rank() == 0;
   const auto file = checkpoint_file(ctx.run_dir, name);
   Checkpoint state;
-  collective_check(group, [&] { state = load_checkpoint(file, &config.model); });
+  collective_check(group, [&] {
+    state = load_checkpoint(file, &config.model);
+    check_trainable(state, file, group.size(), config.data.batch);
+  });
   engine.set_state(state.params, state.adam_m, state.adam_v);
 
   std::vector<DomainCorpus> corpora;
@@ -56,21 +76,30 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
                                              state.sampler_seed);
   });
 
-  const int B = config.data.batch, A = config.data.accum, T = config.model.context;
+  // The model's own global batch, fixed when its phase started: M micro-batches of B
+  // sequences, micro-batch m = a * ranks + rank drawn as samples [pos + m B, pos + (m + 1) B).
+  const int B = state.batch.micro_batch, T = config.model.context;
+  const std::int64_t M = state.batch.micro_batches;
   const int ranks = group.size();
+  const int A = state.finished() ? 1 : accumulation(state.batch, ranks, name);
   const std::uint64_t samples_per_micro = static_cast<std::uint64_t>(ranks) * B;
-  const std::uint64_t tokens_per_step = samples_per_micro * A * static_cast<std::uint64_t>(T);
+  const std::uint64_t tokens_per_step = static_cast<std::uint64_t>(M) * B * T;
   std::vector<std::int32_t> inputs(static_cast<std::size_t>(B) * T), targets(inputs.size());
 
   MetricsLog metrics(metrics_file(ctx.run_dir, name), name, state.config_ini);
   if (leader) metrics.resume(state.step);
   const double elapsed_before = metrics.rows().empty() ? 0.0 : metrics.rows().back().elapsed_s;
 
-  if (leader)
+  if (leader && !state.finished()) {
+    const bool continues_seed =
+        state.step > 0 && state.domains.size() == 1 && state.sampler_position == 0;
     std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at")
-              << " step " << state.step << " of " << state.target_steps << " on " << ranks
-              << " rank" << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "), "
-              << tokens_per_step << " tokens per step" << std::endl;
+              << " step " << state.step << " of " << state.target_steps
+              << (continues_seed ? " (the seed's schedule continues)" : "") << " on " << ranks
+              << " rank" << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "): " << M
+              << " micro-batch" << (M == 1 ? "" : "es") << " of " << B << " sequences per step ("
+              << A << " per rank), " << tokens_per_step << " tokens per step" << std::endl;
+  }
 
   const OptimConfig& o = config.optim;
   const auto start = Clock::now();
@@ -92,13 +121,13 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
       group.barrier();
       return TrainResult::Stopped;
     }
-    engine.zero_grad();
+    engine.begin_step(M);
     double loss = 0;
     for (int a = 0; a < A; ++a) {
       const std::uint64_t first = state.sampler_position + a * samples_per_micro +
                                   static_cast<std::uint64_t>(group.rank()) * B;
       sampler->fill(first, B, inputs.data(), targets.data());
-      loss += engine.forward_backward({inputs.data(), targets.data(), B, T}, 1.0f / A,
+      loss += engine.forward_backward({inputs.data(), targets.data(), B, T},
                                       a == A - 1 ? grads : nullptr);
     }
     loss /= A;
@@ -112,6 +141,13 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
     update.grad_clip = static_cast<float>(o.grad_clip);
     update.t = state.step + 1;
     const float norm = engine.optimizer_step(update);
+    // The norm is the same on every rank of the group (one reduced gradient): all stop together,
+    // before the last good checkpoint is overwritten.
+    if (!std::isfinite(norm))
+      throw SystemError("[" + name + "] the gradient is not finite at step " +
+                        std::to_string(state.step + 1) +
+                        ": training diverged (lower optim.lr or raise optim.warmup_fraction); the "
+                        "last good checkpoint is kept");
     state.step += 1;
     state.sampler_position += samples_per_micro * A;
     state.tokens += tokens_per_step;

@@ -131,13 +131,13 @@ TEST(Cli, BenchPrintsOneJsonLinePerCase) {
   EXPECT_NE(field("loss_first"), field("loss"));
   EXPECT_EQ(r.output.find("\"mfu\""), std::string::npos) << "no MFU on cpu without --peak-tflops";
 
-  // The average case alone runs no engine: its line and nothing else.
+  // The average case alone: its line (3 parents) and nothing else.
   auto average = run_btm(
       "bench --run.device cpu --cases average --model.n_layer 1 --model.d_model 32 "
-      "--model.n_head 2 --model.context 16 --steps 1 --warmup 0");
+      "--model.n_head 2 --model.context 16 --steps 1 --warmup 0 --elms 3");
   ASSERT_EQ(average.exit_code, 0) << average.output;
   EXPECT_NE(average.output.find("{\"case\": \"average\""), std::string::npos) << average.output;
-  EXPECT_NE(average.output.find("\"elms\": 1"), std::string::npos) << average.output;
+  EXPECT_NE(average.output.find("\"elms\": 3"), std::string::npos) << average.output;
   EXPECT_EQ(average.output.find("\"train\""), std::string::npos) << average.output;
 
   auto bad = run_btm("bench --run.device cpu --cases train,fly");

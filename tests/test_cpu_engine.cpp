@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -73,7 +74,7 @@ bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-std::vector<float> grads_of(const Engine& e) {
+std::vector<float> grads_of(Engine& e) {
   std::vector<float> g(e.layout().total());
   e.get_grads(g);
   return g;
@@ -96,8 +97,8 @@ void train(Engine& e, int B, std::uint64_t first, std::uint64_t last) {
   const ModelConfig& m = e.layout().model();
   for (std::uint64_t s = first; s < last; ++s) {
     const Tokens tok = random_tokens(B, m.context, m.vocab_size, 1000 + s);
-    e.zero_grad();
-    e.forward_backward(tok.batch(), 1.0f, nullptr);
+    e.begin_step(1);
+    e.forward_backward(tok.batch(), nullptr);
     e.optimizer_step(adamw(static_cast<std::int64_t>(s) + 1));
   }
 }
@@ -143,8 +144,8 @@ TEST(CpuEngine, GradientsMatchFiniteDifferencesOfTheLoss) {
   engine->set_params(p);
   const Tokens tok = random_tokens(2, m.context, m.vocab_size, 5);
 
-  engine->zero_grad();
-  const float loss = engine->forward_backward(tok.batch(), 1.0f, nullptr);
+  engine->begin_step(1);
+  const float loss = engine->forward_backward(tok.batch(), nullptr);
   EXPECT_NEAR(loss, engine_loss(*engine, tok), 1e-6);
   const std::vector<float> g = grads_of(*engine);
 
@@ -223,7 +224,7 @@ TEST(CpuEngine, AdamWDecaysOnlyTwoDimensionalWeights) {
   for (float& x : p) x += static_cast<float>(0.1 * rng.normal());  // biases and LN non-zero too
   const std::vector<float> zeros(layout.total(), 0.0f);
   engine->set_state(p, zeros, zeros);
-  engine->zero_grad();
+  engine->begin_step(1);
   btm::AdamWStep s = adamw(1, 0.05f);
   s.weight_decay = 0.2f;
   EXPECT_EQ(engine->optimizer_step(s), 0.0f);
@@ -250,8 +251,8 @@ TEST(CpuEngine, AdamWStepMatchesTheFormulaWithClipping) {
   }
   engine->set_state(p, m0, v0);
   const Tokens tok = random_tokens(2, m.context, m.vocab_size, 9);
-  engine->zero_grad();
-  engine->forward_backward(tok.batch(), 1.0f, nullptr);
+  engine->begin_step(1);
+  engine->forward_backward(tok.batch(), nullptr);
   const std::vector<float> g = grads_of(*engine);
 
   double sq = 0;
@@ -306,8 +307,8 @@ TEST(CpuEngine, OverfitsOneBatch) {
   const Tokens tok = random_tokens(4, m.context, m.vocab_size, 12);
   float first = 0, last = 0;
   for (int step = 1; step <= 150; ++step) {
-    engine->zero_grad();
-    last = engine->forward_backward(tok.batch(), 1.0f, nullptr);
+    engine->begin_step(1);
+    last = engine->forward_backward(tok.batch(), nullptr);
     if (step == 1) first = last;
     btm::AdamWStep s = adamw(step, 3e-3f);
     s.weight_decay = 0.0f;
@@ -365,13 +366,14 @@ TEST(CpuEngine, HalfBatchesAccumulateToTheFullBatchGradient) {
   engine->set_params(gpt2_params(engine->layout(), 41));
   const Tokens tok = random_tokens(4, m.context, m.vocab_size, 42);
 
-  engine->zero_grad();
-  const float full_loss = engine->forward_backward(tok.batch(), 1.0f, nullptr);
+  engine->begin_step(1);
+  const float full_loss = engine->forward_backward(tok.batch(), nullptr);
   const std::vector<float> full = grads_of(*engine);
 
-  engine->zero_grad();
-  const float l0 = engine->forward_backward(tok.rows(0, 2), 0.5f, nullptr);
-  const float l1 = engine->forward_backward(tok.rows(2, 2), 0.5f, nullptr);
+  // Two micro-batches of 2: the mean of their mean-loss gradients is the full batch's.
+  engine->begin_step(2);
+  const float l0 = engine->forward_backward(tok.rows(0, 2), nullptr);
+  const float l1 = engine->forward_backward(tok.rows(2, 2), nullptr);
   const std::vector<float> halves = grads_of(*engine);
 
   EXPECT_NEAR(full_loss, 0.5f * (l0 + l1), 1e-6);
@@ -384,21 +386,92 @@ TEST(CpuEngine, HalfBatchesAccumulateToTheFullBatchGradient) {
   EXPECT_LT(max_diff, 1e-6 * max_g);
 }
 
+// The exact (fixed-point) sum of a step's micro-batch gradients does not depend on their order,
+// which is what makes a step the same bits on any number of ranks; a float sum generally does.
+TEST(CpuEngine, MicroBatchOrderDoesNotChangeTheStepsBits) {
+  const ModelConfig m = tiny_model();
+  auto engine = btm::make_cpu_engine(m, 2);
+  const std::vector<float> start = gpt2_params(engine->layout(), 43);
+  const Tokens tok = random_tokens(3, m.context, m.vocab_size, 44);
+  const std::size_t n = engine->layout().total();
+  auto step = [&](std::initializer_list<int> order) {
+    const std::vector<float> zeros(n, 0.0f);
+    engine->set_state(start, zeros, zeros);
+    engine->begin_step(3);
+    for (int b : order) engine->forward_backward(tok.rows(b, 1), nullptr);
+    std::vector<float> g = grads_of(*engine);
+    engine->optimizer_step(adamw(1));
+    return std::make_pair(g, params_of(*engine));
+  };
+  const auto [g012, p012] = step({0, 1, 2});
+  const auto [g201, p201] = step({2, 0, 1});
+  const auto [g120, p120] = step({1, 2, 0});
+  EXPECT_TRUE(same_bytes(g012, g201));
+  EXPECT_TRUE(same_bytes(g012, g120));
+  EXPECT_TRUE(same_bytes(p012, p201));
+  EXPECT_TRUE(same_bytes(p012, p120));
+
+  // The same micro-batch gradients summed in float in two orders: not all bits agree, so the
+  // exact sum above is what makes the orders agree.
+  std::vector<std::vector<float>> single;
+  for (int b = 0; b < 3; ++b) {
+    engine->set_params(start);
+    engine->begin_step(1);
+    engine->forward_backward(tok.rows(b, 1), nullptr);
+    single.push_back(grads_of(*engine));
+  }
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    differ += (single[0][i] + single[1][i]) + single[2][i] !=
+              (single[2][i] + single[0][i]) + single[1][i];
+  EXPECT_GT(differ, 0u);
+  // And the exact mean is within fp32 rounding of the float mean.
+  for (std::size_t i = 0; i < n; ++i)
+    ASSERT_NEAR(g012[i], ((single[0][i] + single[1][i]) + single[2][i]) / 3.0f,
+                1e-6f * (std::abs(single[0][i]) + std::abs(single[1][i]) + std::abs(single[2][i])) +
+                    2e-12f);
+}
+
+TEST(CpuEngine, NonFiniteGradientLeavesTheStateUnchanged) {
+  const ModelConfig m = tiny_model();
+  auto engine = btm::make_cpu_engine(m, 1);
+  std::vector<float> p = gpt2_params(engine->layout(), 45);
+  p[engine->layout().wpe()] = std::numeric_limits<float>::infinity();  // poisons the gradients
+  const std::size_t n = engine->layout().total();
+  const std::vector<float> zeros(n, 0.0f);
+  const Tokens tok = random_tokens(2, m.context, m.vocab_size, 46);
+  for (std::int64_t micro_batches : {1, 2}) {
+    SCOPED_TRACE(micro_batches);
+    engine->set_state(p, zeros, zeros);
+    engine->begin_step(micro_batches);
+    for (std::int64_t b = 0; b < micro_batches; ++b)
+      engine->forward_backward(tok.rows(static_cast<int>(b), 1), nullptr);
+    EXPECT_FALSE(std::isfinite(engine->optimizer_step(adamw(1))));
+    std::vector<float> p1(n), m1(n), v1(n);
+    engine->get_state(p1, m1, v1);
+    EXPECT_TRUE(same_bytes(p1, p));
+    EXPECT_TRUE(same_bytes(m1, zeros));
+    EXPECT_TRUE(same_bytes(v1, zeros));
+  }
+}
+
 TEST(CpuEngine, ReduceOverOneRankLeavesGradientsUnchanged) {
   const ModelConfig m = tiny_model();
   auto engine = btm::make_cpu_engine(m, 1);
   engine->set_params(gpt2_params(engine->layout(), 51));
   const Tokens tok = random_tokens(2, m.context, m.vocab_size, 52);
-  engine->zero_grad();
-  const float plain_loss = engine->forward_backward(tok.batch(), 1.0f, nullptr);
+  engine->begin_step(2);
+  engine->forward_backward(tok.rows(0, 1), nullptr);
+  const float plain_loss = engine->forward_backward(tok.rows(1, 1), nullptr);
   const std::vector<float> plain = grads_of(*engine);
 
   btm::MpiComm self(MPI_COMM_SELF, false);
-  engine->zero_grad();
-  const float reduced_loss = engine->forward_backward(tok.batch(), 1.0f, &self);
+  engine->begin_step(2);
+  engine->forward_backward(tok.rows(0, 1), nullptr);
+  const float reduced_loss = engine->forward_backward(tok.rows(1, 1), &self);
   EXPECT_EQ(plain_loss, reduced_loss);
   EXPECT_TRUE(same_bytes(plain, grads_of(*engine)));
-  EXPECT_EQ(self.bytes_sent(), plain.size() * sizeof(float));  // the gradients went through it
+  EXPECT_EQ(self.bytes_sent(), 0u);  // nothing to sum over one rank
 }
 
 TEST(CpuEngine, LogprobsAndLogitsAgreeWithTheLoss) {
@@ -421,8 +494,8 @@ TEST(CpuEngine, LogprobsAndLogitsAgreeWithTheLoss) {
     for (int j = V; j < Vp; ++j) ASSERT_EQ(row[j], 0.0f);  // padded wte rows are zero
     sum -= lp[i];
   }
-  engine->zero_grad();
-  EXPECT_NEAR(engine->forward_backward(tok.batch(), 1.0f, nullptr), sum / BT, 1e-6);
+  engine->begin_step(1);
+  EXPECT_NEAR(engine->forward_backward(tok.batch(), nullptr), sum / BT, 1e-6);
 
   // A prefix does not see later tokens: the log-probs of a shorter T agree.
   Batch shorter{tok.inputs.data(), tok.targets.data(), 1, 5};

@@ -323,55 +323,7 @@ TEST(Ensemble, ParsesPosteriorForms) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameter averaging.
-
-std::vector<float> random_params(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, 0.1f);
-  std::vector<float> out(n);
-  for (float& x : out) x = dist(gen);
-  return out;
-}
-
-TEST(Averaging, IdenticalModelsAverageToTheModel) {
-  const std::vector<float> model = random_params(10'000, 1);  // more than one chunk
-  const std::vector<std::span<const float>> models(3, model);
-  std::vector<float> out(model.size());
-  weighted_average(models, std::vector<double>{0.2, 0.3, 0.5}, out);
-  for (std::size_t i = 0; i < out.size(); ++i) ASSERT_FLOAT_EQ(out[i], model[i]) << i;
-}
-
-TEST(Averaging, WeightedSumOfTwoModels) {
-  const std::vector<float> a = random_params(9'000, 2), b = random_params(9'000, 3);
-  std::vector<float> out(a.size());
-  weighted_average({a, b}, std::vector<double>{0.25, 0.75}, out);
-  for (std::size_t i = 0; i < out.size(); ++i)
-    ASSERT_NEAR(out[i], 0.25 * a[i] + 0.75 * b[i], 1e-7) << i;
-  // The output may be one of the inputs.
-  std::vector<float> in_place = a;
-  weighted_average({in_place, b}, std::vector<double>{0.25, 0.75}, in_place);
-  EXPECT_EQ(in_place, out);
-}
-
-TEST(Averaging, RefusesBadWeightsAndShapes) {
-  const std::vector<float> a(8, 1.0f), b(8, 2.0f), short_model(7, 1.0f);
-  std::vector<float> out(8);
-  try {
-    weighted_average({a, b}, std::vector<double>{0.5, 0.6}, out);
-    FAIL() << "weights summing to 1.1 accepted";
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("0.5, 0.6"), std::string::npos) << what;
-    EXPECT_NE(what.find("1.1"), std::string::npos) << what;
-  }
-  EXPECT_THROW(weighted_average({a, b}, std::vector<double>{1.5, -0.5}, out), InputError);
-  EXPECT_THROW(weighted_average({a, b}, std::vector<double>{kNaN, 1.0}, out), InputError);
-  EXPECT_THROW(weighted_average({a, b}, std::vector<double>{1.0}, out), InputError);
-  EXPECT_THROW(weighted_average({a, short_model}, std::vector<double>{0.5, 0.5}, out), InputError);
-  EXPECT_THROW(weighted_average({}, std::vector<double>{}, out), InputError);
-  // Within 1e-6 of 1 is accepted.
-  EXPECT_NO_THROW(weighted_average({a, b}, std::vector<double>{0.5, 0.5 + 5e-7}, out));
-}
+// Averaging weights (the averages themselves: test_average.cpp).
 
 TEST(Averaging, NormalisesUserWeights) {
   EXPECT_EQ(normalise_weights(std::vector<double>{2, 1, 1}),
@@ -390,11 +342,6 @@ TEST(Averaging, WeightSchemes) {
   EXPECT_EQ(average_weights(AverageScheme::argmax, prior), (std::vector<double>{0, 1, 0, 0}));
   EXPECT_EQ(average_scheme_name(AverageScheme::cached_prior), "cached-prior");
   EXPECT_THROW(average_weights(AverageScheme::argmax, std::vector<double>{0.5, 0.6}), InputError);
-  // Averaging with argmax weights is that one model.
-  const std::vector<float> a = random_params(100, 4), b = random_params(100, 5);
-  std::vector<float> out(100);
-  weighted_average({a, b}, argmax_weights(std::vector<double>{0.3, 0.7}), out);
-  EXPECT_EQ(out, b);
 }
 
 }  // namespace

@@ -36,6 +36,7 @@ Checkpoint small_checkpoint() {
   c.step = 17;
   c.target_steps = 40;
   c.schedule_steps = 40;
+  c.batch = {4, 6};
   c.sampler_seed = 0xDEADBEEFull;
   c.sampler_position = 1234;
   c.tokens = 99999;
@@ -76,6 +77,7 @@ TEST(Checkpoint, RoundTripKeepsEveryField) {
   EXPECT_EQ(b.step, a.step);
   EXPECT_EQ(b.target_steps, a.target_steps);
   EXPECT_EQ(b.schedule_steps, a.schedule_steps);
+  EXPECT_EQ(b.batch, a.batch);
   EXPECT_EQ(b.sampler_seed, a.sampler_seed);
   EXPECT_EQ(b.sampler_position, a.sampler_position);
   EXPECT_EQ(b.tokens, a.tokens);
@@ -84,6 +86,12 @@ TEST(Checkpoint, RoundTripKeepsEveryField) {
   EXPECT_EQ(b.params, a.params);
   EXPECT_EQ(b.adam_m, a.adam_m);
   EXPECT_EQ(b.adam_v, a.adam_v);
+  // One state vector alone, with the same checks.
+  EXPECT_EQ(load_state_vector(dir / "c.h5", "adam_m", a.model), a.adam_m);
+  Checkpoint other = a;
+  other.model.d_model = 16;
+  EXPECT_NE(error_of([&] { load_state_vector(dir / "c.h5", "params", other.model); }).find("c.h5"),
+            std::string::npos);
   // Nothing but the checkpoint is left in the directory (no temporary file).
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
@@ -182,9 +190,10 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
   EXPECT_TRUE(load_forest(dir.path()).models.empty());
   Forest f;
   f.config_ini = "cfg";
-  f.upsert({"seed", "seed", {"a", "b"}, {}, {}, "trained", 10, 1000, "elms/seed.h5"});
-  f.upsert({"a", "elm", {"a"}, {"seed"}, {1.0}, "branched", 10, 1000, "elms/a.h5"});
-  f.upsert({"c", "elm", {"c"}, {"a", "seed"}, {0.25, 0.75}, "trained", 20, 3000, "elms/c.h5"});
+  f.upsert({"seed", "seed", {"a", "b"}, {}, {}, "trained", 10, 64, 1000, 2e9, "elms/seed.h5"});
+  f.upsert({"a", "elm", {"a"}, {"seed"}, {1.0}, "branched", 10, 32, 1000, 2e9, "elms/a.h5"});
+  f.upsert(
+      {"c", "elm", {"c"}, {"a", "seed"}, {0.25, 0.75}, "trained", 20, 32, 3000, 6e9, "elms/c.h5"});
   save_forest(dir.path(), f);
   const Forest g = load_forest(dir.path());
   ASSERT_EQ(g.models.size(), 3u);
@@ -192,6 +201,9 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
   EXPECT_EQ(g.models[2].parent_weights, (std::vector<double>{0.25, 0.75}));
   EXPECT_EQ(g.elms().size(), 2u);
   EXPECT_EQ(g.find("a")->status, "branched");
+  EXPECT_EQ(g.find("seed")->global_batch, 64);
+  EXPECT_EQ(g.find("c")->tokens, 3000);
+  EXPECT_DOUBLE_EQ(g.find("c")->flops, 6e9);
   fs::resize_file(forest_file(dir.path()), 100);
   const std::string e = error_of([&] { load_forest(dir.path()); });
   EXPECT_NE(e.find("forest.h5"), std::string::npos) << e;

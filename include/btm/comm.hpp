@@ -25,6 +25,8 @@ class Communicator {
   // In-place sum over the group. `stream` is a cudaStream_t for device communicators (nullptr:
   // the communicator's own stream, synchronised before returning); host communicators ignore it.
   virtual void allreduce_sum(float* data, std::size_t count, void* stream = nullptr) = 0;
+  // The same on 64-bit integers: exact, so the result does not depend on the reduction order.
+  virtual void allreduce_sum(std::int64_t* data, std::size_t count, void* stream = nullptr) = 0;
   virtual void broadcast(void* data, std::size_t bytes, int root, void* stream = nullptr) = 0;
   // Waits until every collective issued on `stream` has finished (no-op on host).
   virtual void synchronize(void* stream = nullptr) { (void)stream; }
@@ -54,12 +56,15 @@ class MpiComm final : public Communicator {
   MPI_Comm raw() const { return comm_; }
 
   void allreduce_sum(float* data, std::size_t count, void* stream = nullptr) override;
+  void allreduce_sum(std::int64_t* data, std::size_t count, void* stream = nullptr) override;
   void broadcast(void* data, std::size_t bytes, int root, void* stream = nullptr) override;
 
   void allreduce_sum(double* data, std::size_t count);
   double allreduce_sum(double value);
   int allreduce_max(int value);
   std::int64_t allreduce_max(std::int64_t value);
+  // The sum over the ranks into `data` of rank `root` (exact); other ranks' data is unchanged.
+  void reduce_sum(std::int64_t* data, std::size_t count, int root);
   // Every rank's `bytes_per_rank` bytes, in rank order.
   void allgather(const void* send, void* recv, std::size_t bytes_per_rank);
   void barrier();

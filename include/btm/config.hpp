@@ -55,8 +55,12 @@ struct RunConfig {
   std::string device = "auto";   // auto | cpu | cuda
   int threads = 0;               // CPU threads per rank; 0 = cores / ranks on the node
   std::string split = "domain";  // domain | random (the paper's random-split ablation)
-  bool dense = true;             // also train the compute-matched dense baseline
-  bool share_gpus = false;       // ranks of a node may share GPUs (testing a layout on fewer GPUs)
+  // seed: every ELM branches from the seed LM (at step 0 when seed_share is 0: one shared
+  // initialisation) | random: each ELM from an initialisation of its own (needs seed_share 0;
+  // the paper's check that parameter averaging needs a shared seed)
+  std::string elm_init = "seed";
+  bool dense = true;        // also train the compute-matched dense baseline
+  bool share_gpus = false;  // ranks of a node may share GPUs (testing a layout on fewer GPUs)
 };
 
 struct EvalConfig {

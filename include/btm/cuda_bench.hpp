@@ -12,8 +12,8 @@ namespace btm {
 // and other processes on the same GPU included).
 std::size_t cuda_memory_used_bytes();
 
-// Mean milliseconds of one in-place sum of `count` floats over the device communicator `comm`
-// (a device buffer is allocated here), after `warmup` untimed calls.
+// Mean milliseconds of one in-place sum of `count` int64 (a step's gradient sums) over the device
+// communicator `comm` (a device buffer is allocated here), after `warmup` untimed calls.
 double cuda_time_allreduce_ms(Communicator& comm, std::size_t count, int iterations, int warmup);
 
 }  // namespace btm

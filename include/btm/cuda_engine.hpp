@@ -48,4 +48,11 @@ std::string cuda_engine_gelu(const Engine& engine);
 // 0 for any other engine.
 std::size_t cuda_engine_allocated_bytes(const Engine& engine);
 
+// Caps the device memory a CUDA engine's hold_parent may use for parents (by default whatever
+// fits, leaving 2 GiB + 10 % of the GPU free); parents past it are kept in host memory. Lets
+// tests run the host and mixed averaging paths; no effect on other engines.
+void cuda_engine_limit_parent_memory(Engine& engine, std::size_t bytes);
+// The number of parents a CUDA engine holds in device memory; 0 for any other engine.
+std::size_t cuda_engine_device_parents(const Engine& engine);
+
 }  // namespace btm

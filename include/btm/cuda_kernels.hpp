@@ -24,7 +24,6 @@ using bf16 = __nv_bfloat16;
 // ---- conversions and small helpers -------------------------------------------------------
 void float_to_bf16(bf16* out, const float* in, std::size_t n, cudaStream_t stream);
 void bf16_to_float(float* out, const bf16* in, std::size_t n, cudaStream_t stream);
-void scale_in_place(float* data, float factor, std::size_t n, cudaStream_t stream);
 // out[0] = mean of values[0..n), summed in a fixed order.
 void mean_of(float* out, const float* values, int n, cudaStream_t stream);
 
@@ -195,6 +194,34 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
 void crossentropy_forward(float* losses, const float* logits, const std::int32_t* targets, int N,
                           int V, int Vp, cudaStream_t stream);
 
+// ---- exact sums in 64-bit fixed point (fixed_point.cu) -----------------------------------
+// The arithmetic of fixed_point.hpp on the device, bit for bit: a term is
+// llrint((double(x) * w) * 2^40) (no FMA contraction), a term with !(|double(x) * w| < limit)
+// (also NaN and infinities) is left out and counted in *count (an int64 on the device, added
+// to with one atomic per block; the sums use none), a sum back to float is
+// float(double(sum) * factor) with factor = fixed::factor_for(divisor). Integer sums do not
+// depend on the order of their terms, so any grid gives the host's bits.
+
+// A micro-batch gradient into a step's exact sum (fixed::accumulate of g with `weight`), and
+// g[i] = 0 once read, so the next micro-batch's backward starts from zero: one pass of read g,
+// write 0, read-modify-write sum.
+void fixed_accumulate(std::int64_t* sum, std::int64_t* count, float* g, std::size_t n,
+                      double weight, double limit, cudaStream_t stream);
+// out[i] = fixed::to_float(sum[i], factor); NaN everywhere instead when count is not null and
+// *count > 0 (read on the device: no host synchronisation).
+void fixed_to_floats(float* out, const std::int64_t* sum, const std::int64_t* count, std::size_t n,
+                     double factor, cudaStream_t stream);
+// A weighted sum of K vectors x[0..K) (a device array of K device pointers, weights w a device
+// array of K doubles; K <= 256): out[i] = to_float(sum_k to_fixed(x[k][i], w[k]), factor), the
+// terms outside `limit` left out and counted in *count. out may not alias any x[k].
+void fixed_weighted_sum(float* out, std::int64_t* count, const float* const* x, const double* w,
+                        int K, std::size_t n, double limit, double factor, cudaStream_t stream);
+// The same terms added into an exact sum: sum[i] += sum_k to_fixed(x[k][offset + i], w[k]) for
+// i in [0, n) (offset: a chunk of longer vectors).
+void fixed_weighted_add(std::int64_t* sum, std::int64_t* count, const float* const* x,
+                        const double* w, int K, std::size_t offset, std::size_t n, double limit,
+                        cudaStream_t stream);
+
 // ---- optimizer ----------------------------------------------------------------------------
 // Floats of scratch (as doubles) global_sum_of_squares needs.
 std::size_t sum_of_squares_scratch_doubles();
@@ -211,7 +238,9 @@ struct DecaySegments {
 };
 // AdamW as cpu::adamw_update over all n elements, with decay per segment, the gradient scaled
 // by the clip factor min(1, grad_clip / (sqrt(*sumsq) + 1e-6)) (1 if grad_clip <= 0 or sumsq is
-// null), and params_bf16 refreshed from the updated fp32 parameters.
+// null), and params_bf16 refreshed from the updated fp32 parameters. When sumsq is not null and
+// *sumsq is not finite (a NaN or infinite gradient), p, p_bf16, m and v are left unchanged: the
+// kernel reads *sumsq on the device, so skipping a step needs no host synchronisation.
 void adamw_update(float* p, bf16* p_bf16, const float* g, float* m, float* v, std::size_t n,
                   const DecaySegments& segments, float lr, float beta1, float beta2, float eps,
                   float weight_decay, float bias1, float bias2, const double* sumsq,

@@ -5,12 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
 
 #include "btm/comm.hpp"
 #include "btm/config.hpp"
+#include "btm/fixed_point.hpp"
 #include "btm/params.hpp"
 
 namespace btm {
@@ -51,20 +53,44 @@ class Engine {
   virtual void get_state(std::span<float> params, std::span<float> m, std::span<float> v) const = 0;
   virtual void get_params(std::span<float> params) const = 0;
   virtual void set_params(std::span<const float> params) = 0;
-  virtual void get_grads(std::span<float> grads) const = 0;
 
-  virtual void zero_grad() = 0;
-  // Adds grad_scale * d(mean token loss of the batch)/d(params) to the gradients and returns
-  // the batch's mean loss. With `reduce` set, the gradients are then averaged over that group
-  // (the CUDA engine overlaps the reduction with the backward pass).
-  virtual float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) = 0;
-  // Clips by global norm, applies AdamW, returns the global norm before clipping.
+  // The gradient of an optimizer step is the mean, over the step's M micro-batches (spread over
+  // a group's ranks and their micro-steps), of each micro-batch's mean-token-loss gradient. With
+  // M > 1 the micro-batch gradients are summed exactly (fixed_point.hpp), so a step has the same
+  // bits however its micro-batches are spread over ranks; with M = 1 the gradient is used as
+  // computed. begin_step(M) starts a step.
+  virtual void begin_step(std::int64_t micro_batches) = 0;
+  // Adds the gradient of this micro-batch's mean token loss to the step and returns that loss.
+  // With `reduce` set (on each rank's last micro-step of the step, collectively) the step's sum
+  // is then summed over that group (the CUDA engine overlaps this with the backward pass).
+  virtual float forward_backward(const Batch& batch, Communicator* reduce) = 0;
+  // The step's gradient (mean over its micro-batches); NaN everywhere when a micro-batch
+  // gradient was not finite or outside the fixed-point range.
+  virtual void get_grads(std::span<float> grads) = 0;
+  // Clips the step's gradient by global norm and applies AdamW; returns the norm before
+  // clipping. A non-finite norm leaves the parameters and moments unchanged.
   virtual float optimizer_step(const AdamWStep& step) = 0;
 
   // out[b*T + t] = log p(targets[b,t] | inputs[b, 0..t]), host memory.
   virtual void token_logprobs(const Batch& batch, float* out) = 0;
   // out[(b*T + t) * padded_vocab + j]: the logits (tests and the PyTorch comparison).
   virtual void logits(const Batch& batch, float* out) = 0;
+
+  // Parameter averages formed where the engine computes (see fixed_point.hpp: the same bits
+  // wherever they are formed). hold_parent keeps parent j's parameters until drop_parents (in
+  // device memory on GPUs, when they fit). add_parents adds sum_j weights[j] * parent_j over the
+  // held parents with a non-zero weight to `sum` (the parents other engines hold are theirs to
+  // add); set_params_to_average sets the parameters to that sum, and needs every parent with a
+  // non-zero weight held (std::logic_error otherwise). weights is indexed by j.
+  // These defaults keep the parents in host memory.
+  virtual void hold_parent(std::size_t j, std::vector<float> params);
+  virtual void drop_parents();
+  virtual void add_parents(std::span<const double> weights, fixed::Sum& sum);
+  virtual void set_params_to_average(std::span<const double> weights);
+
+ protected:
+  // The held parents of the host-memory defaults.
+  std::map<std::size_t, std::vector<float>> held_parents_;
 };
 
 struct EngineOptions {

@@ -131,14 +131,7 @@ double uniform_mixture_perplexity(const LogProbView& logp);
 double uniform_prior_perplexity(const LogProbView& logp, PosteriorForm form);
 
 // ---------------------------------------------------------------------------------------------
-// Parameter averaging: theta_avg = sum_j w_j theta_j.
-
-// out[i] = sum_j weights[j] * models[j][i], accumulated in double. All models and `out` must have
-// the same size; `weights` must pass check_distribution (InputError naming the weights
-// otherwise). `out` may be one of the models (each element is read before it is written).
-// Models with weight 0 are not read.
-void weighted_average(const std::vector<std::span<const float>>& models,
-                      std::span<const double> weights, std::span<float> out);
+// Parameter averaging weights (the averages themselves: average.hpp).
 
 // User-given weights (for instance --weights 2,1,1) scaled to sum 1. InputError for an empty
 // list, a negative or non-finite weight, or all weights 0.

@@ -1,7 +1,7 @@
 // evaluate.hpp: the collective phase. Every group computes the per-token log-probabilities of
 // its ELM(s) on the evaluation blocks of every evaluation domain; those arrays (not weights)
-// are gathered and combined into ensemble perplexities; parameter averages are formed by one
-// weighted all-reduce and evaluated like any LM. Results go to RUN/eval.h5:
+// are gathered and combined into ensemble perplexities; parameter averages are formed where the
+// engines run (set_average_params) and evaluated like any LM. Results go to RUN/eval.h5:
 //   root attributes: format="btm-eval", format_version, config, elms (names, order j),
 //     domains (evaluation domains), in_domain (1.0 train domain, 0.0 held-out), posterior
 //   /perplexity       float64 [methods, domains], attribute methods: "elm:NAME",
@@ -15,12 +15,13 @@
 #pragma once
 
 #include <cstddef>
-#include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "btm/comm.hpp"
+#include "btm/engine.hpp"
 #include "btm/run_context.hpp"
 
 namespace btm {
@@ -39,14 +40,13 @@ struct EvalGroups {
 };
 EvalGroups make_eval_groups(RunContext& ctx);
 
-// theta = sum_j weights[j] theta_j as one weighted reduction over the group leaders (in double,
-// so the result does not depend on the order of the sum to fp32 precision), delivered to the
-// leader of group `root_group` and broadcast in that group (other groups get an empty vector).
-// `held` are the ELMs (index j -> n parameters) this rank's group holds. Collective over the world.
-std::vector<float> weighted_average(EvalGroups& g,
-                                    const std::map<std::size_t, std::vector<float>>& held,
-                                    const std::vector<double>& weights, int root_group,
-                                    std::size_t n);
+// Sets the engine parameters of every rank of group `root_group` to theta = sum_j weights[j]
+// theta_j over the parents the group leaders' engines hold (Engine::hold_parent; ELM j is held by
+// group j % G): with one group the sum is formed in that engine (on the device on GPUs); with
+// several, each leader's fixed-point sum is added up over the leaders (exact, so the bits do not
+// depend on the groups). Collective over the world.
+void set_average_params(EvalGroups& g, Engine& engine, std::span<const double> weights,
+                        int root_group);
 
 // Weights for branching a new ELM for `domain`: the cached prior (domain posterior) of the
 // `parents` on the domain's validation split, top-k, renormalised.

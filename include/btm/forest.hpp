@@ -1,6 +1,7 @@
 // forest.hpp: the ELMforest on disk.
 //   RUN/forest.h5          manifest: every model (seed, ELMs, dense baseline, averages), its kind,
-//                          domains, parents and branch weights, status, steps, tokens, checkpoint
+//                          domains, parents and branch weights, status, steps, global batch,
+//                          tokens, FLOPs, checkpoint
 //   RUN/elms/NAME.h5       one checkpoint per model (checkpoint.hpp)
 //   RUN/metrics/NAME.h5    per-step training metrics (metrics.hpp)
 //   RUN/eval.h5            evaluation (evaluate.hpp)
@@ -14,7 +15,7 @@
 
 namespace btm {
 
-constexpr int kForestFormatVersion = 1;
+constexpr int kForestFormatVersion = 2;  // 1 is read too (no global batch, FLOPs)
 
 struct ModelRecord {
   std::string name;
@@ -24,7 +25,9 @@ struct ModelRecord {
   std::vector<double> parent_weights;  // weights of the parents (sum to 1)
   std::string status;                  // branched | trained
   std::int64_t steps = 0;              // optimizer steps done (schedule position)
+  std::int64_t global_batch = 0;       // sequences per optimizer step of its current phase
   std::int64_t tokens = 0;             // tokens trained on over its lineage
+  double flops = 0;                    // training FLOPs over its lineage (budget.hpp)
   std::string checkpoint;              // path relative to the run directory
 };
 

@@ -6,30 +6,21 @@
 //             as a weighted average of existing ELMs
 //   train  -> G = W / r groups train their ELMs on their own domain, with no traffic between groups
 //   merge  -> the manifest records the trained ELMs
-//   dense  -> the compute-matched dense baseline on all ranks over all domains
+//   dense  -> the compute-matched dense baseline on all ranks over all domains: the seed's
+//             trajectory continued to run.steps (budget.hpp has the rule)
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "btm/budget.hpp"
 #include "btm/rank_layout.hpp"
 #include "btm/run_context.hpp"
 
 namespace btm {
 
 enum class PhaseResult { Done, Stopped };
-
-// Budget arithmetic (all compute-matched by construction).
-struct Budget {
-  std::int64_t total_steps = 0;  // run.steps: the schedule of the seed and the ELMs
-  std::int64_t seed_steps = 0;   // round(seed_share * total_steps)
-  std::int64_t elm_steps = 0;    // total - seed: steps each ELM trains after branching
-  std::int64_t dense_steps =
-      0;  // seed + elm_steps * K * r / W (rounded up): same tokens as the forest
-  std::int64_t tokens_per_rank_step = 0;  // batch * accum * context
-};
-Budget make_budget(const Config& config, int world, int elms);
 
 // The ELM names of the run: the train domains, or random-0..K-1 for the random-split ablation.
 std::vector<std::string> elm_names(const Config& config);

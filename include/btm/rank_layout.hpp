@@ -42,6 +42,6 @@ std::string valid_ranks_per_elm(int world);
 // Human-readable plan: one line per ELM (ranks, group, wave) plus a summary; steps and tokens
 // per ELM when given (> 0).
 std::string describe_layout(const RankLayout& layout, std::int64_t steps_per_elm,
-                            std::int64_t tokens_per_step_per_rank);
+                            std::int64_t tokens_per_elm_step);
 
 }  // namespace btm

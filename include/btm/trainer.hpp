@@ -4,8 +4,10 @@
 // end, and when a stop is requested; so a rerun continues where the last one stopped.
 #pragma once
 
+#include <filesystem>
 #include <string>
 
+#include "btm/checkpoint.hpp"
 #include "btm/comm.hpp"
 #include "btm/engine.hpp"
 #include "btm/run_context.hpp"
@@ -13,6 +15,12 @@
 namespace btm {
 
 enum class TrainResult { Finished, Stopped };
+
+// Throws InputError naming `file` unless `ranks` ranks can continue the unfinished checkpoint
+// `c` bit-exactly: it records its global batch, data.batch equals its micro-batch and ranks
+// divides its micro-batches (budget.hpp). Finished checkpoints pass.
+void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+                     int data_batch);
 
 // Trains model `name` from its checkpoint to the checkpoint's target_steps. `group` is the MPI
 // communicator of the ranks training it (control traffic and checkpoint agreement);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "btm/cpu_kernels.hpp"
 #include "btm/engine.hpp"
 #include "btm/error.hpp"
+#include "btm/fixed_point.hpp"
 
 namespace btm {
 namespace {
@@ -131,33 +133,58 @@ class CpuEngine final : public Engine {
     check_size(params, layout_.total(), "params");
     std::copy(params.begin(), params.end(), params_.begin());
   }
-  void get_grads(std::span<float> grads) const override {
-    check_size(grads, layout_.total(), "grads");
-    std::copy(grads_.begin(), grads_.end(), grads.begin());
+  void begin_step(std::int64_t micro_batches) override {
+    if (micro_batches < 1)
+      throw std::invalid_argument("cpu engine: a step needs at least one micro-batch");
+    micro_batches_ = micro_batches;
+    finished_ = false;
+    std::fill(grads_.begin(), grads_.end(), 0.0f);
+    // The exact sum: one int64 per parameter, then the count of rejected terms.
+    if (micro_batches > 1) step_sum_.assign(grads_.size() + 1, 0);
   }
 
-  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
-
-  float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) override {
+  float forward_backward(const Batch& batch, Communicator* reduce) override {
     check_batch(batch, true);
     use_threads();
     forward(batch);
     const size_t BT = static_cast<size_t>(batch.B) * batch.T;
-    const float dloss = grad_scale / static_cast<float>(BT);
+    const float dloss = 1.0f / static_cast<float>(BT);
     float* logits = acts_.logits.data();
     cpu::crossentropy_forward_backward(acts_.losses.data(), logits, logits, batch.targets,
                                        static_cast<int>(BT), model_.vocab_size,
                                        model_.padded_vocab(), dloss);
     const float loss = mean_loss(BT);
     backward(batch);
-    if (reduce != nullptr) average_grads(*reduce);
+    if (micro_batches_ > 1) {
+      // This micro-batch's gradient into the exact sum; grads_ starts the next one at zero.
+      const std::span<std::int64_t> sum(step_sum_.data(), grads_.size());
+      step_sum_.back() += fixed::accumulate(sum, grads_, 1.0, fixed::term_limit(micro_batches_));
+      std::fill(grads_.begin(), grads_.end(), 0.0f);
+    }
+    if (reduce != nullptr && reduce->size() > 1) {
+      if (reduce->space() != MemorySpace::Host)
+        throw std::invalid_argument(
+            "cpu engine: the gradient communicator must work on host memory");
+      if (micro_batches_ <= 1)
+        throw std::invalid_argument(
+            "cpu engine: a step of one micro-batch cannot be reduced over several ranks");
+      reduce->allreduce_sum(step_sum_.data(), step_sum_.size());
+    }
     return loss;
+  }
+
+  void get_grads(std::span<float> grads) override {
+    check_size(grads, layout_.total(), "grads");
+    finish_gradient();
+    std::copy(grads_.begin(), grads_.end(), grads.begin());
   }
 
   float optimizer_step(const AdamWStep& step) override {
     if (step.t < 1) throw std::invalid_argument("cpu engine: AdamW step count t must be >= 1");
     use_threads();
+    finish_gradient();
     const double norm = std::sqrt(cpu::sum_of_squares(grads_.data(), grads_.size()));
+    if (!std::isfinite(norm)) return static_cast<float>(norm);
     const float clip = step.grad_clip > 0
                            ? static_cast<float>(std::min(1.0, step.grad_clip / (norm + 1e-6)))
                            : 1.0f;
@@ -307,15 +334,17 @@ class CpuEngine final : public Engine {
     cpu::encoder_backward(g + layout_.wte(), g + layout_.wpe(), dresidual, batch.inputs, B, T, C);
   }
 
-  void average_grads(Communicator& reduce) {
-    if (reduce.space() != MemorySpace::Host)
-      throw std::invalid_argument("cpu engine: the gradient communicator must work on host memory");
-    reduce.allreduce_sum(grads_.data(), grads_.size());
-    const float inv = 1.0f / static_cast<float>(reduce.size());
-    const size_t n = grads_.size();
-    float* g = grads_.data();
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) g[i] *= inv;
+  // The step's mean gradient into grads_ (once per step): the exact sum over M micro-batches
+  // divided by M, or NaN where a term was rejected.
+  void finish_gradient() {
+    if (finished_ || micro_batches_ <= 1) return;
+    finished_ = true;
+    if (step_sum_.back() > 0) {
+      std::fill(grads_.begin(), grads_.end(), std::numeric_limits<float>::quiet_NaN());
+      return;
+    }
+    fixed::to_floats(std::span<const std::int64_t>(step_sum_.data(), grads_.size()), grads_,
+                     static_cast<double>(micro_batches_));
   }
 
   // The mean of acts_.losses over the batch, summed in double in token order.
@@ -337,6 +366,9 @@ class CpuEngine final : public Engine {
   ParamLayout layout_;
   int threads_;
   std::vector<float> params_, grads_, m_, v_;
+  std::int64_t micro_batches_ = 1;      // of the current step
+  std::vector<std::int64_t> step_sum_;  // its exact sum when micro_batches_ > 1
+  bool finished_ = false;               // grads_ holds the step's mean gradient
   Activations acts_;
 };
 

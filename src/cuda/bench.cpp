@@ -16,9 +16,9 @@ std::size_t cuda_memory_used_bytes() {
 }
 
 double cuda_time_allreduce_ms(Communicator& comm, std::size_t count, int iterations, int warmup) {
-  float* buffer = nullptr;
-  BTM_CUDA_CHECK(cudaMalloc(&buffer, count * sizeof(float)));
-  BTM_CUDA_CHECK(cudaMemset(buffer, 0, count * sizeof(float)));
+  std::int64_t* buffer = nullptr;
+  BTM_CUDA_CHECK(cudaMalloc(&buffer, count * sizeof(std::int64_t)));
+  BTM_CUDA_CHECK(cudaMemset(buffer, 0, count * sizeof(std::int64_t)));
   for (int i = 0; i < warmup; ++i) comm.allreduce_sum(buffer, count);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < iterations; ++i) comm.allreduce_sum(buffer, count);  // each call synchronises

@@ -2,22 +2,29 @@
 // AdamW moments and gradients live on the device in the ParamLayout order (so get/set_state
 // are plain copies); a bf16 copy of the parameters feeds the kernels and is refreshed by the
 // fused AdamW kernel. Activations are bf16, preallocated for max_batch x context at
-// construction (cudaMalloc only). One compute stream; with a device communicator each layer's
-// gradient range is all-reduced on a second stream as soon as its backward is done.
+// construction (cudaMalloc only). One compute stream. A step of M > 1 micro-batches sums their
+// gradients exactly (fixed_point.hpp, the CPU engine's arithmetic bit for bit): each layer's
+// range goes into an int64 sum as soon as its backward is done and, on the last micro-step with
+// a device communicator, is all-reduced on a second stream while the backward goes on.
+// Parents of parameter averages are kept in device memory where they fit.
 #include "btm/cuda_engine.hpp"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "btm/cuda_check.hpp"
 #include "btm/cuda_kernels.hpp"
 #include "btm/cuda_memory.hpp"
 #include "btm/error.hpp"
+#include "btm/fixed_point.hpp"
 
 namespace btm {
 
@@ -45,6 +52,13 @@ using std::size_t;
 
 // The logits of one classifier chunk are at most this many bytes (bf16 in training).
 constexpr size_t kLogitsChunkBytes = size_t{4} << 30;
+// Parents of one fixed-point kernel launch (cuda::fixed_weighted_sum's limit).
+constexpr size_t kParentsPerLaunch = 256;
+// add_parents moves the host's sum through the device in chunks of this many int64 (128 MiB).
+constexpr size_t kAddChunk = size_t{1} << 24;
+// Device memory hold_parent leaves free for the engine (step sums, cuBLAS workspaces, other
+// processes on the GPU): 2 GiB + 10 % of the GPU.
+constexpr size_t kParentHeadroomBytes = size_t{2} << 30;
 
 void check_size(std::span<const float> v, size_t expected, const char* what) {
   if (v.size() != expected)
@@ -162,41 +176,59 @@ class CudaEngine final : public Engine {
     refresh_bf16();
     sync();
   }
-  void get_grads(std::span<float> grads) const override {
-    check_size(grads, layout_.total(), "grads");
+  void begin_step(std::int64_t micro_batches) override {
+    if (micro_batches < 1)
+      throw std::invalid_argument("cuda engine: a step needs at least one micro-batch");
     use_device();
-    to_host(grads, grads_.get());
-    sync();
-  }
-
-  void zero_grad() override {
-    use_device();
+    micro_batches_ = micro_batches;
+    finished_ = false;
     BTM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
+    if (micro_batches > 1) {
+      // The exact sum: one int64 per parameter, then the count of rejected terms; allocated by
+      // the first step that needs it (8 bytes per parameter).
+      if (step_sum_.size() == 0) alloc(step_sum_, layout_.total() + 1);
+      BTM_CUDA_CHECK(cudaMemsetAsync(step_sum_.get(), 0, step_sum_.bytes(), stream_));
+    }
   }
 
-  float forward_backward(const Batch& batch, float grad_scale, Communicator* reduce) override {
+  float forward_backward(const Batch& batch, Communicator* reduce) override {
     check_batch(batch, true);
+    const bool group = reduce != nullptr && reduce->size() > 1;
+    if (group && micro_batches_ <= 1)
+      throw std::invalid_argument(
+          "cuda engine: a step of one micro-batch cannot be reduced over several ranks");
     use_device();
     const int N = batch.B * batch.T;
     upload_tokens(batch, true);
     forward(batch.B, batch.T, true);
-    classifier(N, grad_scale / static_cast<float>(N), true);
+    classifier(N, 1.0f / static_cast<float>(N), true);
     cuda::mean_of(loss_.get(), losses_.get(), N, stream_);
     BTM_CUDA_CHECK(cudaMemcpyAsync(loss_host_.get(), loss_.get(), sizeof(float),
                                    cudaMemcpyDeviceToHost, stream_));
     BTM_CUDA_CHECK(cudaEventRecord(loss_ready_, stream_));
     // The token buckets of the embedding gradient are built while the GPU runs the forward.
     upload_buckets(batch);
-    backward(batch.B, batch.T, reduce);
-    if (reduce != nullptr && reduce->size() > 1 && reduce->space() == MemorySpace::Host)
-      average_on_host(*reduce);
+    const bool on_device = group && reduce->space() == MemorySpace::Device;
+    backward(batch.B, batch.T, on_device ? reduce : nullptr);
+    if (group && !on_device) reduce_on_host(*reduce);
     BTM_CUDA_CHECK(cudaEventSynchronize(loss_ready_));
     return loss_host_[0];
+  }
+
+  void get_grads(std::span<float> grads) override {
+    check_size(grads, layout_.total(), "grads");
+    use_device();
+    finish_gradient();
+    to_host(grads, grads_.get());
+    sync();
   }
 
   float optimizer_step(const AdamWStep& step) override {
     if (step.t < 1) throw std::invalid_argument("cuda engine: AdamW step count t must be >= 1");
     use_device();
+    finish_gradient();
+    // A non-finite sum of squares makes the AdamW kernel leave everything unchanged (it reads
+    // the sum on the device), and the norm returned is then not finite either.
     cuda::sum_of_squares(sumsq_.get(), sumsq_scratch_.get(), grads_.get(), layout_.total(),
                          stream_);
     const auto t = static_cast<double>(step.t);
@@ -255,6 +287,106 @@ class CudaEngine final : public Engine {
       sync();
     }
   }
+
+  // Parents in device memory where they fit (parent_fits), else in the base class's host
+  // storage; a parent held again replaces the old one.
+  void hold_parent(std::size_t j, std::vector<float> params) override {
+    const size_t n = layout_.total();
+    if (params.size() != n)
+      throw std::invalid_argument("hold_parent: parent " + std::to_string(j) + " has " +
+                                  std::to_string(params.size()) + " parameters, the layout " +
+                                  std::to_string(n));
+    use_device();
+    sync();  // no kernel still reads a parent that is replaced
+    release_parent(j);
+    const size_t bytes = n * sizeof(float);
+    if (!parent_fits(bytes)) {
+      Engine::hold_parent(j, std::move(params));
+      return;
+    }
+    DeviceArray<float> parent(n);
+    // On the compute stream (not the legacy default stream), so the kernels that read the
+    // parent are ordered after the copy.
+    to_device(parent.get(), params);
+    sync();
+    device_parent_bytes_ += bytes;
+    device_parents_.emplace(j, std::move(parent));
+  }
+
+  void drop_parents() override {
+    use_device();
+    sync();
+    device_parents_.clear();
+    device_parent_bytes_ = 0;
+    Engine::drop_parents();
+  }
+
+  // The device parents' terms are summed on the device, a chunk of `sum` at a time (uploaded,
+  // added into, downloaded), the host parents' on the host: the same integers either way.
+  void add_parents(std::span<const double> weights, fixed::Sum& sum) override {
+    const size_t n = layout_.total();
+    if (sum.raw().size() != n)
+      throw std::invalid_argument("add_parents: the sum has " + std::to_string(sum.raw().size()) +
+                                  " entries, the layout " + std::to_string(n));
+    use_device();
+    const std::vector<std::size_t> on_host = stage_parents(weights);
+    for (std::size_t j : on_host) sum.add(held_parents_.at(j), weights[j]);
+    const size_t K = staged_weights_.size();
+    if (K == 0) return;
+    const size_t chunk = std::min(n, kAddChunk);
+    if (add_chunk_.size() < chunk) add_chunk_.allocate(chunk);
+    BTM_CUDA_CHECK(cudaMemsetAsync(parent_count_.get(), 0, sizeof(std::int64_t), stream_));
+    const double limit = sum.limit();
+    std::int64_t* raw = sum.raw().data();
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+      const size_t len = std::min(chunk, n - c0);
+      BTM_CUDA_CHECK(cudaMemcpyAsync(add_chunk_.get(), raw + c0, len * sizeof(std::int64_t),
+                                     cudaMemcpyHostToDevice, stream_));
+      for (size_t k0 = 0; k0 < K; k0 += kParentsPerLaunch)
+        cuda::fixed_weighted_add(add_chunk_.get(), parent_count_.get(), parent_ptrs_.get() + k0,
+                                 parent_weights_.get() + k0,
+                                 static_cast<int>(std::min(kParentsPerLaunch, K - k0)), c0, len,
+                                 limit, stream_);
+      // To pageable memory: returns once the copy is done, before the next chunk's upload.
+      BTM_CUDA_CHECK(cudaMemcpyAsync(raw + c0, add_chunk_.get(), len * sizeof(std::int64_t),
+                                     cudaMemcpyDeviceToHost, stream_));
+    }
+    const std::int64_t rejected = read_parent_count();
+    sum.add_rejected(rejected);
+  }
+
+  // With every weighted parent in device memory: one kernel forms the average (into the
+  // gradient buffer, so the parameters stay unchanged when a term is rejected), then the
+  // buffers trade places. Otherwise the base class's host sum over add_parents.
+  void set_params_to_average(std::span<const double> weights) override {
+    use_device();
+    const std::vector<std::size_t> on_host = stage_parents(weights);
+    const size_t K = staged_weights_.size();
+    if (!on_host.empty() || K > kParentsPerLaunch) {
+      Engine::set_params_to_average(weights);
+      return;
+    }
+    const size_t n = layout_.total();
+    BTM_CUDA_CHECK(cudaMemsetAsync(parent_count_.get(), 0, sizeof(std::int64_t), stream_));
+    cuda::fixed_weighted_sum(grads_.get(), parent_count_.get(), parent_ptrs_.get(),
+                             parent_weights_.get(), static_cast<int>(K), n,
+                             fixed::term_limit(static_cast<std::int64_t>(K)),
+                             fixed::factor_for(1.0), stream_);
+    if (read_parent_count() > 0)
+      throw std::runtime_error(
+          "set_params_to_average: a parent parameter is outside the fixed-point "
+          "range (|w * x| > 2^23): not a trained model");
+    std::swap(params_, grads_);
+    refresh_bf16();
+    // The gradient buffer held the old parameters: zero, as between micro-batches. A step of
+    // M > 1 keeps its exact sum (converted again); a step of one micro-batch loses its gradient.
+    BTM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
+    finished_ = false;
+    sync();
+  }
+
+  void limit_parent_memory(size_t bytes) { device_parent_limit_ = bytes; }
+  size_t device_parents() const { return device_parents_.size(); }
 
  private:
   int C() const { return model_.d_model; }
@@ -334,6 +466,7 @@ class CudaEngine final : public Engine {
     tokens_host_ = PinnedArray<std::int32_t>(5 * bt + 1);
     loss_host_ = PinnedArray<float>(1);
     sumsq_host_ = PinnedArray<double>(1);
+    count_host_ = PinnedArray<std::int64_t>(1);
 
     std::vector<std::uint64_t> ends;
     std::vector<std::uint8_t> decay;
@@ -504,17 +637,21 @@ class CudaEngine final : public Engine {
     bf16* dsmall = dsmall_.get();
     bf16* dfch = dfch_.get();
     bf16* dqkv = qkv_.get();
-    const bool overlap =
-        reduce != nullptr && reduce->size() > 1 && reduce->space() == MemorySpace::Device;
-    // All-reduce [begin, end) of the gradients on the comm stream once the compute stream has
-    // produced them, then divide by the group size there.
+    // With M > 1 micro-batches, each finished range [begin, end) of the gradients goes into
+    // the step's exact sum (and is zeroed for the next micro-batch) on the compute stream; with
+    // `reduce` (a device communicator, the last micro-step) that range of the sum is then
+    // all-reduced on the comm stream while the backward goes on.
+    const bool exact = micro_batches_ > 1;
+    std::int64_t* sum = exact ? step_sum_.get() : nullptr;
+    std::int64_t* rejected = exact ? sum + layout_.total() : nullptr;
+    const double limit = fixed::term_limit(micro_batches_);
     auto reduce_range = [&](size_t begin, size_t end) {
-      if (!overlap) return;
+      if (!exact) return;
+      cuda::fixed_accumulate(sum + begin, rejected, g + begin, end - begin, 1.0, limit, s);
+      if (reduce == nullptr) return;
       BTM_CUDA_CHECK(cudaEventRecord(layer_done_, s));
       BTM_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, layer_done_, 0));
-      reduce->allreduce_sum(g + begin, end - begin, comm_stream_);
-      cuda::scale_in_place(g + begin, 1.0f / static_cast<float>(reduce->size()), end - begin,
-                           comm_stream_);
+      reduce->allreduce_sum(sum + begin, end - begin, comm_stream_);
     };
 
     cuda::layernorm_backward(dres, g + layout_.lnf_w(), g + layout_.lnf_b(),
@@ -567,24 +704,98 @@ class CudaEngine final : public Engine {
                                buckets + 2 * max_bt_ + 1, num_buckets_, C, s);
     cuda::encoder_backward_wpe(g + layout_.wpe(), dres, B, T, C, s);
     reduce_range(0, layout_.block(0).begin);
-    if (overlap) {
-      // Later work on the compute stream (optimizer, next micro-step) sees averaged gradients.
+    if (exact && reduce != nullptr) {
+      // The rejected-term count last: the comm stream has waited for the last range's
+      // accumulation, so every range has added to it.
+      reduce->allreduce_sum(rejected, 1, comm_stream_);
+      // Later work on the compute stream (optimizer, next step) sees the group's sum.
       BTM_CUDA_CHECK(cudaEventRecord(comm_done_, comm_stream_));
       BTM_CUDA_CHECK(cudaStreamWaitEvent(s, comm_done_, 0));
     }
   }
 
-  // The slow path for a host communicator (MPI): through host memory, then back.
-  void average_on_host(Communicator& reduce) {
+  // The slow path for a host communicator (MPI): the step's sum (and count) through host
+  // memory, then back.
+  void reduce_on_host(Communicator& reduce) {
+    const size_t count = layout_.total() + 1;
+    host_sum_.resize(count);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(host_sum_.data(), step_sum_.get(), count * sizeof(std::int64_t),
+                                   cudaMemcpyDeviceToHost, stream_));
+    sync();
+    reduce.allreduce_sum(host_sum_.data(), count);
+    BTM_CUDA_CHECK(cudaMemcpyAsync(step_sum_.get(), host_sum_.data(), count * sizeof(std::int64_t),
+                                   cudaMemcpyHostToDevice, stream_));
+    sync();
+  }
+
+  // The step's mean gradient into grads_ (once per step, enqueued only): the exact sum over M
+  // micro-batches divided by M, or NaN everywhere where a term was rejected.
+  void finish_gradient() {
+    if (finished_ || micro_batches_ <= 1) return;
+    finished_ = true;
     const size_t n = layout_.total();
-    host_grads_.resize(n);
-    to_host(host_grads_, grads_.get());
+    cuda::fixed_to_floats(grads_.get(), step_sum_.get(), step_sum_.get() + n, n,
+                          fixed::factor_for(static_cast<double>(micro_batches_)), stream_);
+  }
+
+  // Whether a parent of `bytes` may go to device memory: under the cap (tests) and leaving the
+  // headroom free.
+  bool parent_fits(size_t bytes) const {
+    if (device_parent_bytes_ + bytes > device_parent_limit_) return false;
+    size_t free = 0, total = 0;
+    BTM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const size_t headroom = kParentHeadroomBytes + total / 10;
+    return free >= headroom && free - headroom >= bytes;
+  }
+
+  void release_parent(std::size_t j) {
+    const auto it = device_parents_.find(j);
+    if (it != device_parents_.end()) {
+      device_parent_bytes_ -= it->second.bytes();
+      device_parents_.erase(it);
+    }
+    held_parents_.erase(j);
+  }
+
+  // Checks that every parent with a non-zero weight is held, uploads the device ones' pointers
+  // and weights (parent_ptrs_, parent_weights_; staged_weights_ keeps their count) and returns
+  // the host ones.
+  std::vector<std::size_t> stage_parents(std::span<const double> weights) {
+    std::vector<std::size_t> on_host;
+    staged_ptrs_.clear();
+    staged_weights_.clear();
+    for (std::size_t j = 0; j < weights.size(); ++j) {
+      if (weights[j] == 0) continue;
+      if (const auto it = device_parents_.find(j); it != device_parents_.end()) {
+        staged_ptrs_.push_back(it->second.get());
+        staged_weights_.push_back(weights[j]);
+      } else if (held_parents_.count(j) != 0) {
+        on_host.push_back(j);
+      } else {
+        throw std::logic_error("add_parents: parent " + std::to_string(j) + " is not held");
+      }
+    }
+    const size_t K = staged_weights_.size();
+    if (parent_ptrs_.size() < K) {
+      parent_ptrs_.allocate(K);
+      parent_weights_.allocate(K);
+    }
+    if (parent_count_.size() == 0) parent_count_.allocate(1);
+    if (K > 0) {
+      BTM_CUDA_CHECK(cudaMemcpyAsync(parent_ptrs_.get(), staged_ptrs_.data(), K * sizeof(float*),
+                                     cudaMemcpyHostToDevice, stream_));
+      BTM_CUDA_CHECK(cudaMemcpyAsync(parent_weights_.get(), staged_weights_.data(),
+                                     K * sizeof(double), cudaMemcpyHostToDevice, stream_));
+    }
+    return on_host;
+  }
+
+  // The rejected-term count of the parent kernels (synchronises the compute stream).
+  std::int64_t read_parent_count() {
+    BTM_CUDA_CHECK(cudaMemcpyAsync(count_host_.get(), parent_count_.get(), sizeof(std::int64_t),
+                                   cudaMemcpyDeviceToHost, stream_));
     sync();
-    reduce.allreduce_sum(host_grads_.data(), n);
-    const float inv = 1.0f / static_cast<float>(reduce.size());
-    for (float& x : host_grads_) x *= inv;
-    to_device(grads_.get(), host_grads_);
-    sync();
+    return count_host_[0];
   }
 
   ModelConfig model_;
@@ -622,7 +833,25 @@ class CudaEngine final : public Engine {
   PinnedArray<double> sumsq_host_;
   cuda::TokenBuckets buckets_;
   int num_buckets_ = 0;
-  std::vector<float> host_grads_;
+
+  // The current step (begin_step): its micro-batch count and, with M > 1, its exact sum of n
+  // int64 and the rejected-term count after them.
+  std::int64_t micro_batches_ = 1;
+  bool finished_ = false;  // grads_ holds the step's mean gradient
+  DeviceArray<std::int64_t> step_sum_;
+  std::vector<std::int64_t> host_sum_;  // a host communicator's copy
+
+  // Parents held in device memory (the others in Engine::held_parents_), and the staging of the
+  // fixed-point kernels over them.
+  std::map<std::size_t, DeviceArray<float>> device_parents_;
+  size_t device_parent_bytes_ = 0;
+  size_t device_parent_limit_ = std::numeric_limits<size_t>::max();
+  std::vector<const float*> staged_ptrs_;
+  std::vector<double> staged_weights_;
+  DeviceArray<const float*> parent_ptrs_;
+  DeviceArray<double> parent_weights_;
+  DeviceArray<std::int64_t> parent_count_, add_chunk_;
+  PinnedArray<std::int64_t> count_host_;
 };
 
 }  // namespace
@@ -652,6 +881,16 @@ std::string cuda_engine_gelu(const Engine& engine) {
 std::size_t cuda_engine_allocated_bytes(const Engine& engine) {
   const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
   return cuda_engine != nullptr ? cuda_engine->allocated_bytes() : 0;
+}
+
+void cuda_engine_limit_parent_memory(Engine& engine, std::size_t bytes) {
+  if (auto* cuda_engine = dynamic_cast<CudaEngine*>(&engine))
+    cuda_engine->limit_parent_memory(bytes);
+}
+
+std::size_t cuda_engine_device_parents(const Engine& engine) {
+  const auto* cuda_engine = dynamic_cast<const CudaEngine*>(&engine);
+  return cuda_engine != nullptr ? cuda_engine->device_parents() : 0;
 }
 
 }  // namespace btm

@@ -91,11 +91,6 @@ __global__ void bf16_to_float_kernel(float* out, const bf16* in, std::size_t n) 
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
     out[i] = __bfloat162float(in[i]);
 }
-__global__ void scale_kernel(float* data, float factor, std::size_t n) {
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
-    data[i] *= factor;
-}
 
 // One block of 1024 threads; strided per-thread sums, then a fixed tree.
 __global__ void mean_kernel(float* out, const float* values, int n) {
@@ -853,6 +848,9 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* g, float* m, f
                              const std::uint8_t* seg_decay, int seg_count, float lr, float beta1,
                              float beta2, float eps, float weight_decay, float bias1, float bias2,
                              const double* sumsq, float grad_clip) {
+  // A non-finite gradient norm skips the step (as the CPU engine): the same value in every
+  // thread, so the whole grid returns before any write.
+  if (sumsq != nullptr && !isfinite(sumsq[0])) return;
   extern __shared__ std::uint64_t ends[];
   for (int i = threadIdx.x; i < seg_count; i += blockDim.x) ends[i] = seg_ends[i];
   __syncthreads();
@@ -923,12 +921,6 @@ void float_to_bf16(bf16* out, const float* in, std::size_t n, cudaStream_t strea
 void bf16_to_float(float* out, const bf16* in, std::size_t n, cudaStream_t stream) {
   if (n == 0) return;
   bf16_to_float_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, in, n);
-  BTM_CUDA_CHECK_LAUNCH();
-}
-
-void scale_in_place(float* data, float factor, std::size_t n, cudaStream_t stream) {
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n, 256), 256, 0, stream>>>(data, factor, n);
   BTM_CUDA_CHECK_LAUNCH();
 }
 

@@ -48,6 +48,13 @@ class NcclComm final : public Communicator {
     if (stream == nullptr) BTM_CUDA_CHECK(cudaStreamSynchronize(s));
   }
 
+  void allreduce_sum(std::int64_t* data, std::size_t count, void* stream) override {
+    cudaStream_t s = pick(stream);
+    BTM_NCCL_CHECK(ncclAllReduce(data, data, count, ncclInt64, ncclSum, comm_, s));
+    count_bytes(count * sizeof(std::int64_t));
+    if (stream == nullptr) BTM_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
   void broadcast(void* data, std::size_t bytes, int root, void* stream) override {
     cudaStream_t s = pick(stream);
     BTM_NCCL_CHECK(ncclBroadcast(data, data, bytes, ncclChar, root, comm_, s));

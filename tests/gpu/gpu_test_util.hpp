@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -90,6 +91,24 @@ std::vector<T> from_device(const DeviceArray<T>& d, std::size_t n) {
   std::vector<T> h(n);
   d.download(h);
   return h;
+}
+
+// Bitwise equality of two vectors (NaN equals NaN of the same bits, 0.0 differs from -0.0).
+template <typename T>
+bool same_bits(std::span<const T> a, std::span<const T> b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
+}
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return same_bits(std::span<const T>(a), std::span<const T>(b));
+}
+// The index of the first element whose bits differ, or the size when none does.
+template <typename T>
+std::size_t first_difference(const std::vector<T>& a, const std::vector<T>& b) {
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return i;
+  return std::min(a.size(), b.size());
 }
 
 // Normalised errors of `got` against the reference `want` (NaN anywhere makes both NaN).

@@ -36,17 +36,26 @@
 //   AdamW               p, m, v   fp32            1e-6       1e-6     same formula (FMA
 //   contraction)
 //                       p bf16    bf16            exact               round(p) of the GPU's own p
+//                       not finite sum of squares: p, p bf16, m, v bitwise unchanged
+//   fixed-point sums (accumulate + zero, to floats, weighted sum, weighted add): bitwise equal
+//     to fixed_point.hpp (sums, counts of rejected terms, floats) on edge values: the term
+//     limit's neighbours, rounding ties, NaN, +-Inf, subnormals; NaN everywhere after a rejection
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <iostream>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "btm/cpu_kernels.hpp"
 #include "btm/cuda_kernels.hpp"
 #include "btm/error.hpp"
+#include "btm/fixed_point.hpp"
+#include "btm/rng.hpp"
 #include "gpu_test_util.hpp"
 
 namespace btm {
@@ -681,6 +690,270 @@ TEST(CudaKernels, SumOfSquaresAndAdamW) {
     const auto got_pb = from_device_bf16(d_pb, n);
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(got_pb[i], round_bf16(got_p[i])) << i;
   }
+}
+
+// AdamW skips the step of a non-finite gradient on the device: a NaN or infinite sum of squares
+// (as sum_of_squares gives for a gradient holding a NaN or an infinity) leaves p, its bf16 copy,
+// m and v bitwise unchanged, with and without clipping, on both kernel paths.
+TEST(CudaKernels, AdamWSkipsTheStepOfANonFiniteGradient) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::vector<std::size_t> sizes = {4096, 64, 12288};
+  const std::vector<std::uint8_t> decays = {1, 0, 1};
+  std::vector<std::uint64_t> ends;
+  std::size_t n = 0;
+  for (std::size_t s : sizes) ends.push_back(n += s);
+  auto d_ends = to_device(ends);
+  auto d_decay = to_device(decays);
+  for (bool vector : {true, false})
+    for (float bad : {NAN, INFINITY})
+      for (float grad_clip : {1.0f, 0.0f}) {
+        SCOPED_TRACE(std::string(vector ? "float4" : "scalar") + " bad " + std::to_string(bad) +
+                     " clip " + std::to_string(grad_clip));
+        const auto p = random_floats(n, -1, 1, 60), m = random_floats(n, -0.1f, 0.1f, 61);
+        const auto v = random_floats(n, 0, 0.01f, 62);
+        auto g = random_floats(n, -0.5f, 0.5f, 63);
+        g[n / 2] = bad;
+        auto d_p = to_device(p), d_g = to_device(g), d_m = to_device(m), d_v = to_device(v);
+        auto d_pb = to_device_bf16(p);
+        const auto pb = from_device_bf16(d_pb, n);
+        DeviceArray<double> d_sumsq(1), d_scratch(cuda::sum_of_squares_scratch_doubles());
+        cuda::sum_of_squares(d_sumsq.get(), d_scratch.get(), d_g.get(), n, kStream);
+        EXPECT_FALSE(std::isfinite(from_device(d_sumsq, 1)[0]));
+        cuda::DecaySegments segments{d_ends.get(), d_decay.get(), static_cast<int>(ends.size()),
+                                     vector};
+        cuda::adamw_update(d_p.get(), d_pb.get(), d_g.get(), d_m.get(), d_v.get(), n, segments,
+                           1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, 0.5f, d_sumsq.get(), grad_clip,
+                           kStream);
+        EXPECT_TRUE(same_bits(from_device(d_p, n), p));
+        EXPECT_TRUE(same_bits(from_device(d_m, n), m));
+        EXPECT_TRUE(same_bits(from_device(d_v, n), v));
+        EXPECT_TRUE(same_bits(from_device_bf16(d_pb, n), pb));
+      }
+}
+
+// ---- exact fixed-point sums (fixed_point.cu) against fixed_point.hpp, bit for bit ---------
+
+// Values for the fixed-point kernels: random magnitudes over 17 decades (1e-14 .. 1e3, so
+// terms below the resolution 2^-40 round to 0 or +-1) and every edge the host arithmetic
+// decides, spread over the vector from `shift` on (at the start, the middle and the end):
+// both neighbours of the term limit `limit` (for `weight`) in both signs (never the limit
+// itself: a term of exactly 2^23 is 2^63 units, one past int64), exact ties of the rounding to
+// 2^-40 (round half to even: 1.5, 2.5, -1.5, -2.5, 0.5 units), NaN, +-Inf, +-0, the largest
+// float, the smallest normal and subnormal. `rejected` counts the values outside the limit.
+std::vector<float> fixed_point_values(std::size_t n, double limit, double weight,
+                                      std::uint64_t seed, std::size_t shift,
+                                      std::size_t* rejected = nullptr) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    const double magnitude = std::pow(10.0, -14.0 + 17.0 * rng.uniform());
+    x = static_cast<float>(rng.uniform() < 0.5 ? -magnitude : magnitude);
+  }
+  const float at = static_cast<float>(limit / std::abs(weight));
+  const float below = std::nextafter(at, 0.0f), above = std::nextafter(at, INFINITY);
+  const float unit = std::ldexp(1.0f, -40);  // one unit of the sum (with weight 1)
+  const float specials[] = {below,        -below,       above,       -above,       NAN,
+                            INFINITY,     -INFINITY,    0.0f,        -0.0f,        FLT_MAX,
+                            -FLT_MAX,     FLT_MIN,      1e-45f,      1.5f * unit,  2.5f * unit,
+                            -1.5f * unit, -2.5f * unit, 0.5f * unit, -0.5f * unit, 3.0f * unit};
+  const std::size_t count = sizeof(specials) / sizeof(specials[0]);
+  // Near the end too: shifts below 8 * count keep the callers' vectors apart there as well.
+  const std::size_t end_base = n > 9 * count ? n - 9 * count : 0;
+  for (std::size_t k = 0; k < count; ++k)
+    for (std::size_t base : {std::size_t{0}, n / 2, end_base}) {
+      const std::size_t i = base + shift + k;
+      if (i < n) v[i] = specials[k];
+    }
+  if (rejected != nullptr) {
+    *rejected = 0;
+    for (float x : v)
+      if (!(std::abs(static_cast<double>(x) * weight) < limit)) ++*rejected;
+  }
+  return v;
+}
+
+// fixed_accumulate of two micro-batch gradients into a sum that starts non-zero (and a count
+// of 7) equals fixed::accumulate bit for bit (the sum and the count), zeroes exactly its range
+// of the gradient and touches nothing outside it; fixed_to_floats then equals fixed::to_floats,
+// or NaN everywhere while the count is positive. Sizes around and off the block size, at an
+// unaligned start (a layer's range inside the flat vector).
+TEST(CudaKernels, FixedPointAccumulateAndConvertMatchTheHost) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::int64_t M = 3;
+  const double limit = fixed::term_limit(M);
+  for (std::size_t n : {std::size_t{1}, std::size_t{255}, std::size_t{257}, std::size_t{100003}})
+    for (std::size_t offset : {std::size_t{0}, std::size_t{1}}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset));
+      std::size_t bad1 = 0, bad2 = 0;
+      const auto g1 = fixed_point_values(n, limit, 1.0, 70 + n, 0, &bad1);
+      const auto g2 = fixed_point_values(n, limit, 1.0, 71 + n, 1, &bad2);
+      Rng rng(72);
+      std::vector<std::int64_t> start(offset + n);
+      for (auto& s : start) s = static_cast<std::int64_t>(rng.next_u64() >> 14) - (1ll << 49);
+      std::vector<std::int64_t> want(start.begin() + static_cast<std::ptrdiff_t>(offset),
+                                     start.end());
+      std::int64_t want_count = 7;
+      want_count += fixed::accumulate(want, g1, 1.0, limit);
+      want_count += fixed::accumulate(want, g2, 1.0, limit);
+      EXPECT_EQ(want_count, 7 + static_cast<std::int64_t>(bad1 + bad2));  // the reference itself
+
+      auto d_sum = to_device(start);
+      auto d_count = to_device(std::vector<std::int64_t>{7});
+      const float sentinel = 42.0f;
+      for (const auto* g : {&g1, &g2}) {
+        std::vector<float> padded(offset, sentinel);
+        padded.insert(padded.end(), g->begin(), g->end());
+        auto d_g = to_device(padded);
+        cuda::fixed_accumulate(d_sum.get() + offset, d_count.get(), d_g.get() + offset, n, 1.0,
+                               limit, kStream);
+        const auto after = from_device(d_g, offset + n);
+        for (std::size_t i = 0; i < offset; ++i) ASSERT_EQ(after[i], sentinel);
+        for (std::size_t i = offset; i < offset + n; ++i) {
+          ASSERT_EQ(after[i], 0.0f) << i;
+          ASSERT_FALSE(std::signbit(after[i])) << i;
+        }
+      }
+      const auto got = from_device(d_sum, offset + n);
+      for (std::size_t i = 0; i < offset; ++i) ASSERT_EQ(got[i], start[i]);
+      const std::vector<std::int64_t> got_range(got.begin() + static_cast<std::ptrdiff_t>(offset),
+                                                got.end());
+      EXPECT_EQ(first_difference(got_range, want), n);
+      EXPECT_EQ(from_device(d_count, 1)[0], want_count);
+
+      // Back to floats: a positive count poisons all; without a count (or a zero one) the host's.
+      std::vector<float> want_f(n);
+      fixed::to_floats(want, want_f, static_cast<double>(M));
+      const double factor = fixed::factor_for(static_cast<double>(M));
+      auto d_out = poisoned<float>(n);
+      cuda::fixed_to_floats(d_out.get(), d_sum.get() + offset, d_count.get(), n, factor, kStream);
+      for (float x : from_device(d_out, n)) ASSERT_TRUE(std::isnan(x));
+      auto d_zero = to_device(std::vector<std::int64_t>{0});
+      for (const std::int64_t* count : {static_cast<const std::int64_t*>(d_zero.get()),
+                                        static_cast<const std::int64_t*>(nullptr)}) {
+        auto d_f = poisoned<float>(n);
+        cuda::fixed_to_floats(d_f.get(), d_sum.get() + offset, count, n, factor, kStream);
+        const auto got_f = from_device(d_f, n);
+        EXPECT_EQ(first_difference(got_f, want_f), n);
+      }
+    }
+}
+
+// The exact sums of a step convert back to the float mean: a gradient accumulated M = 4 times
+// and divided by 4 (a power of two: exact) is to_float(to_fixed(g)), g rounded to 2^-40, with
+// a tie rounded to even; the count stays 0.
+TEST(CudaKernels, FixedPointMeanOfEqualTermsIsTheRoundedTerm) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::size_t n = 4097;
+  const std::int64_t M = 4;
+  auto g = random_floats(n, -1e-3f, 1e-3f, 73);
+  g[0] = std::ldexp(1.5f, -40);  // a tie: rounds to 2 units
+  DeviceArray<std::int64_t> d_sum(n + 1);
+  BTM_CUDA_CHECK(cudaMemset(d_sum.get(), 0, d_sum.bytes()));
+  for (std::int64_t k = 0; k < M; ++k) {
+    auto d_g = to_device(g);
+    cuda::fixed_accumulate(d_sum.get(), d_sum.get() + n, d_g.get(), n, 1.0, fixed::term_limit(M),
+                           kStream);
+  }
+  auto d_out = poisoned<float>(n);
+  cuda::fixed_to_floats(d_out.get(), d_sum.get(), d_sum.get() + n, n,
+                        fixed::factor_for(static_cast<double>(M)), kStream);
+  const auto got = from_device(d_out, n);
+  for (std::size_t i = 0; i < n; ++i)
+    ASSERT_EQ(got[i], fixed::to_float(fixed::to_fixed(g[i], 1.0), fixed::factor_for(1.0))) << i;
+  EXPECT_EQ(got[0], std::ldexp(2.0f, -40));
+  EXPECT_EQ(from_device(d_sum, n + 1)[n], 0);
+}
+
+// fixed_weighted_sum (an average straight to floats) and fixed_weighted_add (into a running
+// exact sum, over a chunk of the vectors) against fixed::Sum over the same parents and weights
+// (powers of two, so the ties reach the rounding, and arbitrary and negative ones): the same
+// floats (divisor 1 and 3), the same integers and the same count of rejected terms. Each
+// parent has its edge values at other indices, so no index sums two terms near the limit.
+TEST(CudaKernels, FixedPointWeightedSumsMatchTheHost) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::vector<double> all_weights = {0.5, 0.25,  0.3141592653589793, -0.7, 1.0 / 3.0, 0.125,
+                                           1.0, 0.0625};
+  for (int K : {1, 3, 8})
+    for (std::size_t n : {std::size_t{1}, std::size_t{1000}, std::size_t{65537}}) {
+      SCOPED_TRACE("K=" + std::to_string(K) + " n=" + std::to_string(n));
+      // The limit of K + 1 terms (the parents and the running sum's vector): a term next to it
+      // plus the others' cannot leave int64 (where the host's signed sum would be undefined).
+      const double limit = fixed::term_limit(K + 1);
+      const std::vector<double> w(all_weights.begin(), all_weights.begin() + K);
+      std::vector<std::vector<float>> x;
+      std::vector<DeviceArray<float>> d_x;
+      std::vector<const float*> ptrs;
+      fixed::Sum want(n, limit);
+      std::size_t expected_bad = 0;
+      for (int k = 0; k < K; ++k) {
+        std::size_t bad = 0;
+        x.push_back(fixed_point_values(n, limit, w[static_cast<std::size_t>(k)], 80 + k,
+                                       static_cast<std::size_t>(k) * 21, &bad));
+        expected_bad += bad;
+        want.add(x.back(), w[static_cast<std::size_t>(k)]);
+        d_x.push_back(to_device(x.back()));
+        ptrs.push_back(d_x.back().get());
+      }
+      EXPECT_EQ(want.bad(), static_cast<std::int64_t>(expected_bad));  // the reference itself
+      if (n >= 1000) {
+        EXPECT_GT(want.bad(), 0);
+      }
+      auto d_ptrs = to_device(ptrs);
+      auto d_w = to_device(w);
+
+      for (double divisor : {1.0, 3.0}) {
+        auto d_out = poisoned<float>(n);
+        auto d_count = to_device(std::vector<std::int64_t>{0});
+        cuda::fixed_weighted_sum(d_out.get(), d_count.get(), d_ptrs.get(), d_w.get(), K, n, limit,
+                                 fixed::factor_for(divisor), kStream);
+        EXPECT_EQ(first_difference(from_device(d_out, n), want.result(divisor)), n) << divisor;
+        EXPECT_EQ(from_device(d_count, 1)[0], want.bad());
+      }
+
+      // Into a sum that already holds another vector's terms, over the chunk [first, n).
+      const std::size_t first = n / 3;
+      const auto e = random_floats(n, -100, 100, 90);
+      fixed::Sum running(n, limit);
+      running.add(e, 0.75);
+      std::vector<std::int64_t> chunk(running.raw().begin() + static_cast<std::ptrdiff_t>(first),
+                                      running.raw().end());
+      for (int k = 0; k < K; ++k)
+        running.add(x[static_cast<std::size_t>(k)], w[static_cast<std::size_t>(k)]);
+      const std::vector<std::int64_t> want_chunk(
+          running.raw().begin() + static_cast<std::ptrdiff_t>(first), running.raw().end());
+      std::int64_t want_chunk_bad = 0;
+      for (int k = 0; k < K; ++k)
+        for (std::size_t i = first; i < n; ++i)
+          if (!(std::abs(static_cast<double>(x[static_cast<std::size_t>(k)][i]) *
+                         w[static_cast<std::size_t>(k)]) < limit))
+            ++want_chunk_bad;
+      auto d_chunk = to_device(chunk);
+      auto d_count = to_device(std::vector<std::int64_t>{5});
+      cuda::fixed_weighted_add(d_chunk.get(), d_count.get(), d_ptrs.get(), d_w.get(), K, first,
+                               n - first, limit, kStream);
+      EXPECT_EQ(first_difference(from_device(d_chunk, n - first), want_chunk), n - first);
+      EXPECT_EQ(from_device(d_count, 1)[0], 5 + want_chunk_bad);
+    }
+}
+
+TEST(CudaKernels, FixedPointWeightedSumOfNoParentsIsZeroAndTooManyAreRefused) {
+  BTM_SKIP_WITHOUT_GPU();
+  const std::size_t n = 300;
+  auto d_out = poisoned<float>(n);
+  auto d_count = to_device(std::vector<std::int64_t>{0});
+  DeviceArray<const float*> d_ptrs(1);
+  DeviceArray<double> d_w(1);
+  cuda::fixed_weighted_sum(d_out.get(), d_count.get(), d_ptrs.get(), d_w.get(), 0, n,
+                           fixed::term_limit(1), fixed::factor_for(1.0), kStream);
+  EXPECT_TRUE(same_bits(from_device(d_out, n), std::vector<float>(n, 0.0f)));
+  EXPECT_EQ(from_device(d_count, 1)[0], 0);
+  EXPECT_THROW(cuda::fixed_weighted_sum(d_out.get(), d_count.get(), d_ptrs.get(), d_w.get(), 257, n,
+                                        fixed::term_limit(1), fixed::factor_for(1.0), kStream),
+               std::invalid_argument);
+  DeviceArray<std::int64_t> d_sum(n);
+  EXPECT_THROW(cuda::fixed_weighted_add(d_sum.get(), d_count.get(), d_ptrs.get(), d_w.get(), -1, 0,
+                                        n, fixed::term_limit(1), kStream),
+               std::invalid_argument);
 }
 
 }  // namespace

@@ -1,10 +1,15 @@
-// The NCCL communicator and the CUDA engine's gradient averaging. Meaningful under
-// `mpirun -np 2 btm_gpu_tests --gtest_filter='Nccl*'` on a machine with 2 GPUs (rank r uses
-// GPU r % count); as a single process every test still runs on a group of one.
+// The NCCL communicator and the CUDA engine's gradient reduction (exact int64 sums of a step's
+// micro-batch gradients). Meaningful under `mpirun -np 2 btm_gpu_tests --gtest_filter='Nccl*'`
+// on a machine with 2 GPUs (rank r uses GPU r % count); as a single process every test but the
+// group-only one runs on a group of one.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "btm/comm.hpp"
@@ -22,6 +27,15 @@ using namespace gputest;
 int my_gpu(const MpiComm& world) {
   return world.rank() % cuda_visible_devices();
 }
+
+// NCCL cannot put two ranks of one communicator on one GPU.
+#define BTM_SKIP_WITHOUT_A_GPU_PER_RANK()                                     \
+  do {                                                                        \
+    MpiComm world_(MPI_COMM_WORLD, false);                                    \
+    if (world_.size() > cuda_visible_devices())                               \
+      GTEST_SKIP() << world_.size() << " ranks on " << cuda_visible_devices() \
+                   << " GPUs: NCCL needs a GPU per rank";                     \
+  } while (0)
 
 TEST(NcclComm, AllReduceSumsOnOwnAndGivenStreamAndCountsBytes) {
   BTM_SKIP_WITHOUT_GPU();
@@ -54,6 +68,42 @@ TEST(NcclComm, AllReduceSumsOnOwnAndGivenStreamAndCountsBytes) {
   got = from_device(again, n);
   for (std::size_t i = 0; i < n; i += 1009) ASSERT_EQ(got[i], ranks_sum * (i % 97)) << i;
   EXPECT_EQ(nccl->bytes_sent(), 2 * n * sizeof(float));
+  BTM_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// The int64 all-reduce (a step's exact gradient sums) is exact: large values of both signs
+// sum without any rounding, on the communicator's stream and a given one.
+TEST(NcclComm, AllReduceSumsInt64Exactly) {
+  BTM_SKIP_WITHOUT_GPU();
+  BTM_SKIP_WITHOUT_A_GPU_PER_RANK();
+  MpiComm world(MPI_COMM_WORLD, false);
+  BTM_CUDA_CHECK(cudaSetDevice(my_gpu(world)));
+  auto nccl = make_nccl_comm(world, my_gpu(world));
+  const std::size_t n = 300007;
+  const std::int64_t big = std::int64_t{1} << 55;  // far beyond a double's 53 bits
+  auto value = [&](int r, std::size_t i) {
+    return (i % 2 ? -big : big) + static_cast<std::int64_t>(i) * (r + 1) + r;
+  };
+  std::vector<std::int64_t> mine(n);
+  for (std::size_t i = 0; i < n; ++i) mine[i] = value(world.rank(), i);
+  const int R = world.size();
+  auto expected = [&](std::size_t i) {
+    std::int64_t sum = 0;
+    for (int r = 0; r < R; ++r) sum += value(r, i);
+    return sum;
+  };
+  auto data = to_device(mine);
+  nccl->allreduce_sum(data.get(), n, nullptr);
+  auto got = from_device(data, n);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], expected(i)) << i;
+  EXPECT_EQ(nccl->bytes_sent(), n * sizeof(std::int64_t));
+  cudaStream_t stream = nullptr;
+  BTM_CUDA_CHECK(cudaStreamCreate(&stream));
+  auto again = to_device(mine);
+  nccl->allreduce_sum(again.get(), n, stream);
+  nccl->synchronize(stream);
+  got = from_device(again, n);
+  for (std::size_t i = 0; i < n; i += 101) ASSERT_EQ(got[i], expected(i)) << i;
   BTM_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
@@ -94,17 +144,22 @@ ModelConfig small_model() {
   return m;
 }
 
-// Rank r trains on batch r with the group communicator; the result must equal the average of
-// every rank's batch gradient computed locally (grad_scale 1/R each, no communication).
-void expect_engine_averages(bool use_nccl) {
+// A step of M = A * R micro-batches spread over the R ranks of the group (A per rank, the group
+// communicator on each rank's last micro-step) has bitwise the gradient, norm and parameters
+// after AdamW of one rank running all M micro-batches itself: the exact int64 sums reduce to
+// the same integers in any grouping. With one rank (a single process) the same code runs the
+// one-rank communicator path (nothing to reduce); the reduction itself needs mpirun -np >= 2.
+void expect_group_step_equals_one_rank(bool use_nccl, int A) {
   MpiComm world(MPI_COMM_WORLD, false);
   const int gpu = my_gpu(world);
   const ModelConfig model = small_model();
   const int B = 2, T = model.context, R = world.size();
+  const std::int64_t M = static_cast<std::int64_t>(A) * R;
   auto engine = make_cuda_engine(model, gpu, B);
   auto local = make_cuda_engine(model, gpu, B);
   const ParamLayout& layout = engine->layout();
-  std::vector<float> params(layout.total());
+  const std::size_t n = layout.total();
+  std::vector<float> params(n);
   init_gpt2(layout, params, 11);
   engine->set_params(params);
   local->set_params(params);
@@ -114,36 +169,67 @@ void expect_engine_averages(bool use_nccl) {
     nccl = make_nccl_comm(world, gpu);
     reduce = nccl.get();
   }
-  auto batch_of = [&](int r, std::vector<std::int32_t>& in, std::vector<std::int32_t>& tg) {
-    in = random_tokens(static_cast<std::size_t>(B) * T, model.vocab_size, 100 + r);
-    tg = random_tokens(in.size(), model.vocab_size, 200 + r);
+  auto batch_of = [&](std::int64_t k, std::vector<std::int32_t>& in,
+                      std::vector<std::int32_t>& tg) {
+    in = random_tokens(static_cast<std::size_t>(B) * T, model.vocab_size,
+                       100 + static_cast<std::uint64_t>(k));
+    tg = random_tokens(in.size(), model.vocab_size, 200 + static_cast<std::uint64_t>(k));
     return Batch{in.data(), tg.data(), B, T};
   };
   std::vector<std::int32_t> in, tg;
-  engine->zero_grad();
-  engine->forward_backward(batch_of(world.rank(), in, tg), 1.0f, reduce);
-  local->zero_grad();
-  for (int r = 0; r < R; ++r)
-    local->forward_backward(batch_of(r, in, tg), 1.0f / static_cast<float>(R), nullptr);
-  std::vector<float> got(layout.total()), want(layout.total());
+  engine->begin_step(M);
+  for (int a = 0; a < A; ++a)  // rank r's micro-batches: r * A .. r * A + A - 1
+    engine->forward_backward(batch_of(world.rank() * A + a, in, tg), a == A - 1 ? reduce : nullptr);
+  local->begin_step(M);
+  for (std::int64_t k = 0; k < M; ++k) local->forward_backward(batch_of(k, in, tg), nullptr);
+  std::vector<float> got(n), want(n);
   engine->get_grads(got);
   local->get_grads(want);
-  const Errors e = compare(got, want);
-  EXPECT_LE(e.rel_l2, 1e-6);
-  EXPECT_LE(e.max_norm, 1e-5);
-  if (use_nccl && R > 1) {
-    EXPECT_GE(reduce->bytes_sent(), layout.total() * sizeof(float));
+  EXPECT_EQ(first_difference(got, want), n);
+  const float got_norm = engine->optimizer_step(AdamWStep{1e-3f});
+  const float want_norm = local->optimizer_step(AdamWStep{1e-3f});
+  EXPECT_EQ(got_norm, want_norm);
+  EXPECT_TRUE(std::isfinite(got_norm));
+  std::vector<float> got_p(n), want_p(n);
+  engine->get_params(got_p);
+  local->get_params(want_p);
+  EXPECT_TRUE(same_bits(got_p, want_p));
+  if (M > 1 && R > 1) {
+    // The step's n sums and the rejected-term count, as int64.
+    EXPECT_GE(reduce->bytes_sent(), (n + 1) * sizeof(std::int64_t));
+  } else {
+    EXPECT_EQ(reduce->bytes_sent(), 0u);
+  }
+  // A step of one micro-batch cannot be reduced over several ranks (every rank throws before
+  // any collective, so none waits).
+  if (R > 1) {
+    engine->begin_step(1);
+    EXPECT_THROW(engine->forward_backward(batch_of(0, in, tg), reduce), std::invalid_argument);
   }
 }
 
-TEST(NcclComm, EngineAveragesGradientsOverNccl) {
+TEST(NcclComm, EngineStepOverNcclEqualsOneRankWithAllMicroBatches) {
   BTM_SKIP_WITHOUT_GPU();
-  expect_engine_averages(true);
+  BTM_SKIP_WITHOUT_A_GPU_PER_RANK();
+  expect_group_step_equals_one_rank(true, 1);  // M = R: one micro-batch per rank
+  expect_group_step_equals_one_rank(true, 2);  // M = 2R: accumulation, then the reduction
 }
 
-TEST(NcclComm, EngineAveragesGradientsOverHostMpi) {
+TEST(NcclComm, EngineStepOverHostMpiEqualsOneRankWithAllMicroBatches) {
   BTM_SKIP_WITHOUT_GPU();
-  expect_engine_averages(false);
+  expect_group_step_equals_one_rank(false, 1);
+  expect_group_step_equals_one_rank(false, 2);
+}
+
+// The same over a real group only (skipped as a single process): M = R micro-batches on R
+// ranks against one rank's M micro-steps, over NCCL.
+TEST(NcclComm, GroupReduceEqualsOneRankWithMMicroSteps) {
+  BTM_SKIP_WITHOUT_GPU();
+  MpiComm world(MPI_COMM_WORLD, false);
+  if (world.size() < 2)
+    GTEST_SKIP() << "needs a group: mpirun -np 2 (or more) btm_gpu_tests on >= 2 GPUs";
+  BTM_SKIP_WITHOUT_A_GPU_PER_RANK();
+  expect_group_step_equals_one_rank(true, 1);
 }
 
 }  // namespace
