@@ -329,7 +329,8 @@ class CudaEngine final : public Engine {
       throw std::invalid_argument("add_parents: the sum has " + std::to_string(sum.raw().size()) +
                                   " entries, the layout " + std::to_string(n));
     use_device();
-    const std::vector<std::size_t> on_host = stage_parents(weights);
+    // Parents held elsewhere (another group's) are theirs to add.
+    const std::vector<std::size_t> on_host = stage_parents(weights, false);
     for (std::size_t j : on_host) sum.add(held_parents_.at(j), weights[j]);
     const size_t K = staged_weights_.size();
     if (K == 0) return;
@@ -357,16 +358,23 @@ class CudaEngine final : public Engine {
 
   // With every weighted parent in device memory: one kernel forms the average (into the
   // gradient buffer, so the parameters stay unchanged when a term is rejected), then the
-  // buffers trade places. Otherwise the base class's host sum over add_parents.
+  // buffers trade places. Otherwise a host sum over add_parents.
   void set_params_to_average(std::span<const double> weights) override {
     use_device();
-    const std::vector<std::size_t> on_host = stage_parents(weights);
+    const std::vector<std::size_t> on_host = stage_parents(weights, true);
     const size_t K = staged_weights_.size();
+    const size_t n = layout_.total();
     if (!on_host.empty() || K > kParentsPerLaunch) {
-      Engine::set_params_to_average(weights);
+      // Host parents too: one host sum of both kinds (add_parents), then the parameters.
+      fixed::Sum sum = fixed::Sum::for_weights(n, weights);
+      add_parents(weights, sum);
+      if (sum.bad() > 0)
+        throw std::runtime_error(
+            "set_params_to_average: a parent parameter is outside the fixed-point range: not a "
+            "trained model");
+      set_params(sum.result());
       return;
     }
-    const size_t n = layout_.total();
     BTM_CUDA_CHECK(cudaMemsetAsync(parent_count_.get(), 0, sizeof(std::int64_t), stream_));
     cuda::fixed_weighted_sum(grads_.get(), parent_count_.get(), parent_ptrs_.get(),
                              parent_weights_.get(), static_cast<int>(K), n,
@@ -757,10 +765,10 @@ class CudaEngine final : public Engine {
     held_parents_.erase(j);
   }
 
-  // Checks that every parent with a non-zero weight is held, uploads the device ones' pointers
-  // and weights (parent_ptrs_, parent_weights_; staged_weights_ keeps their count) and returns
-  // the host ones.
-  std::vector<std::size_t> stage_parents(std::span<const double> weights) {
+  // Uploads the pointers and weights of the held device parents with a non-zero weight
+  // (parent_ptrs_, parent_weights_; staged_weights_ keeps their count) and returns the held
+  // host ones; with `require_all`, a parent with a weight that is not held is an error.
+  std::vector<std::size_t> stage_parents(std::span<const double> weights, bool require_all) {
     std::vector<std::size_t> on_host;
     staged_ptrs_.clear();
     staged_weights_.clear();
@@ -771,8 +779,9 @@ class CudaEngine final : public Engine {
         staged_weights_.push_back(weights[j]);
       } else if (held_parents_.count(j) != 0) {
         on_host.push_back(j);
-      } else {
-        throw std::logic_error("add_parents: parent " + std::to_string(j) + " is not held");
+      } else if (require_all) {
+        throw std::logic_error("set_params_to_average: parent " + std::to_string(j) +
+                               " has a weight but is not held");
       }
     }
     const size_t K = staged_weights_.size();
