@@ -15,6 +15,7 @@
 #include "btm/error.hpp"
 #include "btm/forest.hpp"
 #include "btm/h5.hpp"
+#include "btm/metrics.hpp"
 #include "btm/phases.hpp"
 #include "btm/rank_layout.hpp"
 
@@ -151,6 +152,49 @@ void broadcast_doubles(MpiComm& comm, std::vector<double>& v) {
   comm.broadcast(&n, sizeof(n), 0);
   v.resize(n);
   if (n) comm.broadcast(v.data(), n * sizeof(double), 0);
+}
+
+// The compute of every model the evaluation compared (forest.h5 and the metrics files), in
+// eval.h5's /compute: what makes the forest-vs-dense comparison checkable from the file alone.
+void write_compute(hid_t root, const RunContext& ctx, const Forest& forest,
+                   const std::vector<std::string>& elms, bool with_dense) {
+  std::vector<std::string> names, continues;
+  std::vector<std::int64_t> steps, batch, tokens;
+  std::vector<double> flops, seconds;
+  std::vector<std::string> order;
+  if (forest.find("seed")) order.push_back("seed");
+  order.insert(order.end(), elms.begin(), elms.end());
+  if (with_dense) order.push_back("dense");
+  std::int64_t forest_tokens = 0, dense_tokens = 0, seed_tokens = 0;
+  for (const std::string& name : order) {
+    const ModelRecord& r = *forest.find(name);
+    names.push_back(name);
+    // A model continues the seed's trajectory when it was branched from it (or continues it).
+    const bool from_seed = r.parents == std::vector<std::string>{"seed"};
+    continues.push_back(from_seed ? "seed" : "");
+    steps.push_back(r.steps);
+    batch.push_back(r.global_batch);
+    tokens.push_back(r.tokens);
+    flops.push_back(r.flops);
+    const fs::path metrics = metrics_file(ctx.run_dir, name);
+    const std::vector<MetricsRow> rows =
+        fs::exists(metrics) ? MetricsLog::read(metrics) : std::vector<MetricsRow>{};
+    seconds.push_back(rows.empty() ? 0.0 : rows.back().elapsed_s);
+    if (name == "seed") seed_tokens = r.tokens;
+    if (r.kind == "elm") forest_tokens += r.tokens - (from_seed ? seed_tokens : 0);
+    if (name == "dense") dense_tokens = r.tokens;
+  }
+  forest_tokens += seed_tokens;
+  h5::Handle group = h5::create_group(root, "compute");
+  h5::set_attr(group, "models", names);
+  h5::set_attr(group, "continues", continues);
+  h5::set_attr(group, "forest_tokens", forest_tokens);
+  h5::set_attr(group, "dense_tokens", dense_tokens);
+  h5::write_array(group, "steps", steps.data(), steps.size());
+  h5::write_array(group, "global_batch", batch.data(), batch.size());
+  h5::write_array(group, "tokens", tokens.data(), tokens.size());
+  h5::write_array(group, "flops", flops.data(), flops.size());
+  h5::write_array(group, "train_seconds", seconds.data(), seconds.size());
 }
 
 double mean_over(const std::vector<double>& values, const std::vector<double>& in_domain,
@@ -407,7 +451,7 @@ void run_eval_phase(RunContext& ctx) {
   h5::AtomicFile out(eval_file(ctx.run_dir));
   hid_t root = out.root();
   h5::set_attr(root, "format", std::string("btm-eval"));
-  h5::set_attr(root, "format_version", std::int64_t{1});
+  h5::set_attr(root, "format_version", std::int64_t{2});
   h5::set_attr(root, "config", ctx.config_ini);
   h5::set_attr(root, "elms", elms);
   h5::set_attr(root, "domains", names);
@@ -441,6 +485,7 @@ void run_eval_phase(RunContext& ctx) {
     h5::set_attr(set, "schemes", schemes);
   }
   h5::write_array(root, "tokens", tokens.data(), tokens.size());
+  write_compute(root, ctx, forest, elms, with_dense);
   out.commit();
 
   print_means(methods, mean_in, mean_out);

@@ -10,6 +10,7 @@
 #include "btm/engine.hpp"
 #include "btm/error.hpp"
 #include "btm/forest.hpp"
+#include "btm/format.hpp"
 #include "btm/params.hpp"
 #include "btm/rng.hpp"
 #include "btm/sampler.hpp"
@@ -157,8 +158,9 @@ PhaseResult run_seed_phase(RunContext& ctx) {
   }
   if (ctx.leader())
     std::cout << "[seed] phase: " << budget.seed_steps << " of " << budget.total_steps
-              << " steps on all " << ctx.world.size() << " ranks, domain-balanced over "
-              << config.data.domains.size() << " domains" << std::endl;
+              << " steps on " << counted(ctx.world.size(), "rank") << ", domain-balanced over "
+              << counted(static_cast<std::int64_t>(config.data.domains.size()), "domain")
+              << std::endl;
   const PhaseResult result = train_on_world(ctx, "seed");
   update_record(ctx, "seed");
   return result;
@@ -359,8 +361,9 @@ PhaseResult run_dense_phase(RunContext& ctx) {
           c, "dense", continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
           continues ? std::vector<double>{1.0} : std::vector<double>{}));
       save_forest(ctx.run_dir, forest);
-      std::cout << "[dense] baseline: " << budget.total_steps << " steps on all "
-                << ctx.world.size() << " ranks at the seed's global batch (the forest's tokens)"
+      std::cout << "[dense] baseline: " << budget.total_steps << " steps on "
+                << counted(ctx.world.size(), "rank")
+                << " at the seed's global batch (the forest's tokens)"
                 << (c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
                                : ", from the initialisation")
                 << std::endl;

@@ -110,6 +110,12 @@ TEST_F(ReportTool, WritesTableAndPlotsOfAFakeRun) {
   EXPECT_NE(md.find("| – |"), std::string::npos) << "the NaN entry is not shown as missing";
   for (const char* png : {"loss_vs_tokens.png", "ppl_vs_topk.png", "prior_heatmap.png"})
     EXPECT_TRUE(is_nonempty_png(out / png)) << png;
+  // The compute of the compared models from /compute, and the match check.
+  EXPECT_NE(md.find("| dense | 200 | 8 | 1,638,400 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("Forest tokens (seed + every ELM's own): 1,638,400; dense tokens: 1,638,400 "
+                    "(equal)"),
+            std::string::npos)
+      << md;
 
   // --out puts everything elsewhere.
   const fs::path other = dir_ / "elsewhere";
@@ -119,6 +125,34 @@ TEST_F(ReportTool, WritesTableAndPlotsOfAFakeRun) {
       << read_text(log);
   EXPECT_NE(read_text(other / "report.md").find("| ensemble:top-2 |"), std::string::npos);
   EXPECT_TRUE(is_nonempty_png(other / "prior_heatmap.png"));
+}
+
+// --merge: rows of several eval files in one table, with the compute behind each row (a forest
+// method: seed + ELMs; dense: its trajectory, which continues the seed).
+TEST_F(ReportTool, MergesRowsOfSeveralEvalFiles) {
+  const fs::path a = dir_ / "a", b = dir_ / "b", log = dir_ / "log.txt", table = dir_ / "t.md";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(a.string()) + " --dense", log), 0);
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(b.string()) + " --seed 2", log), 0);
+  const std::string rows =
+      shell_quote("dense|" + (a / "eval.h5").string() + "|dense|dense wins") + " " +
+      shell_quote("other top-1|" + (b / "eval.h5").string() + "|ensemble:top-1");
+  ASSERT_EQ(tool("report.py", "--merge " + shell_quote(table.string()) + " " + rows, log), 0)
+      << read_text(log);
+  const std::string md = read_text(table);
+  EXPECT_NE(md.find("| Row | In-domain mean | Out-of-domain mean | legal | code | covid † | "
+                    "tweets † | Tokens | Steps per path | GPU-s (train) | Paper |"),
+            std::string::npos)
+      << md;
+  // dense: 4 s of its own + the seed's 4 s; the forest: seed 4 s + 2 ELMs x 2 s.
+  EXPECT_NE(md.find("| 1,638,400 | 200 | 8 | dense wins |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| other top-1 |"), std::string::npos) << md;
+  // A method a file does not have is refused, naming the file.
+  EXPECT_EQ(tool("report.py",
+                 "--merge " + shell_quote(table.string()) + " " +
+                     shell_quote("x|" + (b / "eval.h5").string() + "|dense"),
+                 log),
+            2);
+  EXPECT_NE(read_text(log).find("no method 'dense'"), std::string::npos) << read_text(log);
 }
 
 TEST_F(ReportTool, RefusesFilesThatAreNotBtmEvalFiles) {

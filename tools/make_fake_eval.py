@@ -96,7 +96,7 @@ def main():
     os.makedirs(os.path.join(a.run, "metrics"), exist_ok=True)
     with h5py.File(os.path.join(a.run, "eval.h5"), "w") as f:
         f.attrs["format"] = "btm-eval"
-        f.attrs["format_version"] = np.int64(1)
+        f.attrs["format_version"] = np.int64(2)
         f.attrs["config"] = "[eval]\nblocks = 4\nposterior = prefix\n"
         str_list(f, "elms", elms)
         str_list(f, "domains", domains)
@@ -110,6 +110,22 @@ def main():
         f["average_weights"] = weights
         str_list(f["average_weights"], "schemes", ["uniform", "cached-prior", "argmax"])
         f["tokens"] = np.full(D, 4 * 1024, dtype=np.int64)
+        # The compute of the compared models (the paper's rule: every path 200 steps, the
+        # seed's and the dense's batch K times an ELM's 4 sequences of 1024 tokens).
+        elm_tokens, seed_tokens = 100 * 4 * 1024, 100 * 4 * K * 1024
+        names = ["seed"] + elms + (["dense"] if a.dense else [])
+        g = f.create_group("compute")
+        str_list(g, "models", names)
+        str_list(g, "continues", [""] + ["seed"] * K + (["seed"] if a.dense else []))
+        tokens = [seed_tokens] + [seed_tokens + elm_tokens] * K + ([2 * seed_tokens] if a.dense else [])
+        g.attrs["forest_tokens"] = np.int64(seed_tokens + K * elm_tokens)
+        g.attrs["dense_tokens"] = np.int64(2 * seed_tokens if a.dense else 0)
+        g["steps"] = np.array([100] + [200] * K + ([200] if a.dense else []), dtype=np.int64)
+        g["global_batch"] = np.array([4 * K] + [4] * K + ([4 * K] if a.dense else []),
+                                     dtype=np.int64)
+        g["tokens"] = np.array(tokens, dtype=np.int64)
+        g["flops"] = np.array(tokens, dtype=np.float64) * 1e6
+        g["train_seconds"] = np.array([4.0] + [2.0] * K + ([4.0] if a.dense else []))
 
     mdir = os.path.join(a.run, "metrics")
     write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng)

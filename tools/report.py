@@ -10,7 +10,11 @@ include/btm/evaluate.hpp) and RUN/metrics/*.h5 (include/btm/metrics.hpp) become
   DIR/prior_heatmap.png  the cached prior of every evaluation domain over the ELMs
 
 usage: python3 tools/report.py RUN [--out DIR]      (DIR defaults to RUN/report)
-RUN may also be the path of an eval file. Exit codes: 0 done, 2 the input is not a readable btm
+       python3 tools/report.py --merge OUT.md ROW [ROW ...]
+RUN may also be the path of an eval file. --merge writes one table of rows from several eval
+files (a study of several runs): each ROW is "LABEL|EVAL_FILE|METHOD[|NOTE]", the method's
+perplexities with the training compute behind it (tokens, steps per model path, GPU-seconds:
+the seed and every ELM for a forest method, the dense model's own trajectory for "dense"). Exit codes: 0 done, 2 the input is not a readable btm
 eval file (the message says why), 1 anything else. Needs python3-h5py, python3-numpy and
 python3-matplotlib (Debian packages)."""
 import argparse
@@ -21,7 +25,7 @@ import sys
 
 EXIT_BAD_INPUT = 2
 EVAL_FORMAT = "btm-eval"
-EVAL_FORMAT_VERSION = 1
+EVAL_FORMAT_VERSIONS = (1, 2)  # 2 adds /compute
 
 try:
     import h5py
@@ -80,10 +84,10 @@ class EvalResults:
             what = f"its format attribute is '{fmt}'" if fmt else "it has no format attribute"
             raise BadInput(f"{self.path}: not a btm eval file ({what}, expected '{EVAL_FORMAT}')")
         version = int(np.asarray(f.attrs.get("format_version", -1)).reshape(-1)[0])
-        if version != EVAL_FORMAT_VERSION:
+        if version not in EVAL_FORMAT_VERSIONS:
             raise BadInput(f"{self.path}: btm eval format version {version}; this report.py "
-                           f"reads version {EVAL_FORMAT_VERSION} (use the tools of the btm "
-                           "that wrote it)")
+                           f"reads versions {', '.join(map(str, EVAL_FORMAT_VERSIONS))} (use the "
+                           "tools of the btm that wrote it)")
         for name in ("elms", "domains", "in_domain"):
             if name not in f.attrs:
                 raise BadInput(f"{self.path}: root attribute '{name}' is missing")
@@ -119,6 +123,36 @@ class EvalResults:
         if "average_weights" in f:
             self.average_weights = np.asarray(f["average_weights"][()], dtype=float)
             self.schemes = as_str_list(f["average_weights"].attrs.get("schemes", []))
+        self.compute = None  # {model: {steps, global_batch, tokens, flops, train_seconds, continues}}
+        if "compute" in f:
+            g = f["compute"]
+            names = as_str_list(g.attrs["models"])
+            continues = as_str_list(g.attrs["continues"])
+            self.compute = {}
+            for i, name in enumerate(names):
+                self.compute[name] = {key: g[key][()][i] for key in
+                                      ("steps", "global_batch", "tokens", "flops", "train_seconds")}
+                self.compute[name]["continues"] = continues[i]
+            self.forest_tokens = int(g.attrs["forest_tokens"])
+            self.dense_tokens = int(g.attrs["dense_tokens"])
+
+    def cost_of(self, method):
+        """(tokens, steps per model path, training GPU-seconds) behind a method's numbers: the
+        dense model's trajectory for "dense", the seed and every ELM for a forest method."""
+        if not self.compute:
+            return None
+        c = self.compute
+        seed_s = c["seed"]["train_seconds"] if "seed" in c else 0.0
+        if method == "dense":
+            if "dense" not in c:
+                return None
+            d = c["dense"]
+            return (int(d["tokens"]), int(d["steps"]),
+                    d["train_seconds"] + (seed_s if d["continues"] == "seed" else 0.0))
+        elms = [name for name in c if name not in ("seed", "dense")]
+        seconds = seed_s + sum(c[e]["train_seconds"] for e in elms)
+        steps = int(c[elms[0]]["steps"]) if elms else 0
+        return self.forest_tokens, steps, seconds
 
     def train_domains(self):
         return [i for i, v in enumerate(self.in_domain) if v == 1.0]
@@ -204,6 +238,19 @@ def write_markdown(ev, curves, out_dir, plots):
     lines += ["", "## Perplexity", "",
               "Lower is better; the best value of each column is in bold; – = not evaluated.", "",
               markdown_table(header, rows, bold), ""]
+
+    if ev.compute:
+        lines += ["## Compute", "",
+                  "What each compared model trained on (tokens and FLOPs over its lineage; "
+                  "seconds of its own phase).", ""]
+        crow = [[name, f"{int(v['steps']):,}", f"{int(v['global_batch']):,}",
+                 f"{int(v['tokens']):,}", f"{v['flops']:.3e}", f"{v['train_seconds']:.1f}"]
+                for name, v in ev.compute.items()]
+        lines += [markdown_table(["Model", "Steps", "Global batch (sequences)", "Tokens", "FLOPs",
+                                  "Train seconds"], crow, [[False] * 6 for _ in crow]), ""]
+        match = "equal" if ev.forest_tokens == ev.dense_tokens else "NOT equal"
+        lines += [f"Forest tokens (seed + every ELM's own): {ev.forest_tokens:,}; dense tokens: "
+                  f"{ev.dense_tokens:,} ({match}).", ""]
 
     lines += ["## Cached priors", "",
               "The prior over ELMs estimated on each evaluation domain's validation split "
@@ -304,7 +351,56 @@ def plot_priors(plt, ev, path):
     plt.close(fig)
 
 
+def merge(out_path, specs):
+    """One markdown table of rows taken from several eval files (tools/report.py --merge)."""
+    rows, files = [], {}
+    for spec in specs:
+        parts = spec.split("|")
+        if len(parts) not in (3, 4):
+            raise BadInput(f"--merge row '{spec}': use LABEL|EVAL_FILE|METHOD[|NOTE]")
+        label, path, method = parts[:3]
+        if path not in files:
+            files[path] = EvalResults(path)
+        ev = files[path]
+        if method not in ev.methods:
+            raise BadInput(f"{path}: no method '{method}' (it has {', '.join(ev.methods)})")
+        rows.append((label, ev, ev.methods.index(method), method, parts[3] if len(parts) == 4 else ""))
+    first = rows[0][1]
+    domains = [first.domains[d] for d in ordered_domains(first)]
+    heldout = {first.domains[d] for d in first.heldout_domains()}
+    for _, ev, _, _, _ in rows:
+        if [ev.domains[d] for d in ordered_domains(ev)] != domains:
+            raise BadInput(f"{ev.path}: its evaluation domains differ from {first.path}'s")
+    header = ["Row", "In-domain mean", "Out-of-domain mean"] + [
+        d + (" †" if d in heldout else "") for d in domains] + [
+        "Tokens", "Steps per path", "GPU-s (train)", "Paper"]
+    cells, values = [], []
+    for label, ev, m, method, note in rows:
+        per_domain = [ev.ppl[m, ev.domains.index(d)] for d in domains]
+        values.append([ev.mean_in[m], ev.mean_out[m]] + per_domain)
+        cost = ev.cost_of(method)
+        compute = ([f"{cost[0]:,}", f"{cost[1]:,}", f"{cost[2]:.0f}"] if cost else ["?"] * 3)
+        cells.append([label] + [fmt_ppl(v) for v in values[-1]] + compute + [note])
+    columns = np.array(values, dtype=float).T
+    masks = [best_mask(c) for c in columns]
+    bold = [[False] + [mask[r] for mask in masks] + [False] * 4 for r in range(len(rows))]
+    text = markdown_table(header, cells, bold)
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    print(f"report.py: wrote {out_path} ({len(rows)} rows from {len(files)} eval files)")
+    return 0
+
+
 def main(argv):
+    if argv and argv[0] == "--merge":
+        if len(argv) < 3:
+            print("report.py: --merge OUT.md ROW [ROW ...]", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            return merge(argv[1], argv[2:])
+        except BadInput as e:
+            print(f"report.py: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     p = argparse.ArgumentParser(description="Report of a btm run's evaluation: markdown + plots.")
     p.add_argument("run", help="run directory (holding eval.h5 and metrics/), or an eval file")
     p.add_argument("--out", help="output directory (default RUN/report)")

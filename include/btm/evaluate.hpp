@@ -12,6 +12,12 @@
 //   /priors           float64 [domains, K]  cached prior of each evaluation domain
 //   /average_weights  float64 [schemes, domains, K], attribute schemes
 //   /tokens           int64 [domains]   test tokens scored per domain
+//   /compute          the models compared (seed, ELMs, dense; attribute models, continues =
+//                     "seed" where a model's trajectory starts as the seed's): datasets steps,
+//                     global_batch (sequences per step of its own phase), tokens, flops (over
+//                     the lineage), train_seconds (its own phase, from its metrics); attributes
+//                     forest_tokens (seed + every ELM's own), dense_tokens
+//   format_version 2 (1: without /compute)
 #pragma once
 
 #include <cstddef>
