@@ -15,8 +15,7 @@ carry=$(cd "${CARRY:-.carry}" && pwd)
 out=${OUT:-/tmp/btm-gpu-check}
 runs=${RUNS:-/tmp/btm-gpu-runs}  # run directories (checkpoints are large); their small files go to OUT
 mkdir -p "$out" "$runs"
-export LD_LIBRARY_PATH=$carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/gpu-env.sh"
 gpus=$(nvidia-smi -L | grep -c '^GPU')
 status=0
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Stages what a run on the GPU machine needs into .carry/ (git-ignored), for the device tool's
 # `carry: [".carry"]`: the CUDA build's binaries, the shared libraries that machine lacks
-# (OpenBLAS and its Fortran runtime, taken from this machine; MPI, HDF5, CUDA and NCCL are
-# there already), this script's companion tools/bench_vs_torch.sh and the PyTorch reference
-# shared/bench/torch_gpt.py.
-#   [CORPORA=quick|full|""] tools/gpu-stage.sh [BUILD_DIR]      (default: build-cuda, quick)
+# (OpenBLAS and its Fortran runtime, taken from this machine, xz-compressed: lib.tar.xz; MPI,
+# HDF5, CUDA and NCCL are there already), this script's companion tools/bench_vs_torch.sh, the
+# PyTorch reference tools/torch_gpt.py, and GPT-2's BPE files.
+#   [CORPORA=quick|full|""] [TEXT=full] tools/gpu-stage.sh [BUILD_DIR]   (default: build-cuda, quick)
+# TEXT=full stages data/full/text (tools/build_corpus.py's 8 + 2 domains) as text-full.tar.xz,
+# for tools/study.sh to tokenize there (btm prepare on its cores takes seconds).
 # Then, on the GPU machine:
-#   export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
+#   source tools/gpu-env.sh        (unpacks lib.tar.xz, sets LD_LIBRARY_PATH)
 #   .carry/btm_gpu_tests
 set -euo pipefail
 
@@ -22,6 +24,8 @@ done
 rm -rf "$carry"
 mkdir -p "$carry/lib"
 cp "${binaries[@]}" "$carry/"
+[[ -f $root/data/gpt2/encoder.json ]] || "$root/tools/fetch-gpt2-bpe.sh" "$root/data/gpt2"
+cp -r "$root/data/gpt2" "$carry/gpt2"
 
 # The libraries the GPU machine does not have, resolved through this machine's loader.
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
@@ -30,14 +34,11 @@ for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
   [[ -n $path ]] || { echo "gpu-stage: $lib not found on this machine" >&2; exit 1; }
   cp -L "$path" "$carry/lib/$lib"
 done
+# 36 MB raw, 4 MB as xz: unpacked there by tools/gpu-env.sh.
+tar cJf "$carry/lib.tar.xz" -C "$carry" lib
+rm -rf "$carry/lib"
 
-cp "$root/tools/bench_vs_torch.sh" "$carry/"
-for torch_script in "$root/shared/bench/torch_gpt.py" "$root/../shared/bench/torch_gpt.py"; do
-  if [[ -f $torch_script ]]; then
-    cp "$torch_script" "$carry/"
-    break
-  fi
-done
+cp "$root/tools/bench_vs_torch.sh" "$root/tools/torch_gpt.py" "$carry/"
 
 # Tokenized corpora for the end-to-end runs (tools/gpu-check.sh): CORPORA picks them, "quick"
 # (the default; the e2e step), "full" (the full-size domains prepared in data/full/corpus; the
@@ -49,6 +50,12 @@ for corpus in ${CORPORA-quick}; do
   fi
 done
 
+if [[ ${TEXT:-} == full ]]; then
+  [[ -d $root/data/full/text ]] ||
+    { echo "gpu-stage: no data/full/text: run tools/build_corpus.py --out data/full/text" >&2; exit 2; }
+  XZ_OPT=-T0 tar cJf "$carry/text-full.tar.xz" -C "$root/data/full" text
+fi
+
 # The device tool carries 64 MiB in all.
 mib=$(du -sm "$carry" | cut -f1)
 if ((mib > 63)); then
@@ -57,4 +64,4 @@ if ((mib > 63)); then
   exit 1
 fi
 du -sh "$carry"
-ls -la "$carry" "$carry/lib"
+ls -la "$carry"
