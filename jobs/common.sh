@@ -50,20 +50,18 @@ _btm_on_signal() {
   fi
 }
 
-# The forest directory: BTM_RUN_DIR, else the last `dir =` of [run] in the config files, else
-# btm's default `run`.
+# The forest directory: BTM_RUN_DIR, else what btm makes of the config files and BTM_ARGS
+# (`btm config --get run.dir`, so a flag in BTM_ARGS counts as it does for the job's steps).
 _btm_run_dir() {
   if [[ -n ${BTM_RUN_DIR:-} ]]; then
     echo "$BTM_RUN_DIR"
     return
   fi
-  local dir
-  # shellcheck disable=SC2086  # BTM_CONFIG is a list of files
-  dir=$(awk '/^[[:space:]]*\[/ { section = $0; gsub(/[][[:space:]]/, "", section) }
-             section == "run" && /^[[:space:]]*dir[[:space:]]*=/ {
-               sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]*(#.*)?$/, ""); found = $0 }
-             END { print found }' $BTM_CONFIG 2>/dev/null)
-  echo "${dir:-run}"
+  local flags=() file
+  for file in $BTM_CONFIG; do flags+=(--config "$file"); done
+  # shellcheck disable=SC2206  # BTM_ARGS is a list of flags
+  flags+=(${BTM_ARGS:-})
+  "$BTM_BIN" config "${flags[@]}" --get run.dir
 }
 
 _btm_fail_setup() {
@@ -110,7 +108,7 @@ btm_job_init() {
       "rank per GPU (sbatch --ntasks-per-node=G --gpus-per-node=G)"
   fi
 
-  BTM_RUN_DIR=$(_btm_run_dir)
+  BTM_RUN_DIR=$(_btm_run_dir) || _btm_fail_setup "btm could not read the configuration (BTM_CONFIG=$BTM_CONFIG BTM_ARGS=${BTM_ARGS:-})"
   BTM_FLAGS=()
   for file in $BTM_CONFIG; do BTM_FLAGS+=(--config "$file"); done
   BTM_FLAGS+=(--run.dir "$BTM_RUN_DIR" --run.device "$BTM_DEVICE")

@@ -8,11 +8,11 @@
 #include <random>
 #include <vector>
 
-#include "btm/average.hpp"
-#include "btm/checkpoint.hpp"
-#include "btm/error.hpp"
-#include "btm/fixed_point.hpp"
-#include "btm/params.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/method/average.hpp"
+#include "btm/model/params.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/fixed_point.hpp"
 #include "test_util.hpp"
 
 namespace btm {

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <fstream>
 
-#include "btm/cli.hpp"
-#include "btm/error.hpp"
+#include "btm/app/cli.hpp"
+#include "btm/util/error.hpp"
 #include "test_util.hpp"
 
 using namespace btm;
@@ -88,6 +88,32 @@ TEST(Cli, ToIniRoundTripsThroughTheParser) {
                 false);
   EXPECT_EQ(to_ini(a), to_ini(b));
   EXPECT_TRUE(b.run.share_gpus);
+}
+
+// btm config: the settings the files and flags make, as INI text or one value (job scripts read
+// run.dir with it); the INI text parses back to the same settings.
+TEST(Cli, ConfigPrintsTheSettingsOrOneValue) {
+  btm::test::TempDir dir;
+  {
+    std::ofstream a(dir / "a.cfg");
+    a << "[run]\ndir = runs/from-file\nsteps = 7\n[optim]\nlr = 5e-4\n";
+  }
+  const std::string cfg = "--config " + (dir / "a.cfg").string();
+  auto r = run_btm("config " + cfg + " --get run.dir");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "runs/from-file\n");
+  r = run_btm("config " + cfg + " --run.dir elsewhere --get run.dir");
+  EXPECT_EQ(r.output, "elsewhere\n");
+  r = run_btm("config " + cfg + " --get optim.lr");
+  EXPECT_EQ(r.output, "5e-04\n");  // the shortest text that reads back exactly
+  r = run_btm("config " + cfg + " --get run.nosuch");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("no setting named 'run.nosuch'"), std::string::npos) << r.output;
+  r = run_btm("config " + cfg);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("[run]\ndir = runs/from-file\nsteps = 7\n"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("decay = linear\n"), std::string::npos) << r.output;
 }
 
 TEST(Cli, BooleanOptionsRefuseOtherWords) {

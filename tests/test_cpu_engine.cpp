@@ -13,11 +13,12 @@
 #include <stdexcept>
 #include <vector>
 
-#include "btm/comm.hpp"
-#include "btm/engine.hpp"
-#include "btm/error.hpp"
-#include "btm/params.hpp"
-#include "btm/rng.hpp"
+#include "btm/cpu/engine.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/model/params.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/rng.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// Tests of the fp32 CPU reference kernels (cpu_kernels.hpp): every forward against a small
+// Tests of the fp32 CPU reference kernels (cpu/kernels.hpp): every forward against a small
 // double-precision reference written here, every backward against central finite differences of
 // that double reference, and the conventions (activation gradients overwritten, parameter
 // gradients accumulated, results independent of the thread count).
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "btm/cpu_kernels.hpp"
-#include "btm/rng.hpp"
+#include "btm/cpu/kernels.hpp"
+#include "btm/util/rng.hpp"
 
 namespace {
 

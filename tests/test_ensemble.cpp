@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "btm/ensemble.hpp"
-#include "btm/error.hpp"
+#include "btm/method/ensemble.hpp"
+#include "btm/util/error.hpp"
 
 namespace btm::ensemble {
 namespace {
@@ -316,10 +316,17 @@ TEST(Ensemble, PerplexityIsExpOfMinusMeanLogLikelihood) {
 }
 
 TEST(Ensemble, ParsesPosteriorForms) {
-  EXPECT_EQ(parse_posterior_form("prefix"), PosteriorForm::prefix);
-  EXPECT_EQ(parse_posterior_form("prev-token"), PosteriorForm::prev_token);
-  EXPECT_EQ(posterior_form_name(PosteriorForm::prev_token), "prev-token");
-  EXPECT_THROW(parse_posterior_form("prev_token"), InputError);
+  Posterior form = Posterior::prefix;
+  parse_field("prev-token", form, "eval.posterior");
+  EXPECT_EQ(form, PosteriorForm::prev_token);
+  EXPECT_EQ(field_text(PosteriorForm::prev_token), "prev-token");
+  try {
+    parse_field("prev_token", form, "eval.posterior");
+    FAIL() << "prev_token accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("use prefix or prev-token"), std::string::npos)
+        << e.what();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

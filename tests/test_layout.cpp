@@ -3,10 +3,10 @@
 
 #include <set>
 
-#include "btm/budget.hpp"
-#include "btm/error.hpp"
-#include "btm/rank_layout.hpp"
-#include "btm/run_context.hpp"
+#include "btm/method/budget.hpp"
+#include "btm/method/rank_layout.hpp"
+#include "btm/pipeline/run_context.hpp"
+#include "btm/util/error.hpp"
 
 using namespace btm;
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <vector>
 
-#include "btm/params.hpp"
-#include "btm/schedule.hpp"
+#include "btm/method/schedule.hpp"
+#include "btm/model/params.hpp"
 
 using namespace btm;
 
@@ -75,7 +75,7 @@ TEST(Schedule, WarmupThenLinearDecayToTheFloor) {
   o.lr = 1.0;
   o.warmup_fraction = 0.1;
   o.min_lr_ratio = 0.1;
-  o.decay = "linear";
+  o.decay = Decay::linear;
   // 100 steps: warmup 10 steps (lr (s+1)/10), then 90 steps from 1.0 down to 0.1.
   EXPECT_DOUBLE_EQ(learning_rate(o, 0, 100), 0.1);
   EXPECT_DOUBLE_EQ(learning_rate(o, 9, 100), 1.0);
@@ -89,7 +89,7 @@ TEST(Schedule, CosineDecayHitsHalfwayAtTheMidpoint) {
   o.lr = 2.0;
   o.warmup_fraction = 0.0;
   o.min_lr_ratio = 0.0;
-  o.decay = "cosine";
+  o.decay = Decay::cosine;
   EXPECT_DOUBLE_EQ(learning_rate(o, 0, 101), 2.0);
   EXPECT_NEAR(learning_rate(o, 50, 101), 1.0, 1e-12);
   EXPECT_NEAR(learning_rate(o, 100, 101), 0.0, 1e-12);

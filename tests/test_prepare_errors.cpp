@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "btm/corpus.hpp"
-#include "btm/error.hpp"
-#include "btm/prepare.hpp"
+#include "btm/data/corpus.hpp"
+#include "btm/data/prepare.hpp"
+#include "btm/util/error.hpp"
 #include "test_util.hpp"
 
 using namespace btm;

@@ -4,8 +4,8 @@
 
 #include <set>
 
-#include "btm/error.hpp"
-#include "btm/sampler.hpp"
+#include "btm/data/sampler.hpp"
+#include "btm/util/error.hpp"
 
 using namespace btm;
 

@@ -5,13 +5,13 @@
 #include <cmath>
 #include <fstream>
 
-#include "btm/checkpoint.hpp"
-#include "btm/corpus.hpp"
-#include "btm/error.hpp"
-#include "btm/forest.hpp"
-#include "btm/h5.hpp"
-#include "btm/metrics.hpp"
-#include "btm/params.hpp"
+#include "btm/data/corpus.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/io/h5.hpp"
+#include "btm/io/metrics.hpp"
+#include "btm/model/params.hpp"
+#include "btm/util/error.hpp"
 #include "test_util.hpp"
 
 using namespace btm;

@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <thread>
 
-#include "btm/error.hpp"
-#include "btm/prepare.hpp"
-#include "btm/rng.hpp"
-#include "btm/tokenizer.hpp"
+#include "btm/data/prepare.hpp"
+#include "btm/data/tokenizer.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/rng.hpp"
 #include "test_util.hpp"
 
 using namespace btm;

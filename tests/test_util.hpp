@@ -11,10 +11,17 @@
 #include <string>
 #include <vector>
 
-#include "btm/corpus.hpp"
-#include "btm/rng.hpp"
+#include "btm/app/backends.hpp"
+#include "btm/data/corpus.hpp"
+#include "btm/util/rng.hpp"
 
 namespace btm::test {
+
+// The backends of this build, made once for the test program (main() makes them for btm).
+inline const Backends& backends() {
+  static const Backends built = make_builtin_backends();
+  return built;
+}
 
 // A fresh directory under the system temp dir, removed at scope exit.
 class TempDir {

@@ -1,5 +1,5 @@
-// cpu_engine.cpp: the fp32 CPU reference engine (make_cpu_engine in engine.hpp), built from the
-// kernels of cpu_kernels.hpp. Parameters, gradients and AdamW moments are flat vectors in the
+// cpu_engine.cpp: the fp32 CPU reference engine (make_cpu_engine in cpu/engine.hpp), built from the
+// kernels of cpu/kernels.hpp. Parameters, gradients and AdamW moments are flat vectors in the
 // ParamLayout order; activations are kept per layer for the backward and grow with the largest
 // batch seen. Deterministic: the same inputs give the same bytes, whatever the thread count.
 #include <cblas.h>
@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "btm/cpu_kernels.hpp"
-#include "btm/engine.hpp"
-#include "btm/error.hpp"
-#include "btm/fixed_point.hpp"
+#include "btm/cpu/engine.hpp"
+#include "btm/cpu/kernels.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/fixed_point.hpp"
 
 namespace btm {
 namespace {

@@ -1,4 +1,4 @@
-// kernels.cpp: the fp32 CPU reference kernels declared in cpu_kernels.hpp.
+// kernels.cpp: the fp32 CPU reference kernels declared in cpu/kernels.hpp.
 // Matmuls (and the attention score products) go through OpenBLAS sgemm; every other loop is an
 // OpenMP loop with a static schedule. Work is cut by partitions that do not depend on the thread
 // count (rows, output channels, (batch, head) pairs, fixed-size chunks), each reduction is summed
@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "btm/cpu_kernels.hpp"
+#include "btm/cpu/kernels.hpp"
 
 namespace btm::cpu {
 namespace {

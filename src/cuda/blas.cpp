@@ -1,4 +1,4 @@
-// blas.cpp: the cuBLASLt GEMM context (Blas in cuda_kernels.hpp): bf16 operands, fp32
+// blas.cpp: the cuBLASLt GEMM context (Blas in cuda/kernels.hpp): bf16 operands, fp32
 // accumulation, bf16 or fp32 output, an optional C (residual) input, optional bias and GELU
 // epilogues, strided batches. The heuristic's algorithm is cached per shape and alignment, so a
 // training step asks it once.
@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <string>
 
-#include "btm/cuda_check.hpp"
-#include "btm/cuda_kernels.hpp"
-#include "btm/error.hpp"
+#include "btm/cuda/check.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/util/error.hpp"
 
 namespace btm::cuda {
 namespace {

@@ -1,5 +1,5 @@
 // fixed_point.cu: the exact 64-bit fixed-point sums of fixed_point.hpp on the device
-// (cuda_kernels.hpp): a micro-batch gradient into a step's sum, the step's sum back to floats,
+// (cuda/kernels.hpp): a micro-batch gradient into a step's sum, the step's sum back to floats,
 // and weighted sums of parameter vectors (averages). Each term is the host's
 // llrint((double(x) * w) * 2^40): the products are __dmul_rn and the rounding __double2ll_rn
 // (round to nearest even, as llrint), so no FMA contraction or other rounding can change a bit;
@@ -10,9 +10,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "btm/cuda_check.hpp"
-#include "btm/cuda_kernels.hpp"
-#include "btm/fixed_point.hpp"
+#include "btm/cuda/check.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/util/fixed_point.hpp"
 
 namespace btm::cuda {
 namespace {

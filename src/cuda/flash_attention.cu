@@ -29,9 +29,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "btm/cuda_check.hpp"
-#include "btm/cuda_kernels.hpp"
-#include "btm/error.hpp"
+#include "btm/cuda/check.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/util/error.hpp"
 #include "flash_common.cuh"
 #include "flash_sm90.hpp"
 

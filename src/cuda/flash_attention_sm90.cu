@@ -27,7 +27,7 @@
 
 #include <cstdint>
 
-#include "btm/cuda_check.hpp"
+#include "btm/cuda/check.hpp"
 #include "flash_common.cuh"
 #include "flash_sm90.hpp"
 

@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "btm/cuda_kernels.hpp"
-#include "btm/error.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/util/error.hpp"
 
 namespace btm::cuda::flash {
 

@@ -5,7 +5,7 @@
 
 #include <cuda_runtime.h>
 
-#include "btm/cuda_kernels.hpp"
+#include "btm/cuda/kernels.hpp"
 
 namespace btm::cuda::sm90 {
 

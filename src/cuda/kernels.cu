@@ -1,5 +1,5 @@
 // kernels.cu: the CUDA engine's element-wise, normalisation, softmax, classifier and optimizer
-// kernels (cuda_kernels.hpp). Memory-bound kernels move 16-byte packs of 8 bf16 where the row
+// kernels (cuda/kernels.hpp). Memory-bound kernels move 16-byte packs of 8 bf16 where the row
 // length allows it (a scalar variant covers other lengths). No kernel uses floating-point
 // atomics: reductions that cross blocks write per-block partial sums that a second kernel adds
 // in a fixed order, so results are bitwise reproducible.
@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "btm/cuda_check.hpp"
-#include "btm/cuda_kernels.hpp"
+#include "btm/cuda/check.hpp"
+#include "btm/cuda/kernels.hpp"
 
 namespace btm::cuda {
 namespace {

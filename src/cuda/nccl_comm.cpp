@@ -1,4 +1,4 @@
-// nccl_comm.cpp: the NCCL communicator of one group (make_nccl_comm in cuda_comm.hpp). The
+// nccl_comm.cpp: the NCCL communicator of one group (make_nccl_comm in cuda/nccl_comm.hpp). The
 // unique id is made on the group's rank 0 and broadcast with MPI inside the group; the device
 // is selected before ncclCommInitRank. Collectives run on the caller's stream, or on the
 // communicator's own stream followed by a synchronisation when the caller passes none.
@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "btm/cuda_check.hpp"
-#include "btm/cuda_comm.hpp"
-#include "btm/error.hpp"
+#include "btm/cuda/check.hpp"
+#include "btm/cuda/nccl_comm.hpp"
+#include "btm/util/error.hpp"
 
 namespace btm {
 namespace {

@@ -13,10 +13,10 @@
 #include <span>
 #include <vector>
 
-#include "btm/cuda_engine.hpp"
-#include "btm/cuda_kernels.hpp"
-#include "btm/cuda_memory.hpp"
-#include "btm/rng.hpp"
+#include "btm/cuda/engine.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/memory.hpp"
+#include "btm/util/rng.hpp"
 
 // Every GPU test starts with this: CI machines have the toolkit but no GPU.
 #define BTM_SKIP_WITHOUT_GPU()                                                         \

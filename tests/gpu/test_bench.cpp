@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "btm/cuda_kernels.hpp"
+#include "btm/cuda/kernels.hpp"
 #include "gpu_test_util.hpp"
 #include "test_util.hpp"
 

@@ -27,13 +27,14 @@
 #include <string>
 #include <vector>
 
-#include "btm/comm.hpp"
-#include "btm/cuda_engine.hpp"
-#include "btm/engine.hpp"
-#include "btm/error.hpp"
-#include "btm/fixed_point.hpp"
-#include "btm/params.hpp"
-#include "btm/rng.hpp"
+#include "btm/cpu/engine.hpp"
+#include "btm/cuda/engine.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/model/params.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/fixed_point.hpp"
+#include "btm/util/rng.hpp"
 #include "gpu_test_util.hpp"
 
 namespace btm {
@@ -126,9 +127,9 @@ TEST_P(CudaEngineCase, LossGradientsLogitsMatchCpu) {
   const int B = 4, T = model.context;
   auto gpu = make_cuda_engine(model, 0, B, attention);
   const bool flash = attention == CudaAttention::Flash || attention == CudaAttention::FlashMmaSync;
-  ASSERT_EQ(cuda_engine_attention(*gpu), flash ? "flash" : "materialized");
+  ASSERT_EQ(gpu->facts().attention, flash ? "flash" : "materialized");
   if (attention == CudaAttention::FlashMmaSync) {
-    ASSERT_EQ(cuda_engine_flash_kernels(*gpu), "mma.sync");
+    ASSERT_EQ(gpu->facts().flash_kernels, "mma.sync");
   }
   auto cpu = make_cpu_engine(model, 0);
   const ParamLayout& layout = gpu->layout();
@@ -473,10 +474,10 @@ TEST(CudaEngine, FusedAndUnfusedGeluAgree) {
   auto fused = make_cuda_engine(model, 0, B, CudaAttention::Auto, CudaGelu::Fused);
   auto unfused = make_cuda_engine(model, 0, B, CudaAttention::Auto, CudaGelu::Unfused);
   auto cpu = make_cpu_engine(model, 0);
-  EXPECT_EQ(cuda_engine_gelu(*fused), "fused");
-  EXPECT_EQ(cuda_engine_gelu(*unfused), "unfused");
-  EXPECT_EQ(cuda_engine_gelu(*make_cuda_engine(model, 0, 1)), "fused");  // Auto
-  EXPECT_EQ(cuda_engine_gelu(*cpu), "");
+  EXPECT_EQ(fused->facts().gelu, "fused");
+  EXPECT_EQ(unfused->facts().gelu, "unfused");
+  EXPECT_EQ(make_cuda_engine(model, 0, 1)->facts().gelu, "fused");  // Auto
+  EXPECT_EQ(cpu->facts().gelu, "");
   const ParamLayout& layout = fused->layout();
   const auto params = params_with_noisy_vectors(layout, 11, 12);
   const TokenData data = make_tokens(B, T, model.vocab_size, 13);
@@ -520,9 +521,9 @@ TEST(CudaEngine, RejectsBadBatchesAndModels) {
   odd.n_head = 3;
   EXPECT_THROW(make_cuda_engine(odd, 0, 1), InputError);
   EXPECT_THROW(make_cuda_engine(model, cuda_visible_devices(), 1), InputError);
-  EXPECT_THROW(make_cuda_engine(model, 0, 1, CudaAttention::Flash), InputError);     // head dim 16
-  EXPECT_EQ(cuda_engine_attention(*make_cuda_engine(hd64_model(), 0, 1)), "flash");  // Auto
-  EXPECT_EQ(cuda_engine_attention(*make_cuda_engine(model, 0, 1)), "materialized");
+  EXPECT_THROW(make_cuda_engine(model, 0, 1, CudaAttention::Flash), InputError);  // head dim 16
+  EXPECT_EQ(make_cuda_engine(hd64_model(), 0, 1)->facts().attention, "flash");    // Auto
+  EXPECT_EQ(make_cuda_engine(model, 0, 1)->facts().attention, "materialized");
 }
 
 TEST(CudaEngine, ReportsItsKindAndAllocation) {
@@ -810,7 +811,7 @@ TEST(CudaEngineLarge, Gpt2SmallShapeMatchesCpu) {
   }
   for (CudaAttention attention : {CudaAttention::Flash, CudaAttention::Materialized}) {
     auto gpu = make_cuda_engine(model, 0, B, attention);
-    SCOPED_TRACE(cuda_engine_attention(*gpu));
+    SCOPED_TRACE(gpu->facts().attention);
     gpu->set_params(params);
     std::vector<float> grads(layout.total());
     std::vector<float> losses;
@@ -822,7 +823,7 @@ TEST(CudaEngineLarge, Gpt2SmallShapeMatchesCpu) {
       s.lr = 6e-4f;
       gpu->optimizer_step(s);
     }
-    std::cout << cuda_engine_attention(*gpu) << " losses (gpu / cpu):";
+    std::cout << gpu->facts().attention << " losses (gpu / cpu):";
     for (int i = 0; i < kSteps; ++i) std::cout << " " << losses[i] << " / " << cpu_losses[i] << ";";
     std::cout << "\n  first-step gradient rel L2: all " << compare(grads, cpu_grads).rel_l2;
     double worst = 0;

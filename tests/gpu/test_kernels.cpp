@@ -1,5 +1,5 @@
-// The kernel harness: every CUDA kernel of cuda_kernels.hpp against its fp32 CPU reference
-// (cpu_kernels.hpp) on random inputs, forward and backward. Inputs are drawn already rounded to
+// The kernel harness: every CUDA kernel of cuda/kernels.hpp against its fp32 CPU reference
+// (cpu/kernels.hpp) on random inputs, forward and backward. Inputs are drawn already rounded to
 // bf16, so the reference sees exactly what the kernel sees and the error measured is the
 // kernel's own. Outputs are poisoned (NaN) before each run, so an unwritten element fails.
 //
@@ -51,11 +51,11 @@
 #include <tuple>
 #include <vector>
 
-#include "btm/cpu_kernels.hpp"
-#include "btm/cuda_kernels.hpp"
-#include "btm/error.hpp"
-#include "btm/fixed_point.hpp"
-#include "btm/rng.hpp"
+#include "btm/cpu/kernels.hpp"
+#include "btm/cuda/kernels.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/fixed_point.hpp"
+#include "btm/util/rng.hpp"
 #include "gpu_test_util.hpp"
 
 namespace btm {

@@ -12,11 +12,11 @@
 #include <stdexcept>
 #include <vector>
 
-#include "btm/comm.hpp"
-#include "btm/cuda_comm.hpp"
-#include "btm/cuda_engine.hpp"
-#include "btm/engine.hpp"
-#include "btm/params.hpp"
+#include "btm/cuda/engine.hpp"
+#include "btm/cuda/nccl_comm.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/model/params.hpp"
 #include "gpu_test_util.hpp"
 
 namespace btm {

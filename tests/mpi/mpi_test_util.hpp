@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "btm/comm.hpp"
+#include "btm/dist/comm.hpp"
 #include "test_util.hpp"
 
 namespace btm::test {

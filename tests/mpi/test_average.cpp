@@ -8,11 +8,11 @@
 #include <cstring>
 #include <vector>
 
-#include "btm/config.hpp"
-#include "btm/engine.hpp"
-#include "btm/evaluate.hpp"
-#include "btm/fixed_point.hpp"
-#include "btm/run_context.hpp"
+#include "btm/config/config.hpp"
+#include "btm/eval/evaluate.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/pipeline/run_context.hpp"
+#include "btm/util/fixed_point.hpp"
 #include "mpi_test_util.hpp"
 
 using namespace btm;
@@ -33,10 +33,10 @@ TEST(SetAverageParams, SameBitsForEveryLayoutAndRoot) {
   for (int ranks_per_elm = 1; ranks_per_elm <= world.size(); ranks_per_elm *= 2) {
     if (world.size() % ranks_per_elm != 0) continue;
     Config config;
-    config.run.device = "cpu";
+    config.run.device = Device::cpu;
     config.run.threads = 1;
     config.run.ranks_per_elm = ranks_per_elm;
-    RunContext ctx = make_context(config, world);
+    RunContext ctx = make_context(config, world, btm::test::backends());
     EvalGroups g = make_eval_groups(ctx);
     std::unique_ptr<Engine> engine = make_engine_for(ctx);
     const std::size_t n = engine->layout().total();

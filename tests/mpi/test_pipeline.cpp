@@ -6,15 +6,15 @@
 #include <cmath>
 #include <filesystem>
 
-#include "btm/average.hpp"
-#include "btm/checkpoint.hpp"
-#include "btm/commands.hpp"
-#include "btm/error.hpp"
-#include "btm/forest.hpp"
-#include "btm/h5.hpp"
-#include "btm/metrics.hpp"
-#include "btm/phases.hpp"
-#include "btm/run_context.hpp"
+#include "btm/app/commands.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/io/h5.hpp"
+#include "btm/io/metrics.hpp"
+#include "btm/method/average.hpp"
+#include "btm/pipeline/phases.hpp"
+#include "btm/pipeline/run_context.hpp"
+#include "btm/util/error.hpp"
 #include "mpi_test_util.hpp"
 #include "test_util.hpp"
 
@@ -44,7 +44,7 @@ Config tiny_config(const fs::path& corpus, const fs::path& run, std::vector<std:
   c.run.checkpoint_every = 3;
   c.run.log_every = 2;
   c.run.threads = 1;
-  c.run.device = "cpu";
+  c.run.device = Device::cpu;
   c.run.dense = false;
   c.eval.blocks = 4;
   c.eval.prior_blocks = 4;
@@ -112,7 +112,7 @@ TEST(Pipeline, DataParallelEqualsOneRankWithAccumulation) {
   {
     Config c = tiny_config(dir / "corpus", dir / "parallel", {"d0"});
     c.run.ranks_per_elm = 4;
-    RunContext ctx = make_context(c, world());
+    RunContext ctx = make_context(c, world(), btm::test::backends());
     ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
     run_branch_phase(ctx, {"d0"});
     ASSERT_EQ(run_train_phase(ctx, {"d0"}), PhaseResult::Done);
@@ -121,7 +121,7 @@ TEST(Pipeline, DataParallelEqualsOneRankWithAccumulation) {
   if (world().rank() == 0) {
     Config c = tiny_config(dir / "corpus", dir / "single", {"d0"});
     c.data.accum = 4;
-    RunContext ctx = make_context(c, *self);
+    RunContext ctx = make_context(c, *self, btm::test::backends());
     ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
     run_branch_phase(ctx, {"d0"});
     ASSERT_EQ(run_train_phase(ctx, {"d0"}), PhaseResult::Done);
@@ -161,14 +161,16 @@ TEST(Pipeline, ComputeMatchingIsTheSameBitsOnOneTwoAndFourRanks) {
   };
   std::unique_ptr<MpiComm> one = world().split(world().rank() == 0 ? 0 : 1, world().rank());
   std::unique_ptr<MpiComm> two = world().split(world().rank() < 2 ? 0 : 1, world().rank());
-  EXPECT_EQ(cmd_run(args("run4"), world()), kExitOk);
+  EXPECT_EQ(cmd_run(args("run4"), world(), btm::test::backends()), kExitOk);
   if (world().rank() < 2) {
-    EXPECT_EQ(cmd_run(args("run2"), *two), kExitOk);
+    EXPECT_EQ(cmd_run(args("run2"), *two, btm::test::backends()), kExitOk);
   }
   if (world().rank() == 0) {
-    EXPECT_EQ(cmd_run(args("run1"), *one), kExitOk);
+    EXPECT_EQ(cmd_run(args("run1"), *one, btm::test::backends()), kExitOk);
     // The dense baseline alone, in a forest without a seed: from the initialisation.
-    EXPECT_EQ(cmd_dense(tiny_forest_args(dir, "d0,d1", "dense_only", common), *one), kExitOk);
+    EXPECT_EQ(cmd_dense(tiny_forest_args(dir, "d0,d1", "dense_only", common), *one,
+                        btm::test::backends()),
+              kExitOk);
   }
   world().barrier();
   if (world().rank() == 0) {
@@ -217,7 +219,7 @@ TEST(Pipeline, AWorldThatCannotFormTheBatchIsRefusedBeforeAnyWork) {
     // K r A = 3 x 1 x 1: 1 or 3 ranks, not 2.
     const Args a = tiny_forest_args(dir, "d0,d1,d2", "refused", flags({{"--run.steps", "4"}}));
     try {
-      cmd_run(a, *two);
+      cmd_run(a, *two, btm::test::backends());
       ADD_FAILURE() << "2 ranks accepted for a global batch of 3 micro-batches";
     } catch (const InputError& e) {
       const std::string what = e.what();
@@ -241,10 +243,13 @@ TEST(Pipeline, ANewDomainGetsAnElmsBatchAndSteps) {
                              {"--eval.prior_blocks", "4"}});
   Args run = common;
   run.push_back("--no-eval");
-  ASSERT_EQ(cmd_run(tiny_forest_args(dir, "d0,d1", "run", run), world()), kExitOk);
+  ASSERT_EQ(cmd_run(tiny_forest_args(dir, "d0,d1", "run", run), world(), btm::test::backends()),
+            kExitOk);
   Args branch = common;
   branch.insert(branch.end(), {"--new-domain", "d2", "--weights", "1,1"});
-  ASSERT_EQ(cmd_branch(tiny_forest_args(dir, "d0,d1", "run", branch), world()), kExitOk);
+  ASSERT_EQ(
+      cmd_branch(tiny_forest_args(dir, "d0,d1", "run", branch), world(), btm::test::backends()),
+      kExitOk);
   Checkpoint d2 = load_checkpoint(checkpoint_file(dir / "run", "d2"));
   EXPECT_EQ(d2.step, 3);
   EXPECT_EQ(d2.target_steps, 6);
@@ -257,7 +262,9 @@ TEST(Pipeline, ANewDomainGetsAnElmsBatchAndSteps) {
   EXPECT_EQ(d2.params, avg.params);
   Args train = common;
   train.push_back("--resume");
-  ASSERT_EQ(cmd_train(tiny_forest_args(dir, "d0,d1,d2", "run", train), world()), kExitOk);
+  ASSERT_EQ(
+      cmd_train(tiny_forest_args(dir, "d0,d1,d2", "run", train), world(), btm::test::backends()),
+      kExitOk);
   d2 = load_checkpoint(checkpoint_file(dir / "run", "d2"));
   EXPECT_EQ(d2.step, 6);
   const Forest f = load_forest(dir / "run");
@@ -276,7 +283,7 @@ TEST(Pipeline, GroupsAreIndependentAndSilentOnTheWorld) {
   {
     Config c = tiny_config(dir / "corpus", forest, {"d0", "d1"});
     c.run.ranks_per_elm = 2;
-    RunContext ctx = make_context(c, world());
+    RunContext ctx = make_context(c, world(), btm::test::backends());
     ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
     run_branch_phase(ctx, {"d0", "d1"});
     ASSERT_EQ(run_train_phase(ctx, {"d0", "d1"}, &world_bytes), PhaseResult::Done);
@@ -292,7 +299,7 @@ TEST(Pipeline, GroupsAreIndependentAndSilentOnTheWorld) {
     Config c = tiny_config(dir / "corpus", alone, {domain});
     c.run.ranks_per_elm = 2;
     c.run.seed_checkpoint = checkpoint_file(forest, "seed").string();  // the same seed
-    RunContext ctx = make_context(c, *pair);
+    RunContext ctx = make_context(c, *pair, btm::test::backends());
     ASSERT_EQ(run_seed_phase(ctx), PhaseResult::Done);
     run_branch_phase(ctx, {domain});
     ASSERT_EQ(run_train_phase(ctx, {domain}), PhaseResult::Done);
@@ -323,7 +330,7 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
     more.push_back("--no-eval");
     return tiny_forest_args(dir, "d0,d1,d2", run, more);
   };
-  ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
+  ASSERT_EQ(cmd_run(args("full"), world(), btm::test::backends()), kExitOk);
   if (world().rank() == 0) {
     const Forest f = load_forest(dir / "full");
     ASSERT_EQ(f.elms().size(), 3u);
@@ -340,7 +347,7 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   for (const char* n : {"seed", "d0", "d1", "d2"})
     before.push_back(fs::last_write_time(checkpoint_file(dir / "full", n)));
   world().barrier();
-  ASSERT_EQ(cmd_run(args("full"), world()), kExitOk);
+  ASSERT_EQ(cmd_run(args("full"), world(), btm::test::backends()), kExitOk);
   int i = 0;
   for (const char* n : {"seed", "d0", "d1", "d2"})
     EXPECT_EQ(fs::last_write_time(checkpoint_file(dir / "full", n)),
@@ -351,7 +358,7 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   Args limited = args("restart");
   limited.insert(limited.end(), {"--max-steps-per-run", "3"});
   int stops = 0;
-  while (cmd_run(limited, world()) == kExitPreempted) ++stops;
+  while (cmd_run(limited, world(), btm::test::backends()) == kExitPreempted) ++stops;
   EXPECT_GE(stops, 2);
   if (world().rank() == 0) {
     for (const char* n : {"seed", "d0", "d1", "d2"})
@@ -362,12 +369,14 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   // finishes everything with 4 micro-steps per step (the global batch the ELMs started with).
   Args half = args("ranks");
   half.insert(half.end(), {"--max-steps-per-run", "2"});
-  EXPECT_EQ(cmd_run(half, world()), kExitPreempted);  // the seed, 2 of 4 steps
-  EXPECT_EQ(cmd_run(half, world()), kExitPreempted);  // the seed is done, d0 at 6 of 8
+  EXPECT_EQ(cmd_run(half, world(), btm::test::backends()),
+            kExitPreempted);  // the seed, 2 of 4 steps
+  EXPECT_EQ(cmd_run(half, world(), btm::test::backends()),
+            kExitPreempted);  // the seed is done, d0 at 6 of 8
   std::unique_ptr<MpiComm> self = world().split(world().rank(), 0);
   if (world().rank() == 0) {
     EXPECT_EQ(load_checkpoint(checkpoint_file(dir / "ranks", "d0")).step, 6);
-    EXPECT_EQ(cmd_run(args("ranks", "1", "2"), *self), kExitOk);
+    EXPECT_EQ(cmd_run(args("ranks", "1", "2"), *self, btm::test::backends()), kExitOk);
     for (const char* n : {"d0", "d1", "d2"}) {
       const Checkpoint c = load_checkpoint(checkpoint_file(dir / "ranks", n));
       EXPECT_EQ(c.step, 8) << n;
@@ -397,13 +406,13 @@ TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
             "--run.dense",     "false",
             "--no-eval"};
   request_stop();
-  EXPECT_EQ(cmd_run(a, world()), kExitPreempted);
+  EXPECT_EQ(cmd_run(a, world(), btm::test::backends()), kExitPreempted);
   clear_stop();
   if (world().rank() == 0) {
     const Checkpoint seed = load_checkpoint(checkpoint_file(dir / "run", "seed"));
     EXPECT_EQ(seed.step, 0);  // stopped before the first step, but checkpointed
   }
-  EXPECT_EQ(cmd_run(a, world()), kExitOk);
+  EXPECT_EQ(cmd_run(a, world(), btm::test::backends()), kExitOk);
   if (world().rank() == 0) {
     const Forest f = load_forest(dir / "run");
     for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, "trained");
@@ -464,7 +473,9 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
                              {"--eval.prior_batch", "2"}});
   Args train_only = common;
   train_only.push_back("--no-eval");
-  ASSERT_EQ(cmd_run(tiny_forest_args(dir, "d0,d1,d2", "run", train_only), world()), kExitOk);
+  ASSERT_EQ(
+      cmd_run(tiny_forest_args(dir, "d0,d1,d2", "run", train_only), world(), btm::test::backends()),
+      kExitOk);
   if (world().rank() == 0)
     for (const char* copy : {"run1", "run2", "run4", "run2x2"})
       fs::copy(dir / "run", dir / copy, fs::copy_options::recursive);
@@ -477,13 +488,13 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   std::unique_ptr<MpiComm> one = world().split(world().rank() == 0 ? 0 : 1, world().rank());
   std::unique_ptr<MpiComm> two = world().split(world().rank() < 2 ? 0 : 1, world().rank());
   if (world().rank() == 0) {
-    EXPECT_EQ(cmd_eval(eval_args("run1", "1"), *one), kExitOk);
+    EXPECT_EQ(cmd_eval(eval_args("run1", "1"), *one, btm::test::backends()), kExitOk);
   }
   if (world().rank() < 2) {
-    EXPECT_EQ(cmd_eval(eval_args("run2", "1"), *two), kExitOk);
+    EXPECT_EQ(cmd_eval(eval_args("run2", "1"), *two, btm::test::backends()), kExitOk);
   }
-  EXPECT_EQ(cmd_eval(eval_args("run4", "1"), world()), kExitOk);
-  EXPECT_EQ(cmd_eval(eval_args("run2x2", "2"), world()), kExitOk);
+  EXPECT_EQ(cmd_eval(eval_args("run4", "1"), world(), btm::test::backends()), kExitOk);
+  EXPECT_EQ(cmd_eval(eval_args("run2x2", "2"), world(), btm::test::backends()), kExitOk);
   if (world().rank() == 0) {
     const EvalResult ref = read_eval(dir / "run1");
     // 3 ELMs, top-1..3, uniform mixture, uniform prior, 3 averages, dense; 4 domains.

@@ -8,11 +8,11 @@
 #include <fstream>
 #include <map>
 
-#include "btm/corpus.hpp"
-#include "btm/error.hpp"
-#include "btm/prepare.hpp"
-#include "btm/rng.hpp"
-#include "btm/tokenizer.hpp"
+#include "btm/data/corpus.hpp"
+#include "btm/data/prepare.hpp"
+#include "btm/data/tokenizer.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/rng.hpp"
 #include "mpi_test_util.hpp"
 #include "test_util.hpp"
 

@@ -1,0 +1,32 @@
+// cli.hpp: command-line and config-file parsing with Boost.Program_options. Every command
+// takes flags and (where it needs a Config) INI files with sections [model] [optim] [data]
+// [run] [eval]; a flag such as --model.d_model overrides the file. Unknown options, bad values
+// and missing files are InputErrors (exit code 2).
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+#include <vector>
+
+#include "btm/config/config.hpp"
+
+namespace btm {
+
+namespace po = boost::program_options;
+
+// Thrown after --help text was printed: the command exits 0.
+struct HelpShown {};
+
+// The options that fill a Config, named section.key (as in the INI file), one per entry of the
+// field table of config.hpp, grouped by section.
+po::options_description config_options(Config& config);
+
+// Parses `args` (without the command name). `command_options` are the command's own flags.
+// If `config` is not null the config options and --config FILE (repeatable, later files win)
+// are accepted, and the result is validated. Prints help (and throws HelpShown) on --help.
+po::variables_map parse_command(const std::string& command, const std::string& summary,
+                                const std::vector<std::string>& args,
+                                const po::options_description& command_options, Config* config,
+                                bool print_help);
+
+}  // namespace btm

@@ -1,0 +1,55 @@
+// checkpoint.hpp: the HDF5 checkpoint of one model (an ELM, the seed or the dense baseline).
+//   datasets  /params /adam_m /adam_v   fp32, ParamLayout order (see params.hpp)
+//   attributes format = "btm-checkpoint", format_version, name, n_layer, n_head, d_model,
+//              context, vocab_size, vocab_multiple, n_params, step, target_steps,
+//              schedule_steps, micro_batch, micro_batches (the global batch of the current
+//              phase, fixed when it starts: budget.hpp),
+//              sampler_seed, sampler_position, tokens, domains, config (INI text)
+// Format 1 (before the global batch was recorded) is read with micro_batch = 0: it can be
+// evaluated and branched from, not trained further.
+// Written atomically (h5::AtomicFile); read back with checks of version, shapes and finite
+// values, every error naming the file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "btm/config/config.hpp"
+#include "btm/method/budget.hpp"
+
+namespace btm {
+
+constexpr int kCheckpointFormatVersion = 2;
+
+struct Checkpoint {
+  std::string name;
+  ModelConfig model;
+  std::int64_t step = 0;            // optimizer updates done: the schedule position
+  std::int64_t target_steps = 0;    // training is complete at this step
+  std::int64_t schedule_steps = 0;  // total steps of the learning-rate schedule it follows
+  GlobalBatch batch;                // of the current phase; 0 x 0: none (an average, or format 1)
+  std::uint64_t sampler_seed = 0;
+  std::uint64_t sampler_position = 0;  // samples drawn by the current phase's sampler
+  std::uint64_t tokens = 0;            // tokens trained on over the model's whole lineage
+  std::vector<std::string> domains;    // what the current phase trains on
+  std::string config_ini;
+  std::vector<float> params, adam_m, adam_v;
+
+  bool finished() const { return step >= target_steps; }
+};
+
+void save_checkpoint(const std::filesystem::path& file, const Checkpoint& checkpoint);
+// Loads and verifies. `expect` (if given) must match the stored model shape. With
+// with_optimizer false, adam_m/adam_v are left empty.
+Checkpoint load_checkpoint(const std::filesystem::path& file, const ModelConfig* expect = nullptr,
+                           bool with_optimizer = true);
+// One state vector ("params", "adam_m" or "adam_v") of a checkpoint of the shape `expect`, with
+// the checks of load_checkpoint: for streaming over many checkpoints.
+std::vector<float> load_state_vector(const std::filesystem::path& file, const std::string& name,
+                                     const ModelConfig& expect);
+// Attributes only (no arrays): cheap, for planning and listing.
+Checkpoint peek_checkpoint(const std::filesystem::path& file);
+
+}  // namespace btm

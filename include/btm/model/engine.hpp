@@ -1,0 +1,111 @@
+// engine.hpp: the compute engine interface. A CPU reference engine (fp32, cpu_engine.cpp) and a
+// CUDA engine (bf16 compute, fp32 master weights, src/cuda) implement it; nothing above this
+// interface knows which one runs. All state crosses the interface as fp32 flat vectors in the
+// ParamLayout order, so checkpoints, averaging and resume are identical for both.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "btm/config/config.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/params.hpp"
+#include "btm/util/fixed_point.hpp"
+
+namespace btm {
+
+// A batch of B sequences of T tokens, host memory, row-major [B, T].
+struct Batch {
+  const std::int32_t* inputs = nullptr;
+  const std::int32_t* targets = nullptr;
+  int B = 0;
+  int T = 0;
+};
+
+// Refuses a batch an engine cannot take: std::invalid_argument where B is outside [1, max_batch]
+// (max_batch 0: no limit), T outside [1, model.context] or an array is missing (a programming
+// error), InputError naming the token where an id is outside [0, model.vocab_size) (bad data).
+// `engine` names the engine in the message.
+void check_batch(const Batch& batch, bool need_targets, const ModelConfig& model, int max_batch,
+                 const std::string& engine);
+
+// One AdamW update (PyTorch semantics: decoupled decay p -= lr*wd*p on 2-D weights only,
+// bias-corrected moments, eps outside the square root).
+struct AdamWStep {
+  float lr = 0;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  float grad_clip = 1.0f;  // clip the global gradient norm to this; 0 disables
+  std::int64_t t = 1;      // 1-based count of updates, for bias correction
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string kind() const = 0;  // "cpu" or "cuda"
+  // How it computes, for benchmark lines and logs: the attention ("flash", "materialized"), the
+  // flash kernels ("wgmma", "mma.sync") and the GELU ("fused", "unfused"); "" where it has no
+  // such choice (the CPU engine).
+  struct Facts {
+    std::string attention, flash_kernels, gelu;
+  };
+  virtual Facts facts() const { return {}; }
+  virtual const ParamLayout& layout() const = 0;
+
+  // Full training state as fp32 flat vectors (params, AdamW first and second moments).
+  virtual void set_state(std::span<const float> params, std::span<const float> m,
+                         std::span<const float> v) = 0;
+  virtual void get_state(std::span<float> params, std::span<float> m, std::span<float> v) const = 0;
+  virtual void get_params(std::span<float> params) const = 0;
+  virtual void set_params(std::span<const float> params) = 0;
+
+  // The gradient of an optimizer step is the mean, over the step's M micro-batches (spread over
+  // a group's ranks and their micro-steps), of each micro-batch's mean-token-loss gradient. With
+  // M > 1 the micro-batch gradients are summed exactly (fixed_point.hpp), so a step has the same
+  // bits however its micro-batches are spread over ranks; with M = 1 the gradient is used as
+  // computed. begin_step(M) starts a step.
+  virtual void begin_step(std::int64_t micro_batches) = 0;
+  // Adds the gradient of this micro-batch's mean token loss to the step and returns that loss.
+  // With `reduce` set (on each rank's last micro-step of the step, collectively) the step's sum
+  // is then summed over that group (the CUDA engine overlaps this with the backward pass).
+  virtual float forward_backward(const Batch& batch, Communicator* reduce) = 0;
+  // The step's gradient (mean over its micro-batches); NaN everywhere when a micro-batch
+  // gradient was not finite or outside the fixed-point range.
+  virtual void get_grads(std::span<float> grads) = 0;
+  // Clips the step's gradient by global norm and applies AdamW; returns the norm before
+  // clipping. A non-finite norm leaves the parameters and moments unchanged.
+  virtual float optimizer_step(const AdamWStep& step) = 0;
+
+  // out[b*T + t] = log p(targets[b,t] | inputs[b, 0..t]), host memory.
+  virtual void token_logprobs(const Batch& batch, float* out) = 0;
+  // out[(b*T + t) * padded_vocab + j]: the logits (tests and the PyTorch comparison).
+  virtual void logits(const Batch& batch, float* out) = 0;
+
+  // Parameter averages formed where the engine computes (see fixed_point.hpp: the same bits
+  // wherever they are formed). hold_parent keeps parent j's parameters until drop_parents (in
+  // device memory on GPUs, when they fit). add_parents adds sum_j weights[j] * parent_j over the
+  // held parents with a non-zero weight to `sum` (the parents other engines hold are theirs to
+  // add); set_params_to_average sets the parameters to that sum, and needs every parent with a
+  // non-zero weight held (std::logic_error otherwise). weights is indexed by j.
+  // These defaults keep the parents in host memory.
+  virtual void hold_parent(std::size_t j, std::vector<float> params);
+  virtual void drop_parents();
+  virtual void add_parents(std::span<const double> weights, fixed::Sum& sum);
+  virtual void set_params_to_average(std::span<const double> weights);
+
+ protected:
+  // The held parents of the host-memory defaults.
+  std::map<std::size_t, std::vector<float>> held_parents_;
+};
+
+struct EngineOptions {
+  int threads = 0;    // CPU: OpenMP threads, 0 = leave OpenMP's default
+  int gpu = 0;        // CUDA: device index on this node
+  int max_batch = 1;  // largest B passed to any call (the CUDA engine preallocates)
+  // CUDA: auto | flash | flash-mma.sync | materialized (cuda/engine.hpp); cpu takes auto only.
+  std::string attention = "auto";
+};
+
+}  // namespace btm

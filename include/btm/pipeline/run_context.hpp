@@ -1,0 +1,88 @@
+// run_context.hpp: what every phase needs to know about the process it runs in: the config,
+// the world communicator, this rank's place on its node, the device it computes on, and
+// whether a stop was requested by a signal (Slurm's warning before the time limit).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "btm/config/config.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/backend.hpp"
+
+namespace btm {
+
+struct NodeInfo {
+  int local_rank = 0;
+  int local_size = 1;
+};
+
+// The ranks sharing this node (MPI_Comm_split_type SHARED).
+NodeInfo node_info(const MpiComm& world);
+
+// SIGUSR1, SIGTERM and SIGINT set a flag that training loops poll at step boundaries; the group
+// agrees on it with one small all-reduce, checkpoints and stops (exit code kExitPreempted).
+void install_stop_handlers();
+bool stop_requested();
+void request_stop();
+void clear_stop();
+
+struct RunContext {
+  Config config;
+  std::string config_ini;
+  MpiComm& world;
+  NodeInfo node;
+  const Backend* backend = nullptr;  // the device this run computes on, the same on every rank
+  int gpu = 0;                       // device index on this node (GPUs)
+  int threads = 1;                   // CPU threads per rank
+  std::filesystem::path run_dir;
+  // Train each model at most this many steps in this invocation, then checkpoint and stop as
+  // on a signal (0: no limit). For time-boxed jobs; also makes preemption testable.
+  std::int64_t max_steps_per_run = 0;
+  // Some node runs ranks on one GPU (run.share_gpus): gradients go through MPI, not NCCL.
+  bool gpus_shared = false;
+
+  bool leader() const { return world.rank() == 0; }
+};
+
+// Resolves the device among `backends` (refusing more ranks on a node than it has GPUs), the
+// thread count and the run directory; identical decisions on every rank. `backends` must
+// outlive the context.
+RunContext make_context(const Config& config, MpiComm& world, const Backends& backends);
+
+// The visible CUDA device node-local rank `local_rank` of `local_size` computes on, or -1 for
+// none: device local_rank when the rank sees a GPU per local rank (mpirun), its only visible
+// device when it sees one (Slurm binding a GPU per task), else with share_gpus device
+// local_rank mod gpus. make_context then refuses two ranks on one physical GPU unless
+// share_gpus.
+int gpu_of_local_rank(int gpus, int local_rank, int local_size, bool share_gpus);
+
+// Path of a domain's corpus: RUN/corpus/DOMAIN.h5 (pseudo-domains of the random split) if it
+// exists, else data.corpus/DOMAIN.h5.
+std::filesystem::path domain_corpus(const RunContext& ctx, const std::string& domain);
+
+// The engine this rank computes with: ctx.backend's, on its threads or GPU, with buffers for
+// batches of data.batch sequences.
+std::unique_ptr<Engine> make_engine_for(const RunContext& ctx);
+// The communicator that sums gradients inside `group`: nullptr for a group of one rank, the
+// backend's own (NCCL on GPUs of their own, kept alive by `storage`), else `group` itself (MPI
+// through host memory; also where ranks share GPUs, since NCCL refuses two ranks on one GPU).
+Communicator* gradient_comm(const RunContext& ctx, MpiComm& group,
+                            std::unique_ptr<Communicator>& storage);
+
+// Evaluates `decide` on rank 0 only and gives its answer to every rank. Decisions that gate
+// collectives (is this model finished? does that file exist?) must not depend on each rank's
+// own view of a shared filesystem, which differs while rank 0 is writing and across NFS clients.
+bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide);
+// The same for a list of names.
+std::vector<std::string> listed_by_root(MpiComm& comm,
+                                        const std::function<std::vector<std::string>()>& list);
+
+// Runs `check` on every rank; if it throws InputError on any rank, every rank throws the error
+// of the lowest failing rank. Keeps ranks from hanging when only some of them see a bad input.
+void collective_check(MpiComm& comm, const std::function<void()>& check);
+
+}  // namespace btm

@@ -1,0 +1,32 @@
+// trainer.hpp: the training loop of one model by one group of ranks (data parallel inside the
+// group, nothing outside it). The model's whole state lives in its checkpoint file
+// RUN/elms/NAME.h5: the loop starts from it, writes it every run.checkpoint_every steps, at the
+// end, and when a stop is requested; so a rerun continues where the last one stopped.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "btm/dist/comm.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/pipeline/run_context.hpp"
+
+namespace btm {
+
+enum class TrainResult { Finished, Stopped };
+
+// Throws InputError naming `file` unless `ranks` ranks can continue the unfinished checkpoint
+// `c` bit-exactly: it records its global batch, data.batch equals its micro-batch and ranks
+// divides its micro-batches (budget.hpp). Finished checkpoints pass.
+void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+                     int data_batch);
+
+// Trains model `name` from its checkpoint to the checkpoint's target_steps. `group` is the MPI
+// communicator of the ranks training it (control traffic and checkpoint agreement);
+// `grads` averages gradients inside the group (nullptr for one rank). Only group rank 0 prints,
+// writes the checkpoint and the metrics file.
+TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
+                        const std::string& name);
+
+}  // namespace btm

@@ -1,0 +1,102 @@
+#include "btm/dist/comm.hpp"
+
+#include <limits>
+
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+MpiComm::MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+  BTM_MPI(MPI_Comm_rank(comm_, &rank_));
+  BTM_MPI(MPI_Comm_size(comm_, &size_));
+}
+
+MpiComm::~MpiComm() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owned_ && !finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+namespace {
+// MPI counts are int: reduce in chunks for very large models.
+template <typename T>
+void allreduce_in_chunks(T* data, std::size_t count, MPI_Datatype type, MPI_Comm comm) {
+  const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
+  for (std::size_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, data + off, n, type, MPI_SUM, comm));
+  }
+}
+}  // namespace
+
+void MpiComm::allreduce_sum(float* data, std::size_t count, void*) {
+  allreduce_in_chunks(data, count, MPI_FLOAT, comm_);
+  count_bytes(count * sizeof(float));
+}
+
+void MpiComm::allreduce_sum(std::int64_t* data, std::size_t count, void*) {
+  allreduce_in_chunks(data, count, MPI_INT64_T, comm_);
+  count_bytes(count * sizeof(std::int64_t));
+}
+
+void MpiComm::allreduce_sum(double* data, std::size_t count) {
+  BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
+  count_bytes(count * sizeof(double));
+}
+
+double MpiComm::allreduce_sum(double value) {
+  allreduce_sum(&value, 1);
+  return value;
+}
+
+int MpiComm::allreduce_max(int value) {
+  BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MAX, comm_));
+  count_bytes(sizeof(int));
+  return value;
+}
+
+std::int64_t MpiComm::allreduce_max(std::int64_t value) {
+  BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm_));
+  count_bytes(sizeof(value));
+  return value;
+}
+
+void MpiComm::reduce_sum(std::int64_t* data, std::size_t count, int root) {
+  const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
+  for (std::size_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    if (rank_ == root)
+      BTM_MPI(MPI_Reduce(MPI_IN_PLACE, data + off, n, MPI_INT64_T, MPI_SUM, root, comm_));
+    else
+      BTM_MPI(MPI_Reduce(data + off, nullptr, n, MPI_INT64_T, MPI_SUM, root, comm_));
+  }
+  count_bytes(count * sizeof(std::int64_t));
+}
+
+void MpiComm::broadcast(void* data, std::size_t bytes, int root, void*) {
+  const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
+  char* p = static_cast<char*>(data);
+  for (std::size_t off = 0; off < bytes; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, bytes - off));
+    BTM_MPI(MPI_Bcast(p + off, n, MPI_BYTE, root, comm_));
+  }
+  if (rank_ == root) count_bytes(bytes);
+}
+
+void MpiComm::allgather(const void* send, void* recv, std::size_t bytes_per_rank) {
+  BTM_MPI(MPI_Allgather(send, static_cast<int>(bytes_per_rank), MPI_BYTE, recv,
+                        static_cast<int>(bytes_per_rank), MPI_BYTE, comm_));
+  count_bytes(bytes_per_rank);
+}
+
+void MpiComm::barrier() {
+  BTM_MPI(MPI_Barrier(comm_));
+}
+
+std::unique_ptr<MpiComm> MpiComm::split(int color, int key) const {
+  MPI_Comm out = MPI_COMM_NULL;
+  BTM_MPI(MPI_Comm_split(comm_, color, key, &out));
+  return std::make_unique<MpiComm>(out, true);
+}
+
+}  // namespace btm

@@ -1,0 +1,65 @@
+#include "btm/model/engine.hpp"
+
+#include <stdexcept>
+
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+void check_batch(const Batch& batch, bool need_targets, const ModelConfig& model, int max_batch,
+                 const std::string& engine) {
+  const bool b_ok = batch.B >= 1 && (max_batch == 0 || batch.B <= max_batch);
+  if (!b_ok || batch.T < 1 || batch.T > model.context)
+    throw std::invalid_argument(
+        engine + " engine: batch of B=" + std::to_string(batch.B) +
+        ", T=" + std::to_string(batch.T) + " needs " +
+        (max_batch == 0 ? std::string("B >= 1")
+                        : "1 <= B <= " + std::to_string(max_batch) + " (max_batch)") +
+        " and 1 <= T <= " + std::to_string(model.context) + " (the model's context)");
+  if (batch.inputs == nullptr || (need_targets && batch.targets == nullptr))
+    throw std::invalid_argument(engine + " engine: batch without inputs or targets");
+  const std::size_t BT = static_cast<std::size_t>(batch.B) * batch.T;
+  auto check_tokens = [&](const std::int32_t* tokens, const char* what) {
+    for (std::size_t i = 0; i < BT; ++i)
+      if (tokens[i] < 0 || tokens[i] >= model.vocab_size)
+        throw InputError(std::string("token id ") + std::to_string(tokens[i]) + " in the " + what +
+                         " is outside the model's vocabulary [0, " +
+                         std::to_string(model.vocab_size) +
+                         "): tokenize the corpus with the tokenizer of this model");
+  };
+  check_tokens(batch.inputs, "inputs");
+  if (need_targets) check_tokens(batch.targets, "targets");
+}
+
+void Engine::hold_parent(std::size_t j, std::vector<float> params) {
+  if (params.size() != layout().total())
+    throw std::invalid_argument("hold_parent: parent " + std::to_string(j) + " has " +
+                                std::to_string(params.size()) + " parameters, the layout " +
+                                std::to_string(layout().total()));
+  held_parents_[j] = std::move(params);
+}
+
+void Engine::drop_parents() {
+  held_parents_.clear();
+}
+
+void Engine::add_parents(std::span<const double> weights, fixed::Sum& sum) {
+  for (const auto& [j, params] : held_parents_)
+    if (j < weights.size() && weights[j] != 0) sum.add(params, weights[j]);
+}
+
+void Engine::set_params_to_average(std::span<const double> weights) {
+  for (std::size_t j = 0; j < weights.size(); ++j)
+    if (weights[j] != 0 && !held_parents_.contains(j))
+      throw std::logic_error("set_params_to_average: parent " + std::to_string(j) +
+                             " has a weight but is not held");
+  fixed::Sum sum = fixed::Sum::for_weights(layout().total(), weights);
+  add_parents(weights, sum);
+  if (sum.bad() > 0)
+    throw std::runtime_error(
+        "set_params_to_average: a parent parameter is outside the fixed-point "
+        "range (|w * x| > 2^23): not a trained model");
+  set_params(sum.result());
+}
+
+}  // namespace btm

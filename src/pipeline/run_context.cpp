@@ -1,0 +1,189 @@
+#include "btm/pipeline/run_context.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <csignal>
+#include <thread>
+
+#include "btm/model/engine.hpp"
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+
+namespace {
+constexpr int kPciIdLength = 16;  // "0000:19:00.0" padded
+// Written by signal handlers, so it must be a plain global of this type.
+volatile std::sig_atomic_t g_stop_requested = 0;
+void on_stop_signal(int) {
+  g_stop_requested = 1;
+}
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+}
+bool stop_requested() {
+  return g_stop_requested != 0;
+}
+void request_stop() {
+  g_stop_requested = 1;
+}
+void clear_stop() {
+  g_stop_requested = 0;
+}
+
+namespace {
+// The ranks of `world` that share this node (MPI_Comm_split_type SHARED).
+std::unique_ptr<MpiComm> node_comm(const MpiComm& world) {
+  MPI_Comm local;
+  BTM_MPI(
+      MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
+  return std::make_unique<MpiComm>(local, true);
+}
+}  // namespace
+
+NodeInfo node_info(const MpiComm& world) {
+  const std::unique_ptr<MpiComm> local = node_comm(world);
+  return NodeInfo{local->rank(), local->size()};
+}
+
+void collective_check(MpiComm& comm, const std::function<void()>& check) {
+  std::string message;
+  try {
+    check();
+  } catch (const InputError& e) {
+    message = e.what();
+  }
+  const int failing = message.empty() ? comm.size() : comm.rank();
+  int first = failing;
+  BTM_MPI(MPI_Allreduce(&failing, &first, 1, MPI_INT, MPI_MIN, comm.raw()));
+  if (first == comm.size()) return;
+  std::uint64_t length = message.size();
+  comm.broadcast(&length, sizeof(length), first);
+  message.resize(length);
+  comm.broadcast(message.data(), length, first);
+  throw InputError(message);
+}
+
+std::unique_ptr<Engine> make_engine_for(const RunContext& ctx) {
+  EngineOptions options;
+  options.threads = ctx.threads;
+  options.gpu = ctx.gpu;
+  options.max_batch = ctx.config.data.batch;
+  return ctx.backend->make_engine(ctx.config.model, options);
+}
+
+Communicator* gradient_comm(const RunContext& ctx, MpiComm& group,
+                            std::unique_ptr<Communicator>& storage) {
+  if (group.size() == 1) return nullptr;
+  if (!ctx.gpus_shared) storage = ctx.backend->gradient_comm(group, ctx.gpu);
+  return storage ? storage.get() : &group;
+}
+
+bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
+  int answer = 0;
+  collective_check(comm, [&] {
+    if (comm.rank() == 0) answer = decide() ? 1 : 0;
+  });
+  comm.broadcast(&answer, sizeof(answer), 0);
+  return answer != 0;
+}
+
+std::vector<std::string> listed_by_root(MpiComm& comm,
+                                        const std::function<std::vector<std::string>()>& list) {
+  std::string joined;
+  collective_check(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (const std::string& item : list()) joined += item + '\n';
+  });
+  std::uint64_t n = joined.size();
+  comm.broadcast(&n, sizeof(n), 0);
+  joined.resize(n);
+  if (n) comm.broadcast(joined.data(), n, 0);
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  for (std::size_t end; (end = joined.find('\n', start)) != std::string::npos; start = end + 1)
+    items.push_back(joined.substr(start, end - start));
+  return items;
+}
+
+namespace {
+
+// The GPU of this rank (gpu_of_local_rank). Two ranks on one physical GPU (same PCI bus id) are
+// refused unless run.share_gpus: they share its memory and compute and are slower than one.
+// Sets ctx.gpu and ctx.gpus_shared (the same on every rank).
+void pick_gpu(RunContext& ctx) {
+  MpiComm& world = ctx.world;
+  const NodeInfo& node = ctx.node;
+  const bool share = ctx.config.run.share_gpus;
+  const int gpus = ctx.backend->device_count();
+  const int gpu = gpu_of_local_rank(gpus, node.local_rank, node.local_size, share);
+  std::string id = gpu >= 0 ? ctx.backend->device_id(gpu) : std::string();
+  id.resize(kPciIdLength, ' ');
+  std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
+  node_comm(world)->allgather(id.data(), all.data(), kPciIdLength);
+  bool shared = false;
+  for (int r = 0; r < node.local_size && !shared; ++r)
+    shared = r != node.local_rank &&
+             all.compare(static_cast<std::size_t>(r) * kPciIdLength, kPciIdLength, id) == 0;
+  // Both collectives on every rank before any throws: the decision is the same everywhere.
+  const bool any_without = world.allreduce_max(gpu < 0 ? 1 : 0) != 0;
+  const bool any_shared = world.allreduce_max(shared ? 1 : 0) != 0;
+  if (any_without || (any_shared && !share))
+    throw InputError("more ranks on a node than GPUs: " + std::to_string(node.local_size) +
+                     " ranks on a node that has fewer GPUs for them (this rank sees " +
+                     std::to_string(gpus) +
+                     "); start one rank per GPU (srun --ntasks-per-node=GPUS --gpus-per-task=1, or "
+                     "mpirun -np GPUS), or set run.share_gpus = true to test the layout on "
+                     "fewer GPUs");
+  ctx.gpu = gpu;
+  ctx.gpus_shared = any_shared;
+}
+
+}  // namespace
+
+int gpu_of_local_rank(int gpus, int local_rank, int local_size, bool share_gpus) {
+  if (gpus <= 0) return -1;
+  if (gpus >= local_size) return local_rank;
+  if (gpus == 1) return 0;
+  return share_gpus ? local_rank % gpus : -1;
+}
+
+RunContext make_context(const Config& config, MpiComm& world, const Backends& backends) {
+  RunContext ctx{config, to_ini(config),          world, node_info(world), nullptr, 0,
+                 1,      fs::path(config.run.dir)};
+  collective_check(world, [&] { ctx.backend = &backends.resolve(config.run.device); });
+  // Every rank must compute on the same kind of device.
+  const Device device = ctx.backend->device();
+  const int on_gpu = world.allreduce_max(device == Device::cuda ? 1 : 0);
+  const int on_cpu = world.allreduce_max(device == Device::cpu ? 1 : 0);
+  if (on_gpu && on_cpu)
+    throw InputError(
+        "some ranks see a GPU and others do not: set run.device = cuda or cpu explicitly");
+  if (device == Device::cuda) pick_gpu(ctx);
+  if (config.run.threads > 0) {
+    ctx.threads = config.run.threads;
+  } else {
+    // The cores this process may run on (Slurm's cgroup / binding), not the whole node's.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const int cores = sched_getaffinity(0, sizeof(set), &set) == 0
+                          ? CPU_COUNT(&set)
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    ctx.threads = std::max(1, cores / ctx.node.local_size);
+  }
+  return ctx;
+}
+
+fs::path domain_corpus(const RunContext& ctx, const std::string& domain) {
+  const fs::path local = ctx.run_dir / "corpus" / (domain + ".h5");
+  if (fs::exists(local)) return local;
+  return fs::path(ctx.config.data.corpus) / (domain + ".h5");
+}
+
+}  // namespace btm

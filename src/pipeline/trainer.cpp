@@ -1,0 +1,200 @@
+#include "btm/pipeline/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "btm/data/corpus.hpp"
+#include "btm/data/sampler.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/io/metrics.hpp"
+#include "btm/method/schedule.hpp"
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--:--";
+  const long s = std::lround(seconds);
+  char text[32];
+  std::snprintf(text, sizeof(text), "%02ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  return text;
+}
+
+void save_state(const Engine& engine, Checkpoint& state, const std::filesystem::path& file) {
+  engine.get_state(state.params, state.adam_m, state.adam_v);
+  save_checkpoint(file, state);
+}
+
+}  // namespace
+
+void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+                     int data_batch) {
+  if (c.finished()) return;
+  if (c.batch.micro_batch == 0)
+    throw InputError(file.string() +
+                     ": this checkpoint does not record its global batch (checkpoint format 1, "
+                     "from an older btm): it can be evaluated and branched from, not trained "
+                     "further; train the model again");
+  if (c.batch.micro_batch != data_batch)
+    throw InputError(file.string() + ": '" + c.name + "' trains with micro-batches of " +
+                     std::to_string(c.batch.micro_batch) +
+                     " sequences (data.batch when it started), this run has data.batch = " +
+                     std::to_string(data_batch) + ": set --data.batch " +
+                     std::to_string(c.batch.micro_batch) + " to continue it bit-exactly");
+  accumulation(c.batch, ranks, c.name);
+}
+
+TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
+                        const std::string& name) {
+  const Config& config = ctx.config;
+  const bool leader = group.rank() == 0;
+  const auto file = checkpoint_file(ctx.run_dir, name);
+  Checkpoint state;
+  collective_check(group, [&] {
+    state = load_checkpoint(file, &config.model);
+    check_trainable(state, file, group.size(), config.data.batch);
+  });
+  engine.set_state(state.params, state.adam_m, state.adam_v);
+
+  std::vector<DomainCorpus> corpora;
+  std::vector<const TokenArray*> sources;
+  collective_check(group, [&] {
+    for (const std::string& domain : state.domains)
+      corpora.push_back(load_corpus(domain_corpus(ctx, domain), config.model.vocab_size));
+  });
+  for (const DomainCorpus& c : corpora) sources.push_back(&c.split(Split::Train));
+  std::unique_ptr<BatchSampler> sampler;
+  collective_check(group, [&] {
+    sampler = std::make_unique<BatchSampler>(sources, state.domains, config.model.context,
+                                             state.sampler_seed);
+  });
+
+  // The model's own global batch, fixed when its phase started: M micro-batches of B
+  // sequences, micro-batch m = a * ranks + rank drawn as samples [pos + m B, pos + (m + 1) B).
+  const int B = state.batch.micro_batch, T = config.model.context;
+  const std::int64_t M = state.batch.micro_batches;
+  const int ranks = group.size();
+  const int A = state.finished() ? 1 : accumulation(state.batch, ranks, name);
+  const std::uint64_t samples_per_micro = static_cast<std::uint64_t>(ranks) * B;
+  const std::uint64_t tokens_per_step = static_cast<std::uint64_t>(M) * B * T;
+  std::vector<std::int32_t> inputs(static_cast<std::size_t>(B) * T), targets(inputs.size());
+
+  MetricsLog metrics(metrics_file(ctx.run_dir, name), name, state.config_ini);
+  if (leader) metrics.resume(state.step);
+  const double elapsed_before = metrics.rows().empty() ? 0.0 : metrics.rows().back().elapsed_s;
+
+  if (leader && !state.finished()) {
+    const bool continues_seed =
+        state.step > 0 && state.domains.size() == 1 && state.sampler_position == 0;
+    std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at")
+              << " step " << state.step << " of " << state.target_steps
+              << (continues_seed ? " (the seed's schedule continues)" : "") << " on " << ranks
+              << " rank" << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "): " << M
+              << " micro-batch" << (M == 1 ? "" : "es") << " of " << B << " sequences per step ("
+              << A << " per rank), " << tokens_per_step << " tokens per step" << std::endl;
+  }
+
+  const OptimConfig& o = config.optim;
+  const auto start = Clock::now();
+  auto window_start = start;
+  std::int64_t window_steps = 0;
+  const std::int64_t first_step = state.step;
+  auto last_flush = start;
+
+  while (state.step < state.target_steps) {
+    const bool step_limit =
+        ctx.max_steps_per_run > 0 && state.step - first_step >= ctx.max_steps_per_run;
+    if (group.allreduce_max(stop_requested() || step_limit ? 1 : 0)) {
+      if (leader) {
+        save_state(engine, state, file);
+        metrics.flush();
+        std::cout << "[" << name << "] stop requested: checkpointed at step " << state.step
+                  << std::endl;
+      }
+      group.barrier();
+      return TrainResult::Stopped;
+    }
+    engine.begin_step(M);
+    double loss = 0;
+    for (int a = 0; a < A; ++a) {
+      const std::uint64_t first = state.sampler_position + a * samples_per_micro +
+                                  static_cast<std::uint64_t>(group.rank()) * B;
+      sampler->fill(first, B, inputs.data(), targets.data());
+      loss += engine.forward_backward({inputs.data(), targets.data(), B, T},
+                                      a == A - 1 ? grads : nullptr);
+    }
+    loss /= A;
+    const double lr = learning_rate(o, state.step, state.schedule_steps);
+    AdamWStep update;
+    update.lr = static_cast<float>(lr);
+    update.beta1 = static_cast<float>(o.beta1);
+    update.beta2 = static_cast<float>(o.beta2);
+    update.eps = static_cast<float>(o.eps);
+    update.weight_decay = static_cast<float>(o.weight_decay);
+    update.grad_clip = static_cast<float>(o.grad_clip);
+    update.t = state.step + 1;
+    const float norm = engine.optimizer_step(update);
+    // The norm is the same on every rank of the group (one reduced gradient): all stop together,
+    // before the last good checkpoint is overwritten.
+    if (!std::isfinite(norm))
+      throw SystemError("[" + name + "] the gradient is not finite at step " +
+                        std::to_string(state.step + 1) +
+                        ": training diverged (lower optim.lr or raise optim.warmup_fraction); the "
+                        "last good checkpoint is kept");
+    state.step += 1;
+    state.sampler_position += samples_per_micro * A;
+    state.tokens += tokens_per_step;
+    ++window_steps;
+
+    const bool last = state.step == state.target_steps;
+    if (state.step % config.run.log_every == 0 || last) {
+      const double mean_loss = ranks > 1 ? group.allreduce_sum(loss) / ranks : loss;
+      if (!std::isfinite(mean_loss))
+        throw SystemError("[" + name + "] loss is " + std::to_string(mean_loss) + " at step " +
+                          std::to_string(state.step) +
+                          ": training diverged (lower optim.lr); the "
+                          "last good checkpoint is kept");
+      const auto now = Clock::now();
+      const double window_s = std::chrono::duration<double>(now - window_start).count();
+      const double total_s = std::chrono::duration<double>(now - start).count();
+      const double tokens_per_s = window_s > 0 ? window_steps * tokens_per_step / window_s : 0;
+      const double s_per_step = total_s / static_cast<double>(state.step - first_step);
+      if (leader) {
+        metrics.append({state.step, static_cast<std::int64_t>(state.tokens), mean_loss, lr, norm,
+                        tokens_per_s, elapsed_before + total_s});
+        char line[256];
+        std::snprintf(
+            line, sizeof(line),
+            "[%s] step %lld/%lld | loss %.4f | lr %.3e | |g| %.3f | %.0f tok/s | ETA %s",
+            name.c_str(), static_cast<long long>(state.step),
+            static_cast<long long>(state.target_steps), mean_loss, lr, norm, tokens_per_s,
+            format_duration(s_per_step * static_cast<double>(state.target_steps - state.step))
+                .c_str());
+        std::cout << line << std::endl;
+      }
+      window_start = now;
+      window_steps = 0;
+    }
+    if (state.step % config.run.checkpoint_every == 0 || last) {
+      if (leader) {
+        save_state(engine, state, file);
+        metrics.flush();
+        last_flush = Clock::now();
+      }
+    } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {
+      metrics.flush();  // keep the metrics file fresh on long checkpoint intervals
+      last_flush = Clock::now();
+    }
+  }
+  group.barrier();
+  return TrainResult::Finished;
+}
+
+}  // namespace btm
