@@ -55,6 +55,24 @@ int MpiComm::allreduce_max(int value) {
   return value;
 }
 
+int MpiComm::allreduce_min(int value) {
+  BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, comm_));
+  count_bytes(sizeof(int));
+  return value;
+}
+
+void MpiComm::reduce_sum(float* data, std::size_t count, int root) {
+  const std::size_t chunk = static_cast<std::size_t>(std::numeric_limits<int>::max() / 2);
+  for (std::size_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    if (rank_ == root)
+      BTM_MPI(MPI_Reduce(MPI_IN_PLACE, data + off, n, MPI_FLOAT, MPI_SUM, root, comm_));
+    else
+      BTM_MPI(MPI_Reduce(data + off, nullptr, n, MPI_FLOAT, MPI_SUM, root, comm_));
+  }
+  count_bytes(count * sizeof(float));
+}
+
 std::int64_t MpiComm::allreduce_max(std::int64_t value) {
   BTM_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm_));
   count_bytes(sizeof(value));
@@ -89,6 +107,42 @@ void MpiComm::allgather(const void* send, void* recv, std::size_t bytes_per_rank
   count_bytes(bytes_per_rank);
 }
 
+std::vector<std::vector<char>> MpiComm::gather_to_root(const std::vector<char>& mine) {
+  const std::uint64_t my_size = mine.size();
+  std::vector<std::uint64_t> sizes(static_cast<std::size_t>(size_));
+  allgather(&my_size, sizes.data(), sizeof(my_size));
+  // Point to point in chunks: MPI counts are int.
+  constexpr std::size_t kChunk = std::size_t{1} << 30;
+  constexpr int kTag = 7301;
+  std::vector<std::vector<char>> all;
+  if (rank_ == 0) {
+    all.resize(sizes.size());
+    all[0] = mine;
+    for (std::size_t r = 1; r < sizes.size(); ++r) {
+      all[r].resize(sizes[r]);
+      for (std::size_t off = 0; off < sizes[r]; off += kChunk) {
+        const int n = static_cast<int>(std::min(kChunk, sizes[r] - off));
+        BTM_MPI(MPI_Recv(all[r].data() + off, n, MPI_BYTE, static_cast<int>(r), kTag, comm_,
+                         MPI_STATUS_IGNORE));
+      }
+    }
+  } else {
+    for (std::size_t off = 0; off < mine.size(); off += kChunk) {
+      const int n = static_cast<int>(std::min(kChunk, mine.size() - off));
+      BTM_MPI(MPI_Send(mine.data() + off, n, MPI_BYTE, 0, kTag, comm_));
+    }
+    count_bytes(mine.size());
+  }
+  return all;
+}
+
+void MpiComm::broadcast_string(std::string& s, int root) {
+  std::uint64_t n = s.size();
+  broadcast(&n, sizeof(n), root);
+  s.resize(n);
+  if (n) broadcast(s.data(), n, root);
+}
+
 void MpiComm::barrier() {
   BTM_MPI(MPI_Barrier(comm_));
 }
@@ -97,6 +151,57 @@ std::unique_ptr<MpiComm> MpiComm::split(int color, int key) const {
   MPI_Comm out = MPI_COMM_NULL;
   BTM_MPI(MPI_Comm_split(comm_, color, key, &out));
   return std::make_unique<MpiComm>(out, true);
+}
+
+std::unique_ptr<MpiComm> MpiComm::split_shared() const {
+  MPI_Comm out = MPI_COMM_NULL;
+  BTM_MPI(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &out));
+  return std::make_unique<MpiComm>(out, true);
+}
+
+void collective_check(MpiComm& comm, const std::function<void()>& check) {
+  std::string message;
+  bool system = false;
+  try {
+    check();
+  } catch (const InputError& e) {
+    message = e.what();
+  } catch (const SystemError& e) {
+    message = e.what();
+    system = true;
+  }
+  const int mine = message.empty() ? comm.size() : comm.rank();
+  const int first = comm.allreduce_min(mine);
+  if (first == comm.size()) return;
+  comm.broadcast_string(message, first);
+  int kind = system ? 1 : 0;
+  comm.broadcast(&kind, sizeof(kind), first);
+  if (kind == 1) throw SystemError(message);
+  throw InputError(message);
+}
+
+bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
+  int answer = 0;
+  collective_check(comm, [&] {
+    if (comm.rank() == 0) answer = decide() ? 1 : 0;
+  });
+  comm.broadcast(&answer, sizeof(answer), 0);
+  return answer != 0;
+}
+
+std::vector<std::string> listed_by_root(MpiComm& comm,
+                                        const std::function<std::vector<std::string>()>& list) {
+  std::string joined;
+  collective_check(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (const std::string& item : list()) joined += item + '\n';
+  });
+  comm.broadcast_string(joined, 0);
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  for (std::size_t end; (end = joined.find('\n', start)) != std::string::npos; start = end + 1)
+    items.push_back(joined.substr(start, end - start));
+  return items;
 }
 
 }  // namespace btm

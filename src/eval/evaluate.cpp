@@ -92,14 +92,7 @@ void score(Engine& engine, const BlockSet& set, int T, int batch, const MpiComm&
 // Sums `data` over the world onto rank 0 (each entry is written by one rank, the others hold
 // zeros, so the sum is exact and independent of the rank count).
 void gather_to_root(MpiComm& world, std::vector<float>& data) {
-  const std::size_t chunk = 1u << 26;
-  for (std::size_t off = 0; off < data.size(); off += chunk) {
-    const int n = static_cast<int>(std::min(chunk, data.size() - off));
-    if (world.rank() == 0)
-      BTM_MPI(MPI_Reduce(MPI_IN_PLACE, data.data() + off, n, MPI_FLOAT, MPI_SUM, 0, world.raw()));
-    else
-      BTM_MPI(MPI_Reduce(data.data() + off, nullptr, n, MPI_FLOAT, MPI_SUM, 0, world.raw()));
-  }
+  world.reduce_sum(data.data(), data.size(), 0);
 }
 
 std::vector<float> load_params(MpiComm& group, const fs::path& file, const ModelConfig& model) {
@@ -145,13 +138,6 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
   }
   gather_to_root(ctx.world, scores.data);
   return scores;
-}
-
-void broadcast_doubles(MpiComm& comm, std::vector<double>& v) {
-  std::uint64_t n = v.size();
-  comm.broadcast(&n, sizeof(n), 0);
-  v.resize(n);
-  if (n) comm.broadcast(v.data(), n * sizeof(double), 0);
 }
 
 // The compute of every model the evaluation compared (forest.h5 and the metrics files), in
@@ -339,7 +325,7 @@ void run_eval_phase(RunContext& ctx) {
       std::copy(pi.begin(), pi.end(), priors.begin() + static_cast<std::ptrdiff_t>(d * K));
     }
   }
-  broadcast_doubles(ctx.world, priors);
+  ctx.world.broadcast_vector(priors, 0);
 
   // 3. Parameter averages: one model per distinct weight vector, formed by a weighted reduction
   //    over the group leaders and evaluated by group (u % G) on the domains that use it.
@@ -532,7 +518,7 @@ std::vector<double> posterior_branch_weights(RunContext& ctx,
     for (std::size_t j = 0; j < parents.size(); ++j) std::cout << " " << parents[j] << "=" << pi[j];
     std::cout << std::endl;
   }
-  broadcast_doubles(ctx.world, weights);
+  ctx.world.broadcast_vector(weights, 0);
   return weights;
 }
 

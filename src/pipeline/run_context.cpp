@@ -37,37 +37,9 @@ void clear_stop() {
   g_stop_requested = 0;
 }
 
-namespace {
-// The ranks of `world` that share this node (MPI_Comm_split_type SHARED).
-std::unique_ptr<MpiComm> node_comm(const MpiComm& world) {
-  MPI_Comm local;
-  BTM_MPI(
-      MPI_Comm_split_type(world.raw(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &local));
-  return std::make_unique<MpiComm>(local, true);
-}
-}  // namespace
-
 NodeInfo node_info(const MpiComm& world) {
-  const std::unique_ptr<MpiComm> local = node_comm(world);
+  const std::unique_ptr<MpiComm> local = world.split_shared();
   return NodeInfo{local->rank(), local->size()};
-}
-
-void collective_check(MpiComm& comm, const std::function<void()>& check) {
-  std::string message;
-  try {
-    check();
-  } catch (const InputError& e) {
-    message = e.what();
-  }
-  const int failing = message.empty() ? comm.size() : comm.rank();
-  int first = failing;
-  BTM_MPI(MPI_Allreduce(&failing, &first, 1, MPI_INT, MPI_MIN, comm.raw()));
-  if (first == comm.size()) return;
-  std::uint64_t length = message.size();
-  comm.broadcast(&length, sizeof(length), first);
-  message.resize(length);
-  comm.broadcast(message.data(), length, first);
-  throw InputError(message);
 }
 
 std::unique_ptr<Engine> make_engine_for(const RunContext& ctx) {
@@ -85,33 +57,6 @@ Communicator* gradient_comm(const RunContext& ctx, MpiComm& group,
   return storage ? storage.get() : &group;
 }
 
-bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {
-  int answer = 0;
-  collective_check(comm, [&] {
-    if (comm.rank() == 0) answer = decide() ? 1 : 0;
-  });
-  comm.broadcast(&answer, sizeof(answer), 0);
-  return answer != 0;
-}
-
-std::vector<std::string> listed_by_root(MpiComm& comm,
-                                        const std::function<std::vector<std::string>()>& list) {
-  std::string joined;
-  collective_check(comm, [&] {
-    if (comm.rank() != 0) return;
-    for (const std::string& item : list()) joined += item + '\n';
-  });
-  std::uint64_t n = joined.size();
-  comm.broadcast(&n, sizeof(n), 0);
-  joined.resize(n);
-  if (n) comm.broadcast(joined.data(), n, 0);
-  std::vector<std::string> items;
-  std::size_t start = 0;
-  for (std::size_t end; (end = joined.find('\n', start)) != std::string::npos; start = end + 1)
-    items.push_back(joined.substr(start, end - start));
-  return items;
-}
-
 namespace {
 
 // The GPU of this rank (gpu_of_local_rank). Two ranks on one physical GPU (same PCI bus id) are
@@ -126,7 +71,7 @@ void pick_gpu(RunContext& ctx) {
   std::string id = gpu >= 0 ? ctx.backend->device_id(gpu) : std::string();
   id.resize(kPciIdLength, ' ');
   std::string all(static_cast<std::size_t>(node.local_size) * kPciIdLength, ' ');
-  node_comm(world)->allgather(id.data(), all.data(), kPciIdLength);
+  world.split_shared()->allgather(id.data(), all.data(), kPciIdLength);
   bool shared = false;
   for (int r = 0; r < node.local_size && !shared; ++r)
     shared = r != node.local_rank &&

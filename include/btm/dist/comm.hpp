@@ -8,7 +8,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 namespace btm {
 
@@ -62,20 +66,49 @@ class MpiComm final : public Communicator {
   void allreduce_sum(double* data, std::size_t count);
   double allreduce_sum(double value);
   int allreduce_max(int value);
+  int allreduce_min(int value);
   std::int64_t allreduce_max(std::int64_t value);
+  // The sum over the ranks into `data` of rank `root` (other ranks' data is unchanged).
+  void reduce_sum(float* data, std::size_t count, int root);
   // The sum over the ranks into `data` of rank `root` (exact); other ranks' data is unchanged.
   void reduce_sum(std::int64_t* data, std::size_t count, int root);
   // Every rank's `bytes_per_rank` bytes, in rank order.
   void allgather(const void* send, void* recv, std::size_t bytes_per_rank);
+  // Every rank's buffer (of any size) on rank 0, in rank order; empty elsewhere.
+  std::vector<std::vector<char>> gather_to_root(const std::vector<char>& mine);
+  // `v` of rank `root` on every rank (its size too); T trivially copyable.
+  template <typename T>
+  void broadcast_vector(std::vector<T>& v, int root) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::uint64_t n = v.size();
+    broadcast(&n, sizeof(n), root);
+    v.resize(n);
+    if (n) broadcast(v.data(), n * sizeof(T), root);
+  }
+  void broadcast_string(std::string& s, int root);
   void barrier();
 
   // Splits this communicator (MPI_Comm_split); the result owns its MPI_Comm.
   std::unique_ptr<MpiComm> split(int color, int key) const;
+  // The ranks that share this node (MPI_Comm_split_type SHARED), ordered as here.
+  std::unique_ptr<MpiComm> split_shared() const;
 
  private:
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0, size_ = 1;
 };
+
+// Collective error agreement, so no rank is left waiting in a collective the others never
+// reach: runs `check` on every rank; if it throws InputError or SystemError on any rank, every
+// rank throws the error (of the same kind) of the lowest failing rank.
+void collective_check(MpiComm& comm, const std::function<void()>& check);
+// Evaluates `decide` on rank 0 only and gives its answer to every rank. Decisions that gate
+// collectives (is this model finished? does that file exist?) must not depend on each rank's
+// own view of a shared filesystem, which differs while rank 0 is writing and across NFS clients.
+bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide);
+// The same for a list of names.
+std::vector<std::string> listed_by_root(MpiComm& comm,
+                                        const std::function<std::vector<std::string>()>& list);
 
 }  // namespace btm

@@ -73,16 +73,4 @@ std::unique_ptr<Engine> make_engine_for(const RunContext& ctx);
 Communicator* gradient_comm(const RunContext& ctx, MpiComm& group,
                             std::unique_ptr<Communicator>& storage);
 
-// Evaluates `decide` on rank 0 only and gives its answer to every rank. Decisions that gate
-// collectives (is this model finished? does that file exist?) must not depend on each rank's
-// own view of a shared filesystem, which differs while rank 0 is writing and across NFS clients.
-bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide);
-// The same for a list of names.
-std::vector<std::string> listed_by_root(MpiComm& comm,
-                                        const std::function<std::vector<std::string>()>& list);
-
-// Runs `check` on every rank; if it throws InputError on any rank, every rank throws the error
-// of the lowest failing rank. Keeps ranks from hanging when only some of them see a bad input.
-void collective_check(MpiComm& comm, const std::function<void()>& check);
-
 }  // namespace btm
