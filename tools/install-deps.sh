@@ -8,9 +8,9 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config git
-  # MPI, HDF5, Boost.Program_options, BLAS, PCRE2 (GPT-2 pre-tokenizer), zlib, GoogleTest
+  # MPI, HDF5, Boost.Program_options, BLAS, PCRE2 (GPT-2 pre-tokenizer), zlib, JSON, GoogleTest
   openmpi-bin libopenmpi-dev libhdf5-dev libboost-program-options-dev libopenblas-dev
-  libpcre2-dev zlib1g-dev libgtest-dev
+  libpcre2-dev zlib1g-dev nlohmann-json3-dev libgtest-dev
   # tools/: report, corpus builder, PyTorch comparison script's readers
   python3 python3-numpy python3-h5py python3-matplotlib
   # unpacking and rendering the corpus builder's Debian packages
