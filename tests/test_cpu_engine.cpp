@@ -536,6 +536,16 @@ TEST(CpuEngine, RejectsWrongSizesAndTokens) {
   EXPECT_THROW(engine->token_logprobs(tok.batch(), out.data()), btm::InputError);
   Batch too_long{tok.inputs.data(), tok.targets.data(), 1, m.context + 1};
   EXPECT_THROW(engine->logits(too_long, out.data()), std::invalid_argument);
+
+  // A model shape the config would refuse, refused with the same message.
+  ModelConfig odd = m;
+  odd.n_head = 3;
+  try {
+    btm::make_cpu_engine(odd, 1);
+    FAIL() << "n_head 3 accepted";
+  } catch (const btm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.d_model"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

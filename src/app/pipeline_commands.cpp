@@ -257,7 +257,7 @@ int cmd_train(const Args& args, MpiComm& world, const Backends& backends) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       // Trained before (it has metrics) but not finished: continuing must be asked for.
       if (!resume && fs::exists(file) && fs::exists(metrics_file(ctx.run_dir, name))) {
-        const Checkpoint c = peek_checkpoint(file);
+        const CheckpointInfo c = peek_checkpoint(file);
         if (!c.finished())
           throw InputError(file.string() + " exists at step " + std::to_string(c.step) + " of " +
                            std::to_string(c.target_steps) +

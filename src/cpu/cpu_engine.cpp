@@ -90,12 +90,7 @@ class CpuEngine final : public Engine {
  public:
   CpuEngine(const ModelConfig& model, int threads)
       : model_(model), layout_(model), threads_(threads) {
-    if (model.n_layer < 1 || model.n_head < 1 || model.d_model < 1 ||
-        model.d_model % model.n_head != 0 || model.context < 1 || model.vocab_size < 1 ||
-        model.vocab_multiple < 1)
-      throw std::invalid_argument(
-          "cpu engine: the model needs n_layer, n_head, d_model, context, vocab_size and "
-          "vocab_multiple >= 1 and d_model divisible by n_head");
+    validate_model(model);  // InputError naming the setting
     if (threads < 0) throw std::invalid_argument("cpu engine: threads must be >= 0");
     // Parameters start at zero: the caller sets them (init_gpt2, a checkpoint, a branch).
     const size_t n = layout_.total();

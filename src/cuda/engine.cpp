@@ -72,11 +72,7 @@ class CudaEngine final : public Engine {
   CudaEngine(const ModelConfig& model, int gpu, int max_batch, CudaAttention attention,
              CudaGelu gelu)
       : model_(model), layout_(model), gpu_(gpu), max_batch_(max_batch) {
-    if (model.n_layer < 1 || model.n_head < 1 || model.d_model < 1 || model.context < 1 ||
-        model.vocab_size < 1 || model.vocab_multiple < 1 || model.d_model % model.n_head != 0)
-      throw std::invalid_argument(
-          "cuda engine: the model needs n_layer, n_head, d_model, context, vocab_size and "
-          "vocab_multiple >= 1 and d_model divisible by n_head");
+    validate_model(model);  // InputError naming the setting
     if (model.d_model % 8 != 0)
       throw InputError("model.d_model = " + std::to_string(model.d_model) +
                        ": the cuda engine needs a multiple of 8 (use e.g. " +

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "btm/io/h5.hpp"
 #include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
@@ -19,12 +21,9 @@ void save_checkpoint(const fs::path& file, const Checkpoint& c) {
   h5::set_attr(root, "format", std::string("btm-checkpoint"));
   h5::set_attr(root, "format_version", static_cast<std::int64_t>(kCheckpointFormatVersion));
   h5::set_attr(root, "name", c.name);
-  h5::set_attr(root, "n_layer", static_cast<std::int64_t>(c.model.n_layer));
-  h5::set_attr(root, "n_head", static_cast<std::int64_t>(c.model.n_head));
-  h5::set_attr(root, "d_model", static_cast<std::int64_t>(c.model.d_model));
-  h5::set_attr(root, "context", static_cast<std::int64_t>(c.model.context));
-  h5::set_attr(root, "vocab_size", static_cast<std::int64_t>(c.model.vocab_size));
-  h5::set_attr(root, "vocab_multiple", static_cast<std::int64_t>(c.model.vocab_multiple));
+  for_each_model_field(c.model, [&](const char* key, int value) {
+    h5::set_attr(root, key, static_cast<std::int64_t>(value));
+  });
   h5::set_attr(root, "n_params", static_cast<std::int64_t>(n));
   h5::set_attr(root, "step", c.step);
   h5::set_attr(root, "target_steps", c.target_steps);
@@ -44,21 +43,18 @@ void save_checkpoint(const fs::path& file, const Checkpoint& c) {
 
 namespace {
 
-Checkpoint read_attributes(hid_t root) {
+CheckpointInfo read_attributes(hid_t root) {
   if (!h5::has_attr(root, "format") || h5::get_string(root, "format") != "btm-checkpoint")
     throw InputError("not a btm checkpoint (no format=btm-checkpoint attribute)");
   const std::int64_t version = h5::get_int(root, "format_version");
   if (version != 1 && version != kCheckpointFormatVersion)
     throw InputError("checkpoint format version " + std::to_string(version) +
                      ", this btm reads 1 and " + std::to_string(kCheckpointFormatVersion));
-  Checkpoint c;
+  CheckpointInfo c;
   c.name = h5::get_string(root, "name");
-  c.model.n_layer = static_cast<int>(h5::get_int(root, "n_layer"));
-  c.model.n_head = static_cast<int>(h5::get_int(root, "n_head"));
-  c.model.d_model = static_cast<int>(h5::get_int(root, "d_model"));
-  c.model.context = static_cast<int>(h5::get_int(root, "context"));
-  c.model.vocab_size = static_cast<int>(h5::get_int(root, "vocab_size"));
-  c.model.vocab_multiple = static_cast<int>(h5::get_int(root, "vocab_multiple"));
+  for_each_model_field(c.model, [&](const char* key, int& value) {
+    value = static_cast<int>(h5::get_int(root, key));
+  });
   c.step = h5::get_int(root, "step");
   c.target_steps = h5::get_int(root, "target_steps");
   c.schedule_steps = h5::get_int(root, "schedule_steps");
@@ -74,21 +70,17 @@ Checkpoint read_attributes(hid_t root) {
   c.tokens = static_cast<std::uint64_t>(h5::get_int(root, "tokens"));
   c.domains = h5::get_strings(root, "domains");
   c.config_ini = h5::get_string(root, "config");
-  if (c.model.n_layer < 1 || c.model.n_head < 1 || c.model.d_model < 1 ||
-      c.model.d_model % c.model.n_head != 0 || c.model.context < 1 || c.model.vocab_size < 2 ||
-      c.model.vocab_multiple < 1 || c.step < 0 || c.target_steps < 0 ||
-      c.schedule_steps < c.target_steps)
-    throw InputError("invalid model shape or step in the attributes");
+  try {
+    validate_model(c.model);
+  } catch (const InputError& e) {
+    throw InputError(std::string("invalid model shape in the attributes: ") + e.what());
+  }
+  if (c.step < 0 || c.target_steps < 0 || c.schedule_steps < c.target_steps)
+    throw InputError("invalid step, target_steps or schedule_steps in the attributes");
   const std::int64_t n = h5::get_int(root, "n_params");
   if (n != static_cast<std::int64_t>(ParamLayout(c.model).total()))
     throw InputError("n_params does not match the model shape");
   return c;
-}
-
-std::string describe(const ModelConfig& m) {
-  return "L=" + std::to_string(m.n_layer) + " H=" + std::to_string(m.n_head) +
-         " d=" + std::to_string(m.d_model) + " T=" + std::to_string(m.context) +
-         " V=" + std::to_string(m.vocab_size);
 }
 
 std::vector<float> read_vector(hid_t root, const char* name, std::size_t n) {
@@ -107,7 +99,7 @@ std::vector<float> read_vector(hid_t root, const char* name, std::size_t n) {
 // Runs `read` on the checkpoint `file`: its InputErrors are rethrown naming the file, and its
 // SystemErrors (HDF5 could not read it) become InputErrors saying the file is unreadable.
 template <typename Read>
-Checkpoint reading(const fs::path& file, Read&& read) {
+auto reading(const fs::path& file, Read&& read) -> decltype(read()) {
   try {
     return read();
   } catch (const InputError& e) {
@@ -121,7 +113,7 @@ Checkpoint reading(const fs::path& file, Read&& read) {
 
 }  // namespace
 
-Checkpoint peek_checkpoint(const fs::path& file) {
+CheckpointInfo peek_checkpoint(const fs::path& file) {
   return reading(file, [&] {
     h5::Handle f = h5::open_file(file, false);
     return read_attributes(f);
@@ -130,10 +122,10 @@ Checkpoint peek_checkpoint(const fs::path& file) {
 
 namespace {
 
-void check_shape(const Checkpoint& c, const ModelConfig& expect) {
+void check_shape(const CheckpointInfo& c, const ModelConfig& expect) {
   if (!(c.model == expect))
-    throw InputError("model shape " + describe(c.model) + " differs from the configured " +
-                     describe(expect) + ": use the config the checkpoint was made with");
+    throw InputError("model shape " + describe_model(c.model) + " differs from the configured " +
+                     describe_model(expect) + ": use the config the checkpoint was made with");
 }
 
 std::vector<float> read_state(hid_t f, const std::string& name, std::size_t n) {
@@ -149,7 +141,8 @@ std::vector<float> read_state(hid_t f, const std::string& name, std::size_t n) {
 Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool with_optimizer) {
   return reading(file, [&] {
     h5::Handle f = h5::open_file(file, false);
-    Checkpoint c = read_attributes(f);
+    Checkpoint c;
+    static_cast<CheckpointInfo&>(c) = read_attributes(f);
     if (expect) check_shape(c, *expect);
     const std::size_t n = ParamLayout(c.model).total();
     c.params = read_state(f, "params", n);
@@ -168,12 +161,71 @@ std::vector<float> load_state_vector(const fs::path& file, const std::string& na
   std::vector<float> v;
   reading(file, [&] {
     h5::Handle f = h5::open_file(file, false);
-    Checkpoint c = read_attributes(f);
+    const CheckpointInfo c = read_attributes(f);
     check_shape(c, expect);
     v = read_state(f, name, ParamLayout(c.model).total());
     return c;
   });
   return v;
+}
+
+namespace {
+
+// The header as JSON, to send it to the ranks of a group.
+std::string info_json(const CheckpointInfo& c) {
+  nlohmann::json j;
+  j["name"] = c.name;
+  for_each_model_field(c.model, [&](const char* key, int value) { j["model"][key] = value; });
+  j["step"] = c.step;
+  j["target_steps"] = c.target_steps;
+  j["schedule_steps"] = c.schedule_steps;
+  j["micro_batch"] = c.batch.micro_batch;
+  j["micro_batches"] = c.batch.micro_batches;
+  j["sampler_seed"] = c.sampler_seed;
+  j["sampler_position"] = c.sampler_position;
+  j["tokens"] = c.tokens;
+  j["domains"] = c.domains;
+  j["config"] = c.config_ini;
+  return j.dump();
+}
+
+CheckpointInfo info_from_json(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text);
+  CheckpointInfo c;
+  j.at("name").get_to(c.name);
+  for_each_model_field(c.model,
+                       [&](const char* key, int& value) { j.at("model").at(key).get_to(value); });
+  j.at("step").get_to(c.step);
+  j.at("target_steps").get_to(c.target_steps);
+  j.at("schedule_steps").get_to(c.schedule_steps);
+  j.at("micro_batch").get_to(c.batch.micro_batch);
+  j.at("micro_batches").get_to(c.batch.micro_batches);
+  j.at("sampler_seed").get_to(c.sampler_seed);
+  j.at("sampler_position").get_to(c.sampler_position);
+  j.at("tokens").get_to(c.tokens);
+  j.at("domains").get_to(c.domains);
+  j.at("config").get_to(c.config_ini);
+  return c;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const ModelConfig* expect,
+                                    bool with_optimizer) {
+  Checkpoint c;
+  collective_check(group, [&] {
+    if (group.rank() == 0) c = load_checkpoint(file, expect, with_optimizer);
+  });
+  if (group.size() == 1) return c;
+  std::string info = group.rank() == 0 ? info_json(c) : std::string();
+  group.broadcast_string(info, 0);
+  if (group.rank() != 0) static_cast<CheckpointInfo&>(c) = info_from_json(info);
+  group.broadcast_vector(c.params, 0);
+  if (with_optimizer) {
+    group.broadcast_vector(c.adam_m, 0);
+    group.broadcast_vector(c.adam_v, 0);
+  }
+  return c;
 }
 
 }  // namespace btm

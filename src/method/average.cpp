@@ -19,11 +19,12 @@ Checkpoint average_checkpoints(const std::vector<std::filesystem::path>& parents
   ensemble::check_distribution(weights, "the averaging weights");
   // The first parent's attributes; then one state vector at a time over all parents, so at
   // most one sum and one parent's vector are in memory.
-  Checkpoint out = peek_checkpoint(parents[0]);
+  Checkpoint out;
+  static_cast<CheckpointInfo&>(out) = peek_checkpoint(parents[0]);
   out.domains.clear();
   double tokens = 0;
   for (std::size_t j = 0; j < parents.size(); ++j) {
-    const Checkpoint p = peek_checkpoint(parents[j]);
+    const CheckpointInfo p = peek_checkpoint(parents[j]);
     if (!(p.model == model))
       throw InputError(parents[j].string() +
                        ": its model shape differs from the configured one: only models of one "

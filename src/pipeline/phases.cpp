@@ -33,7 +33,7 @@ std::uint64_t sampler_seed_for(const Config& config, const std::string& name) {
 }
 
 // The record's training facts from its checkpoint: status, steps, global batch, tokens, FLOPs.
-void set_progress(ModelRecord& r, const Checkpoint& c) {
+void set_progress(ModelRecord& r, const CheckpointInfo& c) {
   r.status = c.finished() ? "trained" : "branched";
   r.steps = c.step;
   r.global_batch = c.batch.sequences();
@@ -41,7 +41,7 @@ void set_progress(ModelRecord& r, const Checkpoint& c) {
   r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
 }
 
-ModelRecord record_from(const Checkpoint& c, const std::string& kind,
+ModelRecord record_from(const CheckpointInfo& c, const std::string& kind,
                         std::vector<std::string> parents, std::vector<double> weights) {
   ModelRecord r;
   r.name = c.name;
@@ -268,7 +268,7 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
       if (!fs::exists(file))
         throw InputError("ELM '" + name + "' has no checkpoint (" + file.string() +
                          "): branch it first (btm branch)");
-      const Checkpoint c = peek_checkpoint(file);
+      const CheckpointInfo c = peek_checkpoint(file);
       check_trainable(c, file, r, ctx.config.data.batch);  // before any ELM trains
       if (!c.finished()) unfinished.push_back(name);
     }
@@ -314,7 +314,7 @@ void run_merge_phase(RunContext& ctx) {
     for (ModelRecord& r : forest.models) {
       const fs::path file = ctx.run_dir / r.checkpoint;
       if (!fs::exists(file)) continue;
-      const Checkpoint c = peek_checkpoint(file);
+      const CheckpointInfo c = peek_checkpoint(file);
       set_progress(r, c);
       if (r.kind == "elm" && c.finished()) ++trained;
     }
@@ -343,7 +343,7 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
       std::optional<Checkpoint> seed;
       if (budget.seed_steps > 0 && config.run.seed_checkpoint.empty() && fs::exists(seed_file)) {
-        const Checkpoint s = peek_checkpoint(seed_file);
+        const CheckpointInfo s = peek_checkpoint(seed_file);
         if (s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
             s.schedule_steps == budget.total_steps)
           seed = load_checkpoint(seed_file, &config.model);

@@ -10,6 +10,7 @@
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/io/metrics.hpp"
+#include "btm/method/budget.hpp"
 #include "btm/method/schedule.hpp"
 #include "btm/util/error.hpp"
 
@@ -34,7 +35,7 @@ void save_state(const Engine& engine, Checkpoint& state, const std::filesystem::
 
 }  // namespace
 
-void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file, int ranks,
                      int data_batch) {
   if (c.finished()) return;
   if (c.batch.micro_batch == 0)
@@ -56,11 +57,8 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
   const Config& config = ctx.config;
   const bool leader = group.rank() == 0;
   const auto file = checkpoint_file(ctx.run_dir, name);
-  Checkpoint state;
-  collective_check(group, [&] {
-    state = load_checkpoint(file, &config.model);
-    check_trainable(state, file, group.size(), config.data.batch);
-  });
+  Checkpoint state = load_checkpoint_in_group(group, file, &config.model);
+  collective_check(group, [&] { check_trainable(state, file, group.size(), config.data.batch); });
   engine.set_state(state.params, state.adam_m, state.adam_v);
 
   std::vector<DomainCorpus> corpora;

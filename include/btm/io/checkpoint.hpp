@@ -8,7 +8,8 @@
 // Format 1 (before the global batch was recorded) is read with micro_batch = 0: it can be
 // evaluated and branched from, not trained further.
 // Written atomically (h5::AtomicFile); read back with checks of version, shapes and finite
-// values, every error naming the file.
+// values, every error naming the file. A checkpoint is its header (CheckpointInfo: the
+// attributes, cheap to read) and its state (the three vectors).
 #pragma once
 
 #include <cstdint>
@@ -17,13 +18,14 @@
 #include <vector>
 
 #include "btm/config/config.hpp"
-#include "btm/method/budget.hpp"
+#include "btm/dist/comm.hpp"
+#include "btm/model/global_batch.hpp"
 
 namespace btm {
 
 constexpr int kCheckpointFormatVersion = 2;
 
-struct Checkpoint {
+struct CheckpointInfo {
   std::string name;
   ModelConfig model;
   std::int64_t step = 0;            // optimizer updates done: the schedule position
@@ -35,9 +37,12 @@ struct Checkpoint {
   std::uint64_t tokens = 0;            // tokens trained on over the model's whole lineage
   std::vector<std::string> domains;    // what the current phase trains on
   std::string config_ini;
-  std::vector<float> params, adam_m, adam_v;
 
   bool finished() const { return step >= target_steps; }
+};
+
+struct Checkpoint : CheckpointInfo {
+  std::vector<float> params, adam_m, adam_v;
 };
 
 void save_checkpoint(const std::filesystem::path& file, const Checkpoint& checkpoint);
@@ -50,6 +55,12 @@ Checkpoint load_checkpoint(const std::filesystem::path& file, const ModelConfig*
 std::vector<float> load_state_vector(const std::filesystem::path& file, const std::string& name,
                                      const ModelConfig& expect);
 // Attributes only (no arrays): cheap, for planning and listing.
-Checkpoint peek_checkpoint(const std::filesystem::path& file);
+CheckpointInfo peek_checkpoint(const std::filesystem::path& file);
+// load_checkpoint for every rank of `group`, read once: its rank 0 reads the file and the group
+// receives it (a 1.3B model's state is 21 GB: one reader per group, not one per rank). Errors
+// reach every rank (collective_check).
+Checkpoint load_checkpoint_in_group(MpiComm& group, const std::filesystem::path& file,
+                                    const ModelConfig* expect = nullptr,
+                                    bool with_optimizer = true);
 
 }  // namespace btm

@@ -18,16 +18,9 @@
 #include <vector>
 
 #include "btm/config/config.hpp"
+#include "btm/model/global_batch.hpp"
 
 namespace btm {
-
-// A model's global batch: micro_batches micro-batches of micro_batch sequences per step.
-struct GlobalBatch {
-  int micro_batch = 0;
-  std::int64_t micro_batches = 0;
-  std::int64_t sequences() const { return static_cast<std::int64_t>(micro_batch) * micro_batches; }
-  bool operator==(const GlobalBatch&) const = default;
-};
 
 struct Budget {
   int elms = 0;           // K

@@ -19,7 +19,7 @@ enum class TrainResult { Finished, Stopped };
 // Throws InputError naming `file` unless `ranks` ranks can continue the unfinished checkpoint
 // `c` bit-exactly: it records its global batch, data.batch equals its micro-batch and ranks
 // divides its micro-batches (budget.hpp). Finished checkpoints pass.
-void check_trainable(const Checkpoint& c, const std::filesystem::path& file, int ranks,
+void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file, int ranks,
                      int data_batch);
 
 // Trains model `name` from its checkpoint to the checkpoint's target_steps. `group` is the MPI
