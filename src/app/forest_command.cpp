@@ -1,0 +1,92 @@
+// btm forest: list, add or remove models of a forest.
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+
+#include "btm/app/cli.hpp"
+#include "btm/app/command_context.hpp"
+#include "btm/app/commands.hpp"
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+
+int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
+  std::string action, name, checkpoint, domain, run_dir = "run";
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("action", po::value(&action), "list | add | remove")
+      ("run.dir", po::value(&run_dir)->default_value(run_dir), "the forest directory")
+      ("name", po::value(&name), "add/remove: the ELM's name")
+      ("checkpoint", po::value(&checkpoint), "add: a btm checkpoint file to copy into the forest")
+      ("domain", po::value(&domain), "add: the domain it is an expert of (default: its name)");
+  // clang-format on
+  std::vector<std::string> rest = args;
+  if (!rest.empty() && !rest[0].starts_with("-")) rest[0].insert(0, "--action=");
+  parse_command("forest",
+                "Manage a forest: `btm forest list`, `btm forest add --name N --checkpoint F`,\n"
+                "`btm forest remove --name N` (drops it from the manifest; its files are kept).",
+                rest, options, nullptr, world.rank() == 0);
+  if (world.rank() != 0) return kExitOk;
+  const fs::path dir(run_dir);
+  if (!fs::exists(forest_file(dir)))
+    throw InputError("no forest at " + forest_file(dir).string() +
+                     " (run btm run or btm seed first)");
+  Forest forest = load_forest(dir);
+  if (action == "list" || action.empty()) {
+    std::cout << std::left << std::setw(16) << "name" << std::setw(7) << "kind" << std::setw(10)
+              << "status" << std::setw(9) << "steps" << std::setw(13) << "tokens"
+              << "parents\n";
+    for (const ModelRecord& r : forest.models) {
+      std::string parents;
+      for (std::size_t j = 0; j < r.parents.size(); ++j) {
+        std::ostringstream w;
+        w << r.parents[j] << "(" << std::setprecision(3) << r.parent_weights[j] << ")";
+        if (j > 0) parents += ' ';
+        parents += w.str();
+      }
+      std::cout << std::left << std::setw(16) << r.name << std::setw(7) << r.kind << std::setw(10)
+                << r.status << std::setw(9) << r.steps << std::setw(13) << r.tokens << parents
+                << "\n";
+    }
+    return kExitOk;
+  }
+  if (name.empty()) throw InputError("btm forest " + action + ": --name is required");
+  if (action == "remove") {
+    if (!forest.remove(name)) throw InputError("no model named '" + name + "' in " + run_dir);
+    save_forest(dir, forest);
+    std::cout << "removed '" << name << "' from the forest (its checkpoint stays in "
+              << checkpoint_file(dir, name).string() << ")\n";
+    return kExitOk;
+  }
+  if (action == "add") {
+    if (checkpoint.empty()) throw InputError("btm forest add: --checkpoint is required");
+    if (forest.find(name))
+      throw InputError("a model named '" + name + "' is already in the forest");
+    Checkpoint c = load_checkpoint(checkpoint);
+    c.name = name;
+    c.domains = {domain.empty() ? name : domain};
+    c.target_steps = c.step;  // added as trained
+    c.schedule_steps = std::max(c.schedule_steps, c.step);
+    save_checkpoint(checkpoint_file(dir, name), c);
+    ModelRecord r;
+    r.name = name;
+    r.kind = "elm";
+    r.domains = c.domains;
+    r.status = "trained";
+    r.steps = c.step;
+    r.tokens = static_cast<std::int64_t>(c.tokens);
+    r.checkpoint = fs::path("elms") / (name + ".h5");
+    forest.upsert(r);
+    save_forest(dir, forest);
+    std::cout << "added '" << name << "' (" << c.domains[0] << ") from " << checkpoint << "\n";
+    return kExitOk;
+  }
+  throw InputError("btm forest: unknown action '" + action + "' (use list, add or remove)");
+}
+
+}  // namespace btm
