@@ -249,19 +249,11 @@ class CudaEngine final : public Engine {
 
   void token_logprobs(const Batch& batch, float* out) override {
     check_batch(batch, true);
-    use_device();
     const int N = batch.B * batch.T;
-    upload_tokens(batch, true);
-    forward(batch.B, batch.T, false);
-    const int Vp = model_.padded_vocab();
-    float* logits = reinterpret_cast<float*>(logits_.get());
-    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
-      const int rows = std::min(eval_chunk_rows_, N - r0);
-      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
-                                  params_bf16_.get() + layout_.wte(), rows, C(), Vp, stream_);
+    for_each_eval_chunk(batch, true, [&](int r0, int rows, const float* logits) {
       cuda::crossentropy_forward(losses_.get() + r0, logits, tokens_.get() + max_bt_ + r0, rows,
-                                 model_.vocab_size, Vp, stream_);
-    }
+                                 model_.vocab_size, model_.padded_vocab(), stream_);
+    });
     BTM_CUDA_CHECK(cudaMemcpyAsync(out, losses_.get(), static_cast<size_t>(N) * sizeof(float),
                                    cudaMemcpyDeviceToHost, stream_));
     sync();
@@ -270,21 +262,13 @@ class CudaEngine final : public Engine {
 
   void logits(const Batch& batch, float* out) override {
     check_batch(batch, false);
-    use_device();
-    const int N = batch.B * batch.T;
-    upload_tokens(batch, false);
-    forward(batch.B, batch.T, false);
-    const int Vp = model_.padded_vocab();
-    float* logits = reinterpret_cast<float*>(logits_.get());
-    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
-      const int rows = std::min(eval_chunk_rows_, N - r0);
-      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
-                                  params_bf16_.get() + layout_.wte(), rows, C(), Vp, stream_);
+    const size_t Vp = static_cast<size_t>(model_.padded_vocab());
+    for_each_eval_chunk(batch, false, [&](int r0, int rows, const float* logits) {
       BTM_CUDA_CHECK(cudaMemcpyAsync(out + static_cast<size_t>(r0) * Vp, logits,
                                      static_cast<size_t>(rows) * Vp * sizeof(float),
                                      cudaMemcpyDeviceToHost, stream_));
       sync();
-    }
+    });
   }
 
   // Parents in device memory where they fit (parent_fits), else in the base class's host
@@ -365,13 +349,7 @@ class CudaEngine final : public Engine {
     const size_t n = layout_.total();
     if (!on_host.empty() || K > kParentsPerLaunch) {
       // Host parents too: one host sum of both kinds (add_parents), then the parameters.
-      fixed::Sum sum = fixed::Sum::for_weights(n, weights);
-      add_parents(weights, sum);
-      if (sum.bad() > 0)
-        throw std::runtime_error(
-            "set_params_to_average: a parent parameter is outside the fixed-point range: not a "
-            "trained model");
-      set_params(sum.result());
+      set_params_to_sum_of_parents(weights);
       return;
     }
     BTM_CUDA_CHECK(cudaMemsetAsync(parent_count_.get(), 0, sizeof(std::int64_t), stream_));
@@ -397,6 +375,24 @@ class CudaEngine final : public Engine {
 
  private:
   int C() const { return model_.d_model; }
+
+  // The evaluation forward of `batch`, then its fp32 logits in row chunks of bounded memory:
+  // use(first row, rows, the chunk's logits on the device) per chunk, on the compute stream.
+  template <typename Use>
+  void for_each_eval_chunk(const Batch& batch, bool with_targets, Use&& use) {
+    use_device();
+    const int N = batch.B * batch.T;
+    upload_tokens(batch, with_targets);
+    forward(batch.B, batch.T, false);
+    float* logits = reinterpret_cast<float*>(logits_.get());
+    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
+      const int rows = std::min(eval_chunk_rows_, N - r0);
+      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
+                                  params_bf16_.get() + layout_.wte(), rows, C(),
+                                  model_.padded_vocab(), stream_);
+      use(r0, rows, logits);
+    }
+  }
 
   // Every buffer, sized for max_batch x context tokens.
   void allocate() {

@@ -53,6 +53,10 @@ void Engine::set_params_to_average(std::span<const double> weights) {
     if (weights[j] != 0 && !held_parents_.contains(j))
       throw std::logic_error("set_params_to_average: parent " + std::to_string(j) +
                              " has a weight but is not held");
+  set_params_to_sum_of_parents(weights);
+}
+
+void Engine::set_params_to_sum_of_parents(std::span<const double> weights) {
   fixed::Sum sum = fixed::Sum::for_weights(layout().total(), weights);
   add_parents(weights, sum);
   if (sum.bad() > 0)

@@ -96,6 +96,9 @@ class Engine {
   virtual void set_params_to_average(std::span<const double> weights);
 
  protected:
+  // The parameters set to a host fixed-point sum over add_parents (std::runtime_error for a
+  // parent value outside the fixed-point range).
+  void set_params_to_sum_of_parents(std::span<const double> weights);
   // The held parents of the host-memory defaults.
   std::map<std::size_t, std::vector<float>> held_parents_;
 };
