@@ -88,12 +88,7 @@ TEST(FixedPoint, RejectsNonFiniteAndOutOfRangeTerms) {
 Checkpoint small_checkpoint(const std::string& name, unsigned seed, std::uint64_t tokens) {
   Checkpoint c;
   c.name = name;
-  c.model.n_layer = 1;
-  c.model.n_head = 2;
-  c.model.d_model = 8;
-  c.model.context = 4;
-  c.model.vocab_size = 11;
-  c.model.vocab_multiple = 4;
+  c.model = btm::test::small_model();
   const std::size_t n = ParamLayout(c.model).total();
   c.params = random_floats(n, seed);
   c.adam_m = random_floats(n, seed + 100, 1e-3f);

@@ -17,6 +17,18 @@
 
 namespace btm::test {
 
+// The smallest model the tests save and load: 1 layer x 8, 2 heads, context 4, 20 ids.
+inline ModelConfig small_model() {
+  ModelConfig m;
+  m.n_layer = 1;
+  m.n_head = 2;
+  m.d_model = 8;
+  m.context = 4;
+  m.vocab_size = 20;
+  m.vocab_multiple = 8;
+  return m;
+}
+
 // The backends of this build, made once for the test program (main() makes them for btm).
 inline const Backends& backends() {
   static const Backends built = make_builtin_backends();

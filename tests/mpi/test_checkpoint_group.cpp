@@ -14,12 +14,7 @@ TEST(CheckpointInGroup, RankZeroReadsAndTheGroupReceivesIt) {
   btm::test::SharedDir dir(world);
   Checkpoint c;
   c.name = "d0";
-  c.model.n_layer = 1;
-  c.model.n_head = 2;
-  c.model.d_model = 8;
-  c.model.context = 4;
-  c.model.vocab_size = 20;
-  c.model.vocab_multiple = 8;
+  c.model = btm::test::small_model();
   const std::size_t n = ParamLayout(c.model).total();
   c.params.resize(n);
   init_gpt2(ParamLayout(c.model), c.params, 5);
