@@ -1,0 +1,95 @@
+#include "btm/pipeline/phase_support.hpp"
+
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/model/engine.hpp"
+#include "btm/model/params.hpp"
+#include "btm/pipeline/trainer.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/rng.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+
+std::uint64_t name_hash(const std::string& name) {
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+std::uint64_t sampler_seed_for(const Config& config, const std::string& name) {
+  return mix64(config.run.seed ^ name_hash(name));
+}
+
+void set_progress(ModelRecord& r, const CheckpointInfo& c) {
+  r.status = c.finished() ? "trained" : "branched";
+  r.steps = c.step;
+  r.global_batch = c.batch.sequences();
+  r.tokens = static_cast<std::int64_t>(c.tokens);
+  r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
+}
+
+ModelRecord record_from(const CheckpointInfo& c, const std::string& kind,
+                        std::vector<std::string> parents, std::vector<double> weights) {
+  ModelRecord r;
+  r.name = c.name;
+  r.kind = kind;
+  r.domains = c.domains;
+  r.parents = std::move(parents);
+  r.parent_weights = std::move(weights);
+  set_progress(r, c);
+  r.checkpoint = fs::path("elms") / (c.name + ".h5");
+  return r;
+}
+
+void on_leader(RunContext& ctx, const std::function<void()>& write) {
+  collective_check(ctx.world, [&] {
+    if (ctx.leader()) write();
+  });
+}
+
+Forest load_or_new_forest(const RunContext& ctx) {
+  Forest forest = load_forest(ctx.run_dir);
+  if (forest.config_ini.empty()) forest.config_ini = ctx.config_ini;
+  return forest;
+}
+
+PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
+  std::unique_ptr<Engine> engine = make_engine_for(ctx);
+  std::unique_ptr<Communicator> storage;
+  Communicator* grads = gradient_comm(ctx, ctx.world, storage);
+  const TrainResult result = train_model(ctx, ctx.world, *engine, grads, name);
+  const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
+  return stopped ? PhaseResult::Stopped : PhaseResult::Done;
+}
+
+void update_record(RunContext& ctx, const std::string& name) {
+  on_leader(ctx, [&] {
+    Forest forest = load_or_new_forest(ctx);
+    ModelRecord* r = forest.find(name);
+    if (!r) return;
+    set_progress(*r, peek_checkpoint(checkpoint_file(ctx.run_dir, name)));
+    save_forest(ctx.run_dir, forest);
+  });
+}
+
+Checkpoint fresh_model(const RunContext& ctx, const std::string& name, std::uint64_t init_seed) {
+  Checkpoint c;
+  c.name = name;
+  c.model = ctx.config.model;
+  const ParamLayout layout(c.model);
+  c.params.assign(layout.total(), 0.0f);
+  init_gpt2(layout, c.params, init_seed);
+  c.adam_m.assign(layout.total(), 0.0f);
+  c.adam_v.assign(layout.total(), 0.0f);
+  c.config_ini = ctx.config_ini;
+  c.sampler_seed = sampler_seed_for(ctx.config, name);
+  return c;
+}
+
+Budget budget_of(const RunContext& ctx) {
+  return make_budget(ctx.config, static_cast<int>(ctx.config.data.domains.size()));
+}
+
+}  // namespace btm

@@ -1,0 +1,73 @@
+// seed_phase.cpp: the seed phase: the whole world trains one LM on all train domains.
+#include <iostream>
+
+#include "btm/io/checkpoint.hpp"
+#include "btm/io/forest.hpp"
+#include "btm/pipeline/phase_support.hpp"
+#include "btm/pipeline/phases.hpp"
+#include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> elm_names(const Config& config) {
+  if (config.run.split == SplitMode::domain) return config.data.domains;
+  std::vector<std::string> names;
+  for (std::size_t k = 0; k < config.data.domains.size(); ++k)
+    names.push_back("random-" + std::to_string(k));
+  return names;
+}
+
+PhaseResult run_seed_phase(RunContext& ctx) {
+  const Config& config = ctx.config;
+  const Budget budget = budget_of(ctx);
+  const fs::path file = checkpoint_file(ctx.run_dir, "seed");
+  Forest forest;
+  const bool trained = decided_by_root(ctx.world, [&] {
+    forest = load_or_new_forest(ctx);
+    const ModelRecord* r = forest.find("seed");
+    if (!(r && r->status == "trained" && fs::exists(file))) return false;
+    std::cout << "[seed] already trained (" << r->steps << " steps): skipped" << std::endl;
+    return true;
+  });
+  if (trained) return PhaseResult::Done;
+  if (!decided_by_root(ctx.world, [&] { return fs::exists(file); })) {
+    on_leader(ctx, [&] {
+      Checkpoint c;
+      if (!config.run.seed_checkpoint.empty()) {
+        c = load_checkpoint(config.run.seed_checkpoint, &config.model);
+        if (c.step >= budget.total_steps)
+          throw InputError(config.run.seed_checkpoint + ": it is at step " +
+                           std::to_string(c.step) +
+                           ", not before run.steps = " + std::to_string(budget.total_steps) +
+                           ": raise run.steps so the ELMs have steps left to train");
+        c.name = "seed";
+        c.target_steps = c.step;
+        c.schedule_steps = budget.total_steps;
+        c.config_ini = ctx.config_ini;
+        c.domains = config.data.domains;
+      } else {
+        c = fresh_model(ctx, "seed", config.run.seed);
+        c.target_steps = budget.seed_steps;
+        c.schedule_steps = budget.total_steps;
+        c.domains = config.data.domains;
+      }
+      c.batch = budget.world_batch;
+      save_checkpoint(file, c);
+      forest.upsert(record_from(c, "seed", {}, {}));
+      save_forest(ctx.run_dir, forest);
+    });
+  }
+  if (ctx.leader())
+    std::cout << "[seed] phase: " << budget.seed_steps << " of " << budget.total_steps
+              << " steps on " << counted(ctx.world.size(), "rank") << ", domain-balanced over "
+              << counted(static_cast<std::int64_t>(config.data.domains.size()), "domain")
+              << std::endl;
+  const PhaseResult result = train_on_world(ctx, "seed");
+  update_record(ctx, "seed");
+  return result;
+}
+
+}  // namespace btm
