@@ -1,9 +1,12 @@
 // Tests of the Python report tool: tools/make_fake_eval.py writes a synthetic run, then
 // tools/report.py must turn it into report.md and three PNG plots, and refuse files that are not
-// btm eval files with exit code 2. Skipped where no python3 with h5py is installed.
+// btm eval files with exit code 2. And the two sides of eval.h5's layout agree: the C++ reader
+// (io/eval_file.hpp) reads what tools/btm_files.py writes, report.py reads what the C++ writer
+// writes. Skipped where no python3 with h5py is installed.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "btm/io/eval_file.hpp"
+#include "btm/io/h5.hpp"
+#include "btm/util/error.hpp"
 #include "test_util.hpp"
 
 namespace btm {
@@ -178,6 +184,121 @@ TEST_F(ReportTool, RefusesFilesThatAreNotBtmEvalFiles) {
 
   // A run directory without eval.h5.
   EXPECT_EQ(tool("report.py", shell_quote((dir_ / "empty").string()), log), 2);
+}
+
+// The message of the InputError read_eval_file throws on `path` ("" if it reads it).
+std::string read_error(const fs::path& path) {
+  try {
+    read_eval_file(path);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The C++ reader reads the fake run's eval file (written by tools/btm_files.py); what the C++
+// writer writes reads back the same and report.py renders it like the fake run itself.
+TEST_F(ReportTool, CppAndPythonAgreeOnTheEvalFile) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()) + " --dense", log), 0)
+      << read_text(log);
+  const EvalResults fake = read_eval_file(run / "eval.h5");
+  EXPECT_EQ(fake.format_version, kEvalFormatVersion);
+  EXPECT_EQ(fake.elms, (std::vector<std::string>{"legal", "code"}));
+  EXPECT_EQ(fake.domains, (std::vector<std::string>{"legal", "code", "covid", "tweets"}));
+  EXPECT_EQ(fake.in_domain, (std::vector<double>{1, 1, 0, 0}));
+  EXPECT_EQ(fake.posterior, "prefix");
+  ASSERT_EQ(fake.methods.size(), 2u + 2u + 2u + 3u + 1u);
+  EXPECT_EQ(fake.methods.back(), "dense");
+  EXPECT_EQ(fake.perplexity.size(), fake.methods.size() * 4);
+  EXPECT_EQ(fake.schemes, (std::vector<std::string>{"uniform", "cached-prior", "argmax"}));
+  EXPECT_EQ(fake.average_weights.size(), 3u * 4u * 2u);
+  EXPECT_EQ(fake.tokens, (std::vector<std::int64_t>(4, 4 * 1024)));
+  ASSERT_TRUE(fake.compute);
+  EXPECT_EQ(fake.compute->models, (std::vector<std::string>{"seed", "legal", "code", "dense"}));
+  EXPECT_EQ(fake.compute->continues, (std::vector<std::string>{"", "seed", "seed", "seed"}));
+  EXPECT_EQ(fake.compute->steps, (std::vector<std::int64_t>{100, 200, 200, 200}));
+  EXPECT_EQ(fake.compute->forest_tokens, 1638400);
+  EXPECT_EQ(fake.compute->dense_tokens, 1638400);
+
+  const fs::path copy = dir_ / "copy";
+  write_eval_file(copy / "eval.h5", fake);
+  const EvalResults back = read_eval_file(copy / "eval.h5");
+  EXPECT_EQ(back.elms, fake.elms);
+  EXPECT_EQ(back.methods, fake.methods);
+  EXPECT_EQ(back.mean_in_domain, fake.mean_in_domain);
+  EXPECT_EQ(back.priors, fake.priors);
+  EXPECT_EQ(back.average_weights, fake.average_weights);
+  EXPECT_EQ(back.compute->flops, fake.compute->flops);
+  EXPECT_EQ(back.compute->train_seconds, fake.compute->train_seconds);
+  ASSERT_EQ(back.perplexity.size(), fake.perplexity.size());
+  for (std::size_t i = 0; i < fake.perplexity.size(); ++i)  // with the NaN entry
+    EXPECT_TRUE(back.perplexity[i] == fake.perplexity[i] ||
+                (std::isnan(back.perplexity[i]) && std::isnan(fake.perplexity[i])))
+        << i;
+
+  fs::copy(run / "metrics", copy / "metrics");
+  ASSERT_EQ(tool("report.py", shell_quote(copy.string()), log), 0) << read_text(log);
+  ASSERT_EQ(tool("report.py", shell_quote(run.string()), log), 0) << read_text(log);
+  // The same report but for the line naming the eval file.
+  const auto without_path = [](std::string md) {
+    const std::size_t at = md.find("- Eval file:");
+    return at == std::string::npos ? md : md.erase(at, md.find('\n', at) - at);
+  };
+  const std::string md = without_path(read_text(run / "report" / "report.md"));
+  EXPECT_NE(md.find("| dense | 200 | 8 | 1,638,400 |"), std::string::npos) << md;
+  EXPECT_EQ(without_path(read_text(copy / "report" / "report.md")), md);
+}
+
+// The C++ reader refuses what is not a readable btm eval file, naming the file; it reads format
+// version 1 (no /compute).
+TEST_F(ReportTool, CppReaderChecksFormatAndVersion) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()), log), 0) << read_text(log);
+  const fs::path metrics = run / "metrics" / "seed.h5";
+  EXPECT_NE(read_error(metrics).find(metrics.string() + ": not a btm eval file"), std::string::npos)
+      << read_error(metrics);
+  const fs::path text = dir_ / "text.h5";
+  std::ofstream(text) << "not hdf5\n";
+  EXPECT_NE(read_error(text).find(text.string() + ": not an HDF5 file"), std::string::npos)
+      << read_error(text);
+  EXPECT_NE(read_error(dir_ / "none.h5").find("none.h5: file not found"), std::string::npos);
+
+  // A file of another version, a version 1 file, a file with a dataset of the wrong shape.
+  const auto edited = [&](const std::string& name, auto edit) {
+    const fs::path path = dir_ / name;
+    fs::copy_file(run / "eval.h5", path);
+    h5::Handle file = h5::open_file(path, true);
+    edit(file.get());
+    return path;
+  };
+  const fs::path v3 =
+      edited("v3.h5", [](hid_t f) { h5::set_attr(f, "format_version", std::int64_t{3}); });
+  EXPECT_NE(read_error(v3).find(v3.string() + ": btm eval format version 3"), std::string::npos)
+      << read_error(v3);
+  const fs::path v1 = edited("v1.h5", [](hid_t f) {
+    h5::set_attr(f, "format_version", std::int64_t{1});
+    BTM_H5(H5Ldelete(f, "compute", H5P_DEFAULT));
+  });
+  EXPECT_EQ(read_error(v1), "");
+  EXPECT_FALSE(read_eval_file(v1).compute);
+  const fs::path no_compute =
+      edited("no_compute.h5", [](hid_t f) { BTM_H5(H5Ldelete(f, "compute", H5P_DEFAULT)); });
+  EXPECT_NE(read_error(no_compute).find(no_compute.string() + ": group /compute is missing"),
+            std::string::npos)
+      << read_error(no_compute);
+  const fs::path priors = edited("priors.h5", [](hid_t f) {
+    BTM_H5(H5Ldelete(f, "priors", H5P_DEFAULT));
+    const double zeros[3] = {};
+    h5::write_array(f, "priors", zeros, 3);
+  });
+  EXPECT_NE(read_error(priors).find(priors.string() + ": /priors is [3], expected [4, 2]"),
+            std::string::npos)
+      << read_error(priors);
+  const fs::path no_ranks = edited("no_ranks.h5", [](hid_t f) { BTM_H5(H5Adelete(f, "ranks")); });
+  EXPECT_NE(read_error(no_ranks).find(no_ranks.string() + ": missing attribute 'ranks'"),
+            std::string::npos)
+      << read_error(no_ranks);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a synthetic but format-correct btm run for testing tools/report.py:
-RUN/eval.h5 (the format of include/btm/evaluate.hpp) and RUN/metrics/NAME.h5 for the seed and
-each ELM (the format of include/btm/metrics.hpp), plus the dense baseline with --dense.
+RUN/eval.h5 (the format of include/btm/io/eval_file.hpp, written by tools/btm_files.py) and
+RUN/metrics/NAME.h5 for the seed and each ELM (the format of include/btm/io/metrics.hpp), plus
+the dense baseline with --dense.
 
 usage: python3 tools/make_fake_eval.py RUN [--elms legal,code] [--heldout covid,tweets] [--dense]
 The numbers are made up (deterministic, seeded) but shaped like a real run: each ELM is best on
@@ -13,15 +14,10 @@ import sys
 try:
     import h5py
     import numpy as np
+    from btm_files import AVERAGE_SCHEMES, EvalCompute, EvalResults, write_eval
 except ImportError as e:
     sys.exit(f"make_fake_eval.py: {e.name} is missing for {sys.executable}: "
              "install python3-h5py and python3-numpy (Debian) or run /usr/bin/python3")
-
-STR = h5py.string_dtype()  # variable-length UTF-8, as btm's HDF5 layer writes strings
-
-
-def str_list(obj, name, values):
-    obj.attrs.create(name, np.array(values, dtype=object), dtype=STR)
 
 
 def write_metrics(path, name, steps, start_tokens, loss0, loss1, rng):
@@ -93,39 +89,28 @@ def main():
     weights = np.stack([np.full((D, K), 1.0 / K), priors,
                         np.eye(K)[np.argmax(priors, axis=1)]])
 
+    # The compute of the compared models (the paper's rule: every path 200 steps, the seed's and
+    # the dense's batch K times an ELM's 4 sequences of 1024 tokens).
+    elm_tokens, seed_tokens = 100 * 4 * 1024, 100 * 4 * K * 1024
+    tokens = [seed_tokens] + [seed_tokens + elm_tokens] * K + ([2 * seed_tokens] if a.dense else [])
+    compute = EvalCompute(
+        models=["seed"] + elms + (["dense"] if a.dense else []),
+        continues=[""] + ["seed"] * K + (["seed"] if a.dense else []),
+        steps=np.array([100] + [200] * K + ([200] if a.dense else []), dtype=np.int64),
+        global_batch=np.array([4 * K] + [4] * K + ([4 * K] if a.dense else []), dtype=np.int64),
+        tokens=np.array(tokens, dtype=np.int64),
+        flops=np.array(tokens, dtype=np.float64) * 1e6,
+        train_seconds=np.array([4.0] + [2.0] * K + ([4.0] if a.dense else [])),
+        forest_tokens=seed_tokens + K * elm_tokens,
+        dense_tokens=2 * seed_tokens if a.dense else 0)
+
     os.makedirs(os.path.join(a.run, "metrics"), exist_ok=True)
-    with h5py.File(os.path.join(a.run, "eval.h5"), "w") as f:
-        f.attrs["format"] = "btm-eval"
-        f.attrs["format_version"] = np.int64(2)
-        f.attrs["config"] = "[eval]\nblocks = 4\nposterior = prefix\n"
-        str_list(f, "elms", elms)
-        str_list(f, "domains", domains)
-        f.attrs["in_domain"] = in_domain
-        f.attrs["posterior"] = "prefix"
-        f["perplexity"] = ppl
-        str_list(f["perplexity"], "methods", methods)
-        f["mean_in_domain"] = group_mean(in_domain == 1.0)
-        f["mean_out_domain"] = group_mean(in_domain == 0.0)
-        f["priors"] = priors
-        f["average_weights"] = weights
-        str_list(f["average_weights"], "schemes", ["uniform", "cached-prior", "argmax"])
-        f["tokens"] = np.full(D, 4 * 1024, dtype=np.int64)
-        # The compute of the compared models (the paper's rule: every path 200 steps, the
-        # seed's and the dense's batch K times an ELM's 4 sequences of 1024 tokens).
-        elm_tokens, seed_tokens = 100 * 4 * 1024, 100 * 4 * K * 1024
-        names = ["seed"] + elms + (["dense"] if a.dense else [])
-        g = f.create_group("compute")
-        str_list(g, "models", names)
-        str_list(g, "continues", [""] + ["seed"] * K + (["seed"] if a.dense else []))
-        tokens = [seed_tokens] + [seed_tokens + elm_tokens] * K + ([2 * seed_tokens] if a.dense else [])
-        g.attrs["forest_tokens"] = np.int64(seed_tokens + K * elm_tokens)
-        g.attrs["dense_tokens"] = np.int64(2 * seed_tokens if a.dense else 0)
-        g["steps"] = np.array([100] + [200] * K + ([200] if a.dense else []), dtype=np.int64)
-        g["global_batch"] = np.array([4 * K] + [4] * K + ([4 * K] if a.dense else []),
-                                     dtype=np.int64)
-        g["tokens"] = np.array(tokens, dtype=np.int64)
-        g["flops"] = np.array(tokens, dtype=np.float64) * 1e6
-        g["train_seconds"] = np.array([4.0] + [2.0] * K + ([4.0] if a.dense else []))
+    write_eval(os.path.join(a.run, "eval.h5"), EvalResults(
+        config="[eval]\nblocks = 4\nposterior = prefix\n", elms=elms, domains=domains,
+        in_domain=in_domain, posterior="prefix", methods=methods, perplexity=ppl,
+        mean_in_domain=group_mean(in_domain == 1.0), mean_out_domain=group_mean(in_domain == 0.0),
+        priors=priors, schemes=list(AVERAGE_SCHEMES), average_weights=weights,
+        tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute))
 
     mdir = os.path.join(a.run, "metrics")
     write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng)

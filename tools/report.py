@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns a btm run's evaluation into a report: RUN/eval.h5 (written by `btm eval`, format in
-include/btm/evaluate.hpp) and RUN/metrics/*.h5 (include/btm/metrics.hpp) become
+include/btm/io/eval_file.hpp, read by tools/btm_files.py) and RUN/metrics/*.h5
+(include/btm/io/metrics.hpp) become
 
   DIR/report.md          header (ELMs, domains, tokens) and the paper-style perplexity table:
                          rows = methods, columns = in-domain mean, out-of-domain mean, each domain;
@@ -24,141 +25,33 @@ import re
 import sys
 
 EXIT_BAD_INPUT = 2
-EVAL_FORMAT = "btm-eval"
-EVAL_FORMAT_VERSIONS = (1, 2)  # 2 adds /compute
 
 try:
     import h5py
     import numpy as np
+    from btm_files import BadInput, as_str, read_eval
 except ImportError as e:
     sys.exit(f"report.py: the Python module {e.name} is missing for {sys.executable}: install "
              "python3-h5py and python3-numpy (Debian), or run the tool with /usr/bin/python3")
 
 
-class BadInput(Exception):
-    """The input is not a btm eval file we can read; the message names the file and why."""
-
-
-def as_str(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return as_str(value.item())
-    return str(value)
-
-
-def as_str_list(value):
-    if isinstance(value, (str, bytes)):
-        return [as_str(value)]
-    return [as_str(v) for v in np.asarray(value).reshape(-1)]
-
-
-class EvalResults:
-    """The contents of one eval.h5, checked against the format."""
-
-    def __init__(self, path):
-        self.path = path
-        if not os.path.exists(path):
-            raise BadInput(f"{path}: file not found (run `btm eval` first)")
-        if not os.path.isfile(path):
-            raise BadInput(f"{path}: not a file")
-        if not h5py.is_hdf5(path):
-            raise BadInput(f"{path}: not an HDF5 file, so not a btm eval file")
-        try:
-            with h5py.File(path, "r") as f:
-                self._read(f)
-        except OSError as e:
-            raise BadInput(f"{path}: cannot read the HDF5 file ({e})")
-
-    def _need(self, f, name, ndim):
-        if name not in f or not isinstance(f[name], h5py.Dataset):
-            raise BadInput(f"{self.path}: dataset /{name} is missing: not a complete btm eval file")
-        data = f[name][()]
-        if np.ndim(data) != ndim:
-            raise BadInput(f"{self.path}: /{name} has {np.ndim(data)} dimensions, expected {ndim}")
-        return data
-
-    def _read(self, f):
-        fmt = as_str(f.attrs["format"]) if "format" in f.attrs else None
-        if fmt != EVAL_FORMAT:
-            what = f"its format attribute is '{fmt}'" if fmt else "it has no format attribute"
-            raise BadInput(f"{self.path}: not a btm eval file ({what}, expected '{EVAL_FORMAT}')")
-        version = int(np.asarray(f.attrs.get("format_version", -1)).reshape(-1)[0])
-        if version not in EVAL_FORMAT_VERSIONS:
-            raise BadInput(f"{self.path}: btm eval format version {version}; this report.py "
-                           f"reads versions {', '.join(map(str, EVAL_FORMAT_VERSIONS))} (use the "
-                           "tools of the btm that wrote it)")
-        for name in ("elms", "domains", "in_domain"):
-            if name not in f.attrs:
-                raise BadInput(f"{self.path}: root attribute '{name}' is missing")
-        self.elms = as_str_list(f.attrs["elms"])
-        self.domains = as_str_list(f.attrs["domains"])
-        self.in_domain = np.asarray(f.attrs["in_domain"], dtype=float).reshape(-1)
-        self.posterior = as_str(f.attrs["posterior"]) if "posterior" in f.attrs else "?"
-        K, D = len(self.elms), len(self.domains)
-        if len(self.in_domain) != D:
-            raise BadInput(f"{self.path}: in_domain has {len(self.in_domain)} entries for {D} "
-                           "domains")
-        self.ppl = np.asarray(self._need(f, "perplexity", 2), dtype=float)
-        if "methods" not in f["perplexity"].attrs:
-            raise BadInput(f"{self.path}: /perplexity has no 'methods' attribute")
-        self.methods = as_str_list(f["perplexity"].attrs["methods"])
-        if self.ppl.shape != (len(self.methods), D):
-            raise BadInput(f"{self.path}: /perplexity is {self.ppl.shape}, expected "
-                           f"({len(self.methods)} methods, {D} domains)")
-        self.mean_in = np.asarray(self._need(f, "mean_in_domain", 1), dtype=float)
-        self.mean_out = np.asarray(self._need(f, "mean_out_domain", 1), dtype=float)
-        for name, arr in (("mean_in_domain", self.mean_in), ("mean_out_domain", self.mean_out)):
-            if arr.shape != (len(self.methods),):
-                raise BadInput(f"{self.path}: /{name} has {arr.shape[0]} entries for "
-                               f"{len(self.methods)} methods")
-        self.priors = np.asarray(self._need(f, "priors", 2), dtype=float)
-        if self.priors.shape != (D, K):
-            raise BadInput(f"{self.path}: /priors is {self.priors.shape}, expected ({D}, {K})")
-        self.tokens = np.asarray(self._need(f, "tokens", 1)).astype(np.int64)
-        if self.tokens.shape != (D,):
-            raise BadInput(f"{self.path}: /tokens has {self.tokens.shape[0]} entries for {D} "
-                           "domains")
-        self.schemes, self.average_weights = [], None
-        if "average_weights" in f:
-            self.average_weights = np.asarray(f["average_weights"][()], dtype=float)
-            self.schemes = as_str_list(f["average_weights"].attrs.get("schemes", []))
-        self.compute = None  # {model: {steps, global_batch, tokens, flops, train_seconds, continues}}
-        if "compute" in f:
-            g = f["compute"]
-            names = as_str_list(g.attrs["models"])
-            continues = as_str_list(g.attrs["continues"])
-            self.compute = {}
-            for i, name in enumerate(names):
-                self.compute[name] = {key: g[key][()][i] for key in
-                                      ("steps", "global_batch", "tokens", "flops", "train_seconds")}
-                self.compute[name]["continues"] = continues[i]
-            self.forest_tokens = int(g.attrs["forest_tokens"])
-            self.dense_tokens = int(g.attrs["dense_tokens"])
-
-    def cost_of(self, method):
-        """(tokens, steps per model path, training GPU-seconds) behind a method's numbers: the
-        dense model's trajectory for "dense", the seed and every ELM for a forest method."""
-        if not self.compute:
+def cost_of(ev, method):
+    """(tokens, steps per model path, training GPU-seconds) behind a method's numbers: the dense
+    model's trajectory for "dense", the seed and every ELM for a forest method."""
+    if not (ev.compute and ev.compute.models):
+        return None
+    c = ev.compute.by_model()
+    seed_s = c["seed"]["train_seconds"] if "seed" in c else 0.0
+    if method == "dense":
+        if "dense" not in c:
             return None
-        c = self.compute
-        seed_s = c["seed"]["train_seconds"] if "seed" in c else 0.0
-        if method == "dense":
-            if "dense" not in c:
-                return None
-            d = c["dense"]
-            return (int(d["tokens"]), int(d["steps"]),
-                    d["train_seconds"] + (seed_s if d["continues"] == "seed" else 0.0))
-        elms = [name for name in c if name not in ("seed", "dense")]
-        seconds = seed_s + sum(c[e]["train_seconds"] for e in elms)
-        steps = int(c[elms[0]]["steps"]) if elms else 0
-        return self.forest_tokens, steps, seconds
-
-    def train_domains(self):
-        return [i for i, v in enumerate(self.in_domain) if v == 1.0]
-
-    def heldout_domains(self):
-        return [i for i, v in enumerate(self.in_domain) if v != 1.0]
+        d = c["dense"]
+        return (int(d["tokens"]), int(d["steps"]),
+                d["train_seconds"] + (seed_s if d["continues"] == "seed" else 0.0))
+    elms = [name for name in c if name not in ("seed", "dense")]
+    seconds = seed_s + sum(c[e]["train_seconds"] for e in elms)
+    steps = int(c[elms[0]]["steps"]) if elms else 0
+    return ev.compute.forest_tokens, steps, seconds
 
 
 def read_metrics(metrics_dir):
@@ -215,7 +108,7 @@ def ordered_domains(ev):
 def write_markdown(ev, curves, out_dir, plots):
     order = ordered_domains(ev)
     heldout = set(ev.heldout_domains())
-    columns = [ev.mean_in, ev.mean_out] + [ev.ppl[:, d] for d in order]
+    columns = [ev.mean_in_domain, ev.mean_out_domain] + [ev.perplexity[:, d] for d in order]
     header = ["Method", "In-domain mean", "Out-of-domain mean"] + [
         ev.domains[d] + (" †" if d in heldout else "") for d in order]
     masks = [best_mask(c) for c in columns]
@@ -239,18 +132,19 @@ def write_markdown(ev, curves, out_dir, plots):
               "Lower is better; the best value of each column is in bold; – = not evaluated.", "",
               markdown_table(header, rows, bold), ""]
 
-    if ev.compute:
+    if ev.compute and ev.compute.models:
         lines += ["## Compute", "",
                   "What each compared model trained on (tokens and FLOPs over its lineage; "
                   "seconds of its own phase).", ""]
         crow = [[name, f"{int(v['steps']):,}", f"{int(v['global_batch']):,}",
                  f"{int(v['tokens']):,}", f"{v['flops']:.3e}", f"{v['train_seconds']:.1f}"]
-                for name, v in ev.compute.items()]
+                for name, v in ev.compute.by_model().items()]
         lines += [markdown_table(["Model", "Steps", "Global batch (sequences)", "Tokens", "FLOPs",
                                   "Train seconds"], crow, [[False] * 6 for _ in crow]), ""]
-        match = "equal" if ev.forest_tokens == ev.dense_tokens else "NOT equal"
-        lines += [f"Forest tokens (seed + every ELM's own): {ev.forest_tokens:,}; dense tokens: "
-                  f"{ev.dense_tokens:,} ({match}).", ""]
+        forest_tokens, dense_tokens = ev.compute.forest_tokens, ev.compute.dense_tokens
+        match = "equal" if forest_tokens == dense_tokens else "NOT equal"
+        lines += [f"Forest tokens (seed + every ELM's own): {forest_tokens:,}; dense tokens: "
+                  f"{dense_tokens:,} ({match}).", ""]
 
     lines += ["## Cached priors", "",
               "The prior over ELMs estimated on each evaluation domain's validation split "
@@ -304,8 +198,8 @@ def plot_topk(plt, ev, path):
     rows = topk_rows(ev)
     ks = [k for k, _ in rows]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for series, label, color in ((ev.mean_in, "in-domain mean", "tab:blue"),
-                                 (ev.mean_out, "out-of-domain mean", "tab:orange")):
+    for series, label, color in ((ev.mean_in_domain, "in-domain mean", "tab:blue"),
+                                 (ev.mean_out_domain, "out-of-domain mean", "tab:orange")):
         ys = [series[m] for _, m in rows]
         if any(math.isfinite(y) for y in ys):
             ax.plot(ks, ys, "o-", color=color, label=f"ensemble top-k, {label}")
@@ -360,7 +254,7 @@ def merge(out_path, specs):
             raise BadInput(f"--merge row '{spec}': use LABEL|EVAL_FILE|METHOD[|NOTE]")
         label, path, method = parts[:3]
         if path not in files:
-            files[path] = EvalResults(path)
+            files[path] = read_eval(path)
         ev = files[path]
         if method not in ev.methods:
             raise BadInput(f"{path}: no method '{method}' (it has {', '.join(ev.methods)})")
@@ -376,9 +270,9 @@ def merge(out_path, specs):
         "Tokens", "Steps per path", "GPU-s (train)", "Paper"]
     cells, values = [], []
     for label, ev, m, method, note in rows:
-        per_domain = [ev.ppl[m, ev.domains.index(d)] for d in domains]
-        values.append([ev.mean_in[m], ev.mean_out[m]] + per_domain)
-        cost = ev.cost_of(method)
+        per_domain = [ev.perplexity[m, ev.domains.index(d)] for d in domains]
+        values.append([ev.mean_in_domain[m], ev.mean_out_domain[m]] + per_domain)
+        cost = cost_of(ev, method)
         compute = ([f"{cost[0]:,}", f"{cost[1]:,}", f"{cost[2]:.0f}"] if cost else ["?"] * 3)
         cells.append([label] + [fmt_ppl(v) for v in values[-1]] + compute + [note])
     columns = np.array(values, dtype=float).T
@@ -411,7 +305,7 @@ def main(argv):
     else:
         run_dir, eval_path = os.path.dirname(os.path.abspath(a.run)), a.run
     try:
-        ev = EvalResults(eval_path)
+        ev = read_eval(eval_path)
     except BadInput as e:
         print(f"report.py: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

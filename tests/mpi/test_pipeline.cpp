@@ -8,8 +8,8 @@
 
 #include "btm/app/commands.hpp"
 #include "btm/io/checkpoint.hpp"
+#include "btm/io/eval_file.hpp"
 #include "btm/io/forest.hpp"
-#include "btm/io/h5.hpp"
 #include "btm/io/metrics.hpp"
 #include "btm/method/average.hpp"
 #include "btm/pipeline/phases.hpp"
@@ -423,24 +423,6 @@ TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
 
 namespace {
 
-struct EvalResult {
-  std::vector<std::string> methods;
-  std::vector<double> perplexity, priors, weights;
-  std::vector<std::int64_t> tokens;
-};
-
-EvalResult read_eval(const fs::path& run) {
-  h5::Handle file = h5::open_file(eval_file(run), false);
-  EvalResult r;
-  r.perplexity = h5::read_array<double>(file, "perplexity");
-  r.priors = h5::read_array<double>(file, "priors");
-  r.weights = h5::read_array<double>(file, "average_weights");
-  r.tokens = h5::read_array<std::int64_t>(file, "tokens");
-  h5::Handle set(BTM_H5(H5Dopen2(file, "perplexity", H5P_DEFAULT)));
-  r.methods = h5::get_strings(set, "methods");
-  return r;
-}
-
 void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel,
                   const char* what) {
   ASSERT_EQ(a.size(), b.size()) << what;
@@ -496,7 +478,7 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   EXPECT_EQ(cmd_eval(eval_args("run4", "1"), world(), btm::test::backends()), kExitOk);
   EXPECT_EQ(cmd_eval(eval_args("run2x2", "2"), world(), btm::test::backends()), kExitOk);
   if (world().rank() == 0) {
-    const EvalResult ref = read_eval(dir / "run1");
+    const EvalResults ref = read_eval_file(eval_file(dir / "run1"));
     // 3 ELMs, top-1..3, uniform mixture, uniform prior, 3 averages, dense; 4 domains.
     ASSERT_EQ(ref.methods.size(), 3u + 3u + 2u + 3u + 1u);
     EXPECT_EQ(ref.methods.front(), "elm:d0");
@@ -522,12 +504,12 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
         EXPECT_NE(ref.perplexity[row("average:uniform") * D + d], ref.perplexity[j * D + d]);
     }
     for (const char* run : {"run2", "run4", "run2x2"}) {
-      const EvalResult other = read_eval(dir / run);
+      const EvalResults other = read_eval_file(eval_file(dir / run));
       EXPECT_EQ(other.methods, ref.methods) << run;
       EXPECT_EQ(other.tokens, ref.tokens) << run;
       expect_close(ref.perplexity, other.perplexity, 0.0, run);
       expect_close(ref.priors, other.priors, 0.0, run);
-      expect_close(ref.weights, other.weights, 0.0, run);
+      expect_close(ref.average_weights, other.average_weights, 0.0, run);
     }
   }
   world().barrier();

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reads a btm run directory with h5py for the Slurm test (include/btm/forest.hpp,
+"""Reads a btm run directory with h5py for the Slurm test (include/btm/io/forest.hpp,
 checkpoint.hpp, metrics.hpp give the formats).
 
   check_run.py snapshot RUN

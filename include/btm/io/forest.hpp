@@ -4,7 +4,7 @@
 //                          tokens, FLOPs, checkpoint
 //   RUN/elms/NAME.h5       one checkpoint per model (checkpoint.hpp)
 //   RUN/metrics/NAME.h5    per-step training metrics (metrics.hpp)
-//   RUN/eval.h5            evaluation (evaluate.hpp)
+//   RUN/eval.h5            evaluation (io/eval_file.hpp)
 // The manifest is written only by world rank 0 between phases, atomically.
 #pragma once
 

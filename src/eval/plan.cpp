@@ -1,0 +1,117 @@
+#include "btm/eval/plan.hpp"
+
+#include <algorithm>
+
+#include "btm/method/ensemble.hpp"
+#include "btm/util/error.hpp"
+
+namespace btm {
+
+namespace fs = std::filesystem;
+namespace ens = ensemble;
+
+std::size_t usable_blocks(const TokenArray& tokens, int T, std::int64_t limit) {
+  const std::size_t available =
+      tokens.size() > 0 ? (tokens.size() - 1) / static_cast<std::size_t>(T) : 0;
+  return limit > 0 ? std::min(available, static_cast<std::size_t>(limit)) : available;
+}
+
+EvalDomains load_eval_domains(RunContext& ctx, std::vector<std::string> names,
+                              std::vector<double> in_domain) {
+  EvalDomains d;
+  d.names = std::move(names);
+  d.in_domain = std::move(in_domain);
+  collective_check(ctx.world, [&] {
+    for (const std::string& name : d.names)
+      d.corpora.push_back(load_corpus(fs::path(ctx.config.data.corpus) / (name + ".h5"),
+                                      ctx.config.model.vocab_size));
+  });
+  return d;
+}
+
+EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
+  const Config& config = ctx.config;
+  const int T = config.model.context;
+  EvalPlan plan;
+  plan.elms = forest.trained_elm_names();
+  if (plan.elms.empty())
+    throw InputError("no trained ELMs in " + forest_file(ctx.run_dir).string() + " to evaluate");
+  const ModelRecord* dense = forest.find("dense");
+  plan.with_dense = dense && dense->status == "trained";
+
+  std::vector<std::string> names = config.data.domains;
+  std::vector<double> in_domain(names.size(), 1.0);
+  for (const std::string& d : config.data.eval_domains) {
+    names.push_back(d);
+    in_domain.push_back(0.0);
+  }
+  plan.domains = load_eval_domains(ctx, names, in_domain);
+  const std::size_t D = plan.D();
+  plan.test.resize(D);
+  plan.valid.resize(D);
+  for (std::size_t d = 0; d < D; ++d) {
+    const DomainCorpus& corpus = plan.domains.corpora[d];
+    plan.test[d] = {&corpus.split(Split::Test),
+                    usable_blocks(corpus.split(Split::Test), T, config.eval.blocks)};
+    plan.valid[d] = {&corpus.split(Split::Valid),
+                     usable_blocks(corpus.split(Split::Valid), T, config.eval.prior_blocks)};
+    if (plan.test[d].blocks == 0 || plan.valid[d].blocks == 0)
+      throw InputError("domain '" + names[d] +
+                       "': its test and validation splits need at least one block of " +
+                       std::to_string(T + 1) +
+                       " tokens (re-run btm prepare with more text or lower model.context)");
+  }
+
+  for (const std::string& e : plan.elms) {
+    plan.models.push_back(checkpoint_file(ctx.run_dir, e));
+    std::vector<BlockSet> s = plan.test;
+    s.insert(s.end(), plan.valid.begin(), plan.valid.end());
+    plan.sets.push_back(s);
+  }
+  if (plan.with_dense) {
+    plan.models.push_back(checkpoint_file(ctx.run_dir, "dense"));
+    std::vector<BlockSet> s = plan.test;
+    s.insert(s.end(), D, BlockSet{});
+    plan.sets.push_back(s);
+  }
+  return plan;
+}
+
+AveragePlan plan_averages(const std::vector<double>& priors, const std::vector<BlockSet>& test,
+                          std::size_t K, int T) {
+  const std::size_t D = test.size(), S = std::size(ens::kAverageSchemes);
+  AveragePlan plan;
+  plan.use.resize(S * D);
+  for (std::size_t s = 0; s < S; ++s)
+    for (std::size_t d = 0; d < D; ++d) {
+      const std::span<const double> pi(priors.data() + d * K, K);
+      std::vector<double> w = ens::average_weights(ens::kAverageSchemes[s], pi);
+      auto it = std::find(plan.unique.begin(), plan.unique.end(), w);
+      plan.use[s * D + d] = static_cast<std::size_t>(it - plan.unique.begin());
+      if (it == plan.unique.end()) plan.unique.push_back(w);
+      plan.weights.push_back(std::move(w));
+    }
+  const std::size_t U = plan.unique.size();
+  plan.copy_of.assign(U, AveragePlan::kNotACopy);
+  for (std::size_t u = 0; u < U; ++u) {
+    const std::vector<double>& w = plan.unique[u];
+    if (std::count(w.begin(), w.end(), 0.0) + 1 == static_cast<std::ptrdiff_t>(w.size())) {
+      const auto one = std::find_if(w.begin(), w.end(), [](double x) { return x != 0.0; });
+      if (*one == 1.0) plan.copy_of[u] = static_cast<std::size_t>(one - w.begin());
+    }
+  }
+  plan.offset.assign(U * D, 0);
+  plan.blocks.assign(U * D, 0);
+  for (std::size_t u = 0; u < U; ++u)
+    for (std::size_t d = 0; d < D; ++d) {
+      bool used = false;
+      for (std::size_t s = 0; s < S; ++s) used = used || plan.use[s * D + d] == u;
+      plan.offset[u * D + d] = plan.total;
+      plan.blocks[u * D + d] =
+          used && plan.copy_of[u] == AveragePlan::kNotACopy ? test[d].blocks : 0;
+      plan.total += plan.blocks[u * D + d] * static_cast<std::size_t>(T);
+    }
+  return plan;
+}
+
+}  // namespace btm
