@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "btm/app/cli.hpp"
+#include "btm/io/forest.hpp"
 #include "btm/util/error.hpp"
 #include "test_util.hpp"
 
@@ -114,6 +115,27 @@ TEST(Cli, ConfigPrintsTheSettingsOrOneValue) {
   EXPECT_NE(r.output.find("[run]\ndir = runs/from-file\nsteps = 7\n"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("decay = linear\n"), std::string::npos) << r.output;
+}
+
+// btm forest list: one row per model, columns as wide as their longest entry (a long name or
+// "average" runs into no other column), numbers grouped.
+TEST(Cli, ForestListKeepsItsColumnsApart) {
+  btm::test::TempDir dir;
+  Forest f;
+  f.upsert({"seed", ModelKind::seed, {"a"}, {}, {}, ModelStatus::trained, 250, 128, 32768000, 0,
+            "elms/seed.h5"});
+  f.upsert({"package_descriptions", ModelKind::elm, {"package_descriptions"}, {"seed"}, {1.0},
+            ModelStatus::trained, 500, 16, 36864000, 0, "elms/package_descriptions.h5"});
+  f.upsert({"avg", ModelKind::average, {"a"}, {"seed", "package_descriptions"}, {0.5, 0.5},
+            ModelStatus::trained, 500, 0, 2048, 0, "elms/avg.h5"});
+  save_forest(dir.path(), f);
+  const auto r = run_btm("forest list --run.dir " + dir.path().string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("package_descriptions  elm      trained  500    16            36,864,000"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("avg                   average  trained"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("seed(0.5) package_descriptions(0.5)"), std::string::npos) << r.output;
 }
 
 TEST(Cli, BooleanOptionsRefuseOtherWords) {

@@ -185,17 +185,46 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
   EXPECT_TRUE(load_forest(dir.path()).models.empty());
   Forest f;
   f.config_ini = "cfg";
-  f.upsert({"seed", "seed", {"a", "b"}, {}, {}, "trained", 10, 64, 1000, 2e9, "elms/seed.h5"});
-  f.upsert({"a", "elm", {"a"}, {"seed"}, {1.0}, "branched", 10, 32, 1000, 2e9, "elms/a.h5"});
-  f.upsert(
-      {"c", "elm", {"c"}, {"a", "seed"}, {0.25, 0.75}, "trained", 20, 32, 3000, 6e9, "elms/c.h5"});
+  f.upsert({"seed",
+            ModelKind::seed,
+            {"a", "b"},
+            {},
+            {},
+            ModelStatus::trained,
+            10,
+            64,
+            1000,
+            2e9,
+            "elms/seed.h5"});
+  f.upsert({"a",
+            ModelKind::elm,
+            {"a"},
+            {"seed"},
+            {1.0},
+            ModelStatus::branched,
+            10,
+            32,
+            1000,
+            2e9,
+            "elms/a.h5"});
+  f.upsert({"c",
+            ModelKind::elm,
+            {"c"},
+            {"a", "seed"},
+            {0.25, 0.75},
+            ModelStatus::trained,
+            20,
+            32,
+            3000,
+            6e9,
+            "elms/c.h5"});
   save_forest(dir.path(), f);
   const Forest g = load_forest(dir.path());
   ASSERT_EQ(g.models.size(), 3u);
   EXPECT_EQ(g.models[2].parents, (std::vector<std::string>{"a", "seed"}));
   EXPECT_EQ(g.models[2].parent_weights, (std::vector<double>{0.25, 0.75}));
   EXPECT_EQ(g.elms().size(), 2u);
-  EXPECT_EQ(g.find("a")->status, "branched");
+  EXPECT_EQ(g.find("a")->status, ModelStatus::branched);
   EXPECT_EQ(g.find("seed")->global_batch, 64);
   EXPECT_EQ(g.find("c")->tokens, 3000);
   EXPECT_DOUBLE_EQ(g.find("c")->flops, 6e9);

@@ -53,11 +53,11 @@ int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
     save_checkpoint(checkpoint_file(ctx.run_dir, name), out);
     ModelRecord r;
     r.name = name;
-    r.kind = "average";
+    r.kind = ModelKind::average;
     r.domains = out.domains;
     r.parents = parents;
     r.parent_weights = weights;
-    r.status = "trained";
+    r.status = ModelStatus::trained;
     r.steps = out.step;
     r.tokens = static_cast<std::int64_t>(out.tokens);
     r.flops = static_cast<double>(out.tokens) * train_flops_per_token(ParamLayout(config.model));

@@ -1,4 +1,5 @@
 // btm forest: list, add or remove models of a forest.
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -38,20 +40,30 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
                      " (run btm run or btm seed first)");
   Forest forest = load_forest(dir);
   if (action == "list" || action.empty()) {
-    std::cout << std::left << std::setw(16) << "name" << std::setw(7) << "kind" << std::setw(10)
-              << "status" << std::setw(9) << "steps" << std::setw(13) << "tokens"
-              << "parents\n";
+    // Columns as wide as their longest entry, two spaces apart.
+    std::vector<std::vector<std::string>> rows = {
+        {"name", "kind", "status", "steps", "global batch", "tokens", "parents"}};
     for (const ModelRecord& r : forest.models) {
       std::string parents;
       for (std::size_t j = 0; j < r.parents.size(); ++j) {
         std::ostringstream w;
         w << r.parents[j] << "(" << std::setprecision(3) << r.parent_weights[j] << ")";
-        if (j > 0) parents += ' ';
-        parents += w.str();
+        parents += (j > 0 ? " " : "") + w.str();
       }
-      std::cout << std::left << std::setw(16) << r.name << std::setw(7) << r.kind << std::setw(10)
-                << r.status << std::setw(9) << r.steps << std::setw(13) << r.tokens << parents
-                << "\n";
+      rows.push_back({r.name, std::string(word_of(r.kind)), std::string(word_of(r.status)),
+                      grouped(r.steps), grouped(r.global_batch), grouped(r.tokens), parents});
+    }
+    std::vector<std::size_t> width(rows[0].size(), 0);
+    for (const auto& row : rows)
+      for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+    for (const auto& row : rows) {
+      std::string line;
+      for (std::size_t c = 0; c < row.size(); ++c) {
+        std::string cell = row[c];
+        if (c + 1 < row.size()) cell.resize(width[c] + 2, ' ');
+        line += cell;
+      }
+      std::cout << line << "\n";
     }
     return kExitOk;
   }
@@ -75,9 +87,9 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
     save_checkpoint(checkpoint_file(dir, name), c);
     ModelRecord r;
     r.name = name;
-    r.kind = "elm";
+    r.kind = ModelKind::elm;
     r.domains = c.domains;
-    r.status = "trained";
+    r.status = ModelStatus::trained;
     r.steps = c.step;
     r.tokens = static_cast<std::int64_t>(c.tokens);
     r.checkpoint = fs::path("elms") / (name + ".h5");

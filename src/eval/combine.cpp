@@ -143,7 +143,7 @@ EvalCompute compute_table(const fs::path& run_dir, const Forest& forest,
         fs::exists(metrics) ? MetricsLog::read(metrics) : std::vector<MetricsRow>{};
     c.train_seconds.push_back(rows.empty() ? 0.0 : rows.back().elapsed_s);
     if (name == "seed") seed_tokens = r.tokens;
-    if (r.kind == "elm") c.forest_tokens += r.tokens - (from_seed ? seed_tokens : 0);
+    if (r.kind == ModelKind::elm) c.forest_tokens += r.tokens - (from_seed ? seed_tokens : 0);
     if (name == "dense") c.dense_tokens = r.tokens;
   }
   c.forest_tokens += seed_tokens;

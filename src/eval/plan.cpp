@@ -37,7 +37,7 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
   if (plan.elms.empty())
     throw InputError("no trained ELMs in " + forest_file(ctx.run_dir).string() + " to evaluate");
   const ModelRecord* dense = forest.find("dense");
-  plan.with_dense = dense && dense->status == "trained";
+  plan.with_dense = dense && dense->status == ModelStatus::trained;
 
   std::vector<std::string> names = config.data.domains;
   std::vector<double> in_domain(names.size(), 1.0);

@@ -7,6 +7,18 @@ namespace btm {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// A word of the manifest as its enum, InputError naming `what` for any other word.
+template <typename E>
+E word_in_file(const std::string& word, const std::string& what) {
+  const auto value = from_word<E>(word);
+  if (!value) throw InputError(what + " is '" + word + "', not one of " + word_list<E>());
+  return *value;
+}
+
+}  // namespace
+
 const ModelRecord* Forest::find(const std::string& name) const {
   for (const ModelRecord& m : models)
     if (m.name == name) return &m;
@@ -38,14 +50,14 @@ bool Forest::remove(const std::string& name) {
 std::vector<const ModelRecord*> Forest::elms() const {
   std::vector<const ModelRecord*> out;
   for (const ModelRecord& m : models)
-    if (m.kind == "elm") out.push_back(&m);
+    if (m.kind == ModelKind::elm) out.push_back(&m);
   return out;
 }
 
 std::vector<std::string> Forest::trained_elm_names() const {
   std::vector<std::string> out;
   for (const ModelRecord* r : elms())
-    if (r->status == "trained") out.push_back(r->name);
+    if (r->status == ModelStatus::trained) out.push_back(r->name);
   return out;
 }
 
@@ -82,11 +94,12 @@ Forest load_forest(const fs::path& run_dir) {
       h5::Handle g = h5::open_group(models, name);
       ModelRecord m;
       m.name = name;
-      m.kind = h5::get_string(g, "kind");
+      m.kind = word_in_file<ModelKind>(h5::get_string(g, "kind"), "kind of model '" + name + "'");
       m.domains = h5::get_strings(g, "domains");
       m.parents = h5::get_strings(g, "parents");
       m.parent_weights = h5::get_doubles(g, "parent_weights");
-      m.status = h5::get_string(g, "status");
+      m.status =
+          word_in_file<ModelStatus>(h5::get_string(g, "status"), "status of model '" + name + "'");
       m.steps = h5::get_int(g, "steps");
       m.tokens = h5::get_int(g, "tokens");
       if (version >= 2) {
@@ -116,11 +129,11 @@ void save_forest(const fs::path& run_dir, const Forest& forest) {
   for (const ModelRecord& m : forest.models) {
     order.push_back(m.name);
     h5::Handle g = h5::create_group(models, m.name);
-    h5::set_attr(g, "kind", m.kind);
+    h5::set_attr(g, "kind", std::string(word_of(m.kind)));
     h5::set_attr(g, "domains", m.domains);
     h5::set_attr(g, "parents", m.parents);
     h5::set_attr(g, "parent_weights", m.parent_weights);
-    h5::set_attr(g, "status", m.status);
+    h5::set_attr(g, "status", std::string(word_of(m.status)));
     h5::set_attr(g, "steps", m.steps);
     h5::set_attr(g, "global_batch", m.global_batch);
     h5::set_attr(g, "tokens", m.tokens);

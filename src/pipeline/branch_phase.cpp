@@ -25,7 +25,7 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       if (fs::exists(file)) {
         if (!forest.find(name)) {  // a checkpoint the manifest lost track of
-          forest.upsert(record_from(peek_checkpoint(file), "elm", {"seed"}, {1.0}));
+          forest.upsert(record_from(peek_checkpoint(file), ModelKind::elm, {"seed"}, {1.0}));
           changed = true;
         }
         continue;
@@ -58,9 +58,10 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       elm.config_ini = ctx.config_ini;
       save_checkpoint(file, elm);
       const bool own_init = config.run.elm_init == ElmInit::random;
-      forest.upsert(record_from(
-          elm, "elm", own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
-          own_init ? std::vector<double>{} : std::vector<double>{1.0}));
+      forest.upsert(
+          record_from(elm, ModelKind::elm,
+                      own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
+                      own_init ? std::vector<double>{} : std::vector<double>{1.0}));
       changed = true;
       std::cout << "[branch] " << name
                 << (own_init ? " <- its own initialisation"
@@ -97,7 +98,7 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
     out.sampler_position = 0;
     out.config_ini = ctx.config_ini;
     save_checkpoint(file, out);
-    forest.upsert(record_from(out, "elm", parents, weights));
+    forest.upsert(record_from(out, ModelKind::elm, parents, weights));
     save_forest(ctx.run_dir, forest);
     std::cout << "[branch] " << domain << " <- average of";
     for (std::size_t j = 0; j < parents.size(); ++j)

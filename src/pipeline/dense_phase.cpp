@@ -45,9 +45,10 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       c.batch = budget.world_batch;
       c.config_ini = ctx.config_ini;
       save_checkpoint(file, c);
-      forest.upsert(record_from(
-          c, "dense", continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
-          continues ? std::vector<double>{1.0} : std::vector<double>{}));
+      forest.upsert(
+          record_from(c, ModelKind::dense,
+                      continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
+                      continues ? std::vector<double>{1.0} : std::vector<double>{}));
       save_forest(ctx.run_dir, forest);
       std::cout << "[dense] baseline: " << budget.total_steps << " steps on "
                 << counted(ctx.world.size(), "rank")

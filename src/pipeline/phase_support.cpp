@@ -23,15 +23,15 @@ std::uint64_t sampler_seed_for(const Config& config, const std::string& name) {
 }
 
 void set_progress(ModelRecord& r, const CheckpointInfo& c) {
-  r.status = c.finished() ? "trained" : "branched";
+  r.status = c.finished() ? ModelStatus::trained : ModelStatus::branched;
   r.steps = c.step;
   r.global_batch = c.batch.sequences();
   r.tokens = static_cast<std::int64_t>(c.tokens);
   r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
 }
 
-ModelRecord record_from(const CheckpointInfo& c, const std::string& kind,
-                        std::vector<std::string> parents, std::vector<double> weights) {
+ModelRecord record_from(const CheckpointInfo& c, ModelKind kind, std::vector<std::string> parents,
+                        std::vector<double> weights) {
   ModelRecord r;
   r.name = c.name;
   r.kind = kind;

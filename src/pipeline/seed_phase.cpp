@@ -28,7 +28,7 @@ PhaseResult run_seed_phase(RunContext& ctx) {
   const bool trained = decided_by_root(ctx.world, [&] {
     forest = load_or_new_forest(ctx);
     const ModelRecord* r = forest.find("seed");
-    if (!(r && r->status == "trained" && fs::exists(file))) return false;
+    if (!(r && r->status == ModelStatus::trained && fs::exists(file))) return false;
     std::cout << "[seed] already trained (" << r->steps << " steps): skipped" << std::endl;
     return true;
   });
@@ -56,7 +56,7 @@ PhaseResult run_seed_phase(RunContext& ctx) {
       }
       c.batch = budget.world_batch;
       save_checkpoint(file, c);
-      forest.upsert(record_from(c, "seed", {}, {}));
+      forest.upsert(record_from(c, ModelKind::seed, {}, {}));
       save_forest(ctx.run_dir, forest);
     });
   }

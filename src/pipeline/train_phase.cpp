@@ -72,7 +72,7 @@ void run_merge_phase(RunContext& ctx) {
       if (!fs::exists(file)) continue;
       const CheckpointInfo c = peek_checkpoint(file);
       set_progress(r, c);
-      if (r.kind == "elm" && c.finished()) ++trained;
+      if (r.kind == ModelKind::elm && c.finished()) ++trained;
     }
     save_forest(ctx.run_dir, forest);
     std::cout << "[merge] forest: " << trained << " of " << forest.elms().size() << " ELMs trained"

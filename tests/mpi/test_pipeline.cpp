@@ -335,7 +335,7 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
     const Forest f = load_forest(dir / "full");
     ASSERT_EQ(f.elms().size(), 3u);
     for (const ModelRecord* r : f.elms()) {
-      EXPECT_EQ(r->status, "trained") << r->name;
+      EXPECT_EQ(r->status, ModelStatus::trained) << r->name;
       EXPECT_EQ(r->parents, std::vector<std::string>{"seed"});
       EXPECT_EQ(r->steps, 8);
       EXPECT_EQ(r->domains, std::vector<std::string>{r->name});
@@ -415,7 +415,7 @@ TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
   EXPECT_EQ(cmd_run(a, world(), btm::test::backends()), kExitOk);
   if (world().rank() == 0) {
     const Forest f = load_forest(dir / "run");
-    for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, "trained");
+    for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, ModelStatus::trained);
     EXPECT_EQ(MetricsLog::read(metrics_file(dir / "run", "d1")).back().step, 6);
   }
   world().barrier();

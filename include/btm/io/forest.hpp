@@ -13,22 +13,41 @@
 #include <string>
 #include <vector>
 
+#include "btm/util/enum_words.hpp"
+
 namespace btm {
 
 constexpr int kForestFormatVersion = 2;  // 1 is read too (no global batch, FLOPs)
 
+enum class ModelKind { seed, elm, dense, average };
+enum class ModelStatus { branched, trained };
+
+template <>
+struct EnumWords<ModelKind> {
+  static constexpr std::array<std::pair<ModelKind, std::string_view>, 4> words{
+      {{ModelKind::seed, "seed"},
+       {ModelKind::elm, "elm"},
+       {ModelKind::dense, "dense"},
+       {ModelKind::average, "average"}}};
+};
+template <>
+struct EnumWords<ModelStatus> {
+  static constexpr std::array<std::pair<ModelStatus, std::string_view>, 2> words{
+      {{ModelStatus::branched, "branched"}, {ModelStatus::trained, "trained"}}};
+};
+
 struct ModelRecord {
   std::string name;
-  std::string kind;                    // seed | elm | dense | average
+  ModelKind kind = ModelKind::elm;
   std::vector<std::string> domains;    // what it trains on
   std::vector<std::string> parents;    // what it was branched from
   std::vector<double> parent_weights;  // weights of the parents (sum to 1)
-  std::string status;                  // branched | trained
-  std::int64_t steps = 0;              // optimizer steps done (schedule position)
-  std::int64_t global_batch = 0;       // sequences per optimizer step of its current phase
-  std::int64_t tokens = 0;             // tokens trained on over its lineage
-  double flops = 0;                    // training FLOPs over its lineage (budget.hpp)
-  std::string checkpoint;              // path relative to the run directory
+  ModelStatus status = ModelStatus::branched;
+  std::int64_t steps = 0;         // optimizer steps done (schedule position)
+  std::int64_t global_batch = 0;  // sequences per optimizer step of its current phase
+  std::int64_t tokens = 0;        // tokens trained on over its lineage
+  double flops = 0;               // training FLOPs over its lineage (budget.hpp)
+  std::string checkpoint;         // path relative to the run directory
 };
 
 struct Forest {

@@ -22,7 +22,7 @@ std::uint64_t name_hash(const std::string& name);
 std::uint64_t sampler_seed_for(const Config& config, const std::string& name);
 // A record's training facts from its checkpoint: status, steps, global batch, tokens, FLOPs.
 void set_progress(ModelRecord& r, const CheckpointInfo& c);
-ModelRecord record_from(const CheckpointInfo& c, const std::string& kind,
+ModelRecord record_from(const CheckpointInfo& c, ModelKind kind,
                         std::vector<std::string> parents, std::vector<double> weights);
 // Rank 0 runs `write` (which may throw InputError); every rank learns the outcome.
 void on_leader(RunContext& ctx, const std::function<void()>& write);
