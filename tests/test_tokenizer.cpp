@@ -1,14 +1,16 @@
 // Tokenizers: the byte tokenizer, GPT-2's BPE against ids of OpenAI's published vocabulary
 // (each expected id was looked up in encoder.json or taken from the reference encoder, not
-// from this encoder), round trips on arbitrary bytes, thread safety, and the UTF-8 checker.
+// from this encoder), round trips on arbitrary bytes, thread safety, damaged BPE files (the
+// UTF-8 rules: test_utf8.cpp).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
-#include "btm/data/prepare.hpp"
 #include "btm/data/tokenizer.hpp"
+#include "btm/data/utf8.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
 #include "test_util.hpp"
@@ -218,34 +220,27 @@ TEST(Tokenizer, EncodeCommandPrintsIds) {
   EXPECT_EQ(d.output, "Hello world!\n");
 }
 
-TEST(Utf8, FirstInvalidByteIsFound) {
-  EXPECT_EQ(first_invalid_utf8("plain ascii"), std::string_view::npos);
-  EXPECT_EQ(first_invalid_utf8("caf\xc3\xa9 \xf0\x9f\x8e\x89"), std::string_view::npos);
-  EXPECT_EQ(first_invalid_utf8("ab\xff"), 2u);
-  EXPECT_EQ(first_invalid_utf8("\xc0\xaf"), 0u);            // overlong '/'
-  EXPECT_EQ(first_invalid_utf8("x\xed\xa0\x80"), 1u);       // UTF-16 surrogate
-  EXPECT_EQ(first_invalid_utf8("xy\xf4\x90\x80\x80"), 2u);  // above U+10FFFF
-  EXPECT_EQ(first_invalid_utf8("abc\xe2\x82"), 3u);         // truncated sequence
-  EXPECT_EQ(first_invalid_utf8("\xe2\x82\x41"), 0u);        // bad continuation byte
-}
-
-// append_utf8 writes the 1- to 4-byte forms at their boundaries, each valid UTF-8.
-TEST(Utf8, AppendWritesEachLength) {
-  const std::pair<char32_t, std::string> cases[] = {{0x41, "A"},
-                                                    {0x7F, "\x7f"},
-                                                    {0x80, "\xc2\x80"},
-                                                    {0xE9, "\xc3\xa9"},
-                                                    {0x7FF, "\xdf\xbf"},
-                                                    {0x800, "\xe0\xa0\x80"},
-                                                    {0x20AC, "\xe2\x82\xac"},
-                                                    {0xFFFF, "\xef\xbf\xbf"},
-                                                    {0x10000, "\xf0\x90\x80\x80"},
-                                                    {0x1F389, "\xf0\x9f\x8e\x89"},
-                                                    {0x10FFFF, "\xf4\x8f\xbf\xbf"}};
-  for (const auto& [cp, want] : cases) {
-    std::string got = "x";
-    append_utf8(cp, got);
-    EXPECT_EQ(got, "x" + want) << std::hex << static_cast<unsigned>(cp);
-    EXPECT_EQ(first_invalid_utf8(got), std::string_view::npos) << got;
+// A damaged encoder.json is an InputError naming the file and the script that fetches it again
+// (nlohmann::json parses it; the message keeps the file, not the parser's line 1).
+TEST(Tokenizer, DamagedEncoderJsonNamesTheFile) {
+  btm::test::TempDir dir("btm-bpe");
+  const auto write = [&](const char* name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary) << text;
+  };
+  write("vocab.bpe", "#version: 0.2\n");
+  for (const std::string& json : {std::string("{\"a\": 1,"), std::string("[1, 2]"),
+                                  std::string("{\"a\": \"x\"}"), std::string("{\"a\": 70000}")}) {
+    write("encoder.json", json);
+    try {
+      make_tokenizer("gpt2", dir.path());
+      ADD_FAILURE() << "expected an InputError for " << json;
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find((dir / "encoder.json").string()), std::string::npos) << what;
+      if (json != "{\"a\": 70000}")
+        EXPECT_NE(what.find("fetch-gpt2-bpe.sh"), std::string::npos) << what;
+      else
+        EXPECT_NE(what.find("70000"), std::string::npos) << what;
+    }
   }
 }

@@ -1,5 +1,5 @@
-// The byte tokenizer and GPT-2's byte-level BPE (encoder.json + vocab.bpe, the pre-tokenisation
-// regex through PCRE2), and make_tokenizer.
+// The byte tokenizer and GPT-2's byte-level BPE (encoder.json through nlohmann::json, vocab.bpe,
+// the pre-tokenisation regex through PCRE2), and make_tokenizer.
 #include "btm/data/tokenizer.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -11,10 +11,14 @@
 #include <functional>
 #include <mutex>
 #include <queue>
-#include <sstream>
 #include <unordered_map>
 
+#include <nlohmann/json.hpp>
+
+#include "btm/data/readers.hpp"
+#include "btm/data/utf8.hpp"
 #include "btm/util/error.hpp"
+#include "json_error.hpp"
 
 namespace btm {
 
@@ -89,148 +93,31 @@ class ByteDecoder {
   std::array<int, 512> to_byte_{};
 };
 
-// Decodes UTF-8 into code points (the BPE files are valid UTF-8).
-bool utf8_to_u32(std::string_view s, std::u32string& out) {
-  out.clear();
-  for (std::size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || i + static_cast<std::size_t>(len) > s.size()) return false;
-    char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (int k = 1; k < len; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
-      if ((cc >> 6) != 2) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    out += cp;
-    i += static_cast<std::size_t>(len);
-  }
-  return true;
-}
-
-// encoder.json: one flat JSON object of string -> integer. Keys are returned as code points.
+// encoder.json: one flat JSON object of string -> token id. Keys are returned as code points.
 std::vector<std::pair<std::u32string, int>> read_encoder_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw InputError(file.string() + ": cannot open for reading");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
-  std::size_t pos = 0;
-  auto fail = [&](const std::string& what) -> InputError {
-    return InputError(file.string() + ": not a GPT-2 encoder.json (" + what + " at byte " +
-                      std::to_string(pos) + "): run tools/fetch-gpt2-bpe.sh again");
+  const auto fail = [&](const std::string& what) {
+    return InputError(file.string() + ": not a GPT-2 encoder.json (" + what +
+                      "): run tools/fetch-gpt2-bpe.sh again");
   };
-  auto skip_space = [&] {
-    while (pos < text.size() &&
-           (text[pos] == ' ' || text[pos] == '\n' || text[pos] == '\r' || text[pos] == '\t'))
-      ++pos;
-  };
-  auto expect = [&](char c) {
-    skip_space();
-    if (pos >= text.size() || text[pos] != c) throw fail(std::string("expected '") + c + "'");
-    ++pos;
-  };
-  auto hex4 = [&]() -> char32_t {
-    if (pos + 4 > text.size()) throw fail("short \\u escape");
-    char32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char h = text[pos++];
-      v <<= 4;
-      if (h >= '0' && h <= '9')
-        v |= static_cast<char32_t>(h - '0');
-      else if (h >= 'a' && h <= 'f')
-        v |= static_cast<char32_t>(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F')
-        v |= static_cast<char32_t>(h - 'A' + 10);
-      else
-        throw fail("bad \\u escape");
-    }
-    return v;
-  };
-  auto read_string = [&]() -> std::u32string {
-    expect('"');
-    std::string utf8;
-    std::u32string out;
-    auto flush_utf8 = [&] {
-      std::u32string part;
-      if (!utf8_to_u32(utf8, part)) throw fail("invalid UTF-8");
-      out += part;
-      utf8.clear();
-    };
-    while (true) {
-      if (pos >= text.size()) throw fail("unterminated string");
-      const char c = text[pos++];
-      if (c == '"') break;
-      if (c != '\\') {
-        utf8 += c;
-        continue;
-      }
-      flush_utf8();
-      if (pos >= text.size()) throw fail("unterminated escape");
-      const char e = text[pos++];
-      switch (e) {
-        case '"':
-          out += U'"';
-          break;
-        case '\\':
-          out += U'\\';
-          break;
-        case '/':
-          out += U'/';
-          break;
-        case 'b':
-          out += U'\b';
-          break;
-        case 'f':
-          out += U'\f';
-          break;
-        case 'n':
-          out += U'\n';
-          break;
-        case 'r':
-          out += U'\r';
-          break;
-        case 't':
-          out += U'\t';
-          break;
-        case 'u': {
-          char32_t cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && pos + 6 <= text.size() && text[pos] == '\\' &&
-              text[pos + 1] == 'u') {
-            pos += 2;
-            const char32_t low = hex4();
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          }
-          out += cp;
-          break;
-        }
-        default:
-          throw fail("bad escape");
-      }
-    }
-    flush_utf8();
-    return out;
-  };
-
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_whole_file(file));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw fail("not valid JSON: " + json_parse_error_detail(e.what()) + " at byte " +
+               std::to_string(e.byte));
+  }
+  if (!j.is_object()) throw fail("not a JSON object");
   std::vector<std::pair<std::u32string, int>> entries;
-  expect('{');
-  skip_space();
-  if (pos < text.size() && text[pos] == '}') return entries;
-  while (true) {
-    std::u32string key = read_string();
-    expect(':');
-    skip_space();
-    const std::size_t start = pos;
-    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos;
-    if (pos == start || pos - start > 9) throw fail("expected a token id");
-    entries.emplace_back(std::move(key), std::stoi(text.substr(start, pos - start)));
-    skip_space();
-    if (pos < text.size() && text[pos] == ',') {
-      ++pos;
-      continue;
-    }
-    expect('}');
-    break;
+  entries.reserve(j.size());
+  for (const auto& [key, value] : j.items()) {
+    if (!value.is_number_integer()) throw fail("the value of a key is not a token id");
+    const auto id = value.get<std::int64_t>();
+    if (id < 0 || id > 65535)
+      throw InputError(file.string() + ": token id " + std::to_string(id) +
+                       " does not fit 16 bits");
+    std::u32string mapped;
+    if (!decode_utf8(key, mapped)) throw fail("a key is not valid UTF-8");
+    entries.emplace_back(std::move(mapped), static_cast<int>(id));
   }
   return entries;
 }
@@ -372,9 +259,6 @@ class Gpt2Tokenizer final : public Tokenizer {
     const ByteDecoder bytes;
     std::string raw;
     for (const auto& [mapped, id] : entries) {
-      if (id < 0 || id > 65535)
-        throw InputError(file.string() + ": token id " + std::to_string(id) +
-                         " does not fit 16 bits");
       if (mapped == U"<|endoftext|>") eot_ = id;
       if (!bytes.decode(mapped, raw))
         throw InputError(file.string() + ": a key holds a character outside GPT-2's byte table");
@@ -413,8 +297,8 @@ class Gpt2Tokenizer final : public Tokenizer {
       };
       if (space == std::string::npos || space == 0 || space + 1 == line.size())
         throw bad("expected two symbols");
-      if (!utf8_to_u32(std::string_view(line).substr(0, space), left) ||
-          !utf8_to_u32(std::string_view(line).substr(space + 1), right) ||
+      if (!decode_utf8(std::string_view(line).substr(0, space), left) ||
+          !decode_utf8(std::string_view(line).substr(space + 1), right) ||
           !bytes.decode(left, left_raw) || !bytes.decode(right, right_raw))
         throw bad("a symbol is not in GPT-2's byte table");
       const auto l = ids_.find(left_raw), r = ids_.find(right_raw),

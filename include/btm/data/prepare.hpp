@@ -1,14 +1,14 @@
 // prepare.hpp: `btm prepare`, text -> per-domain tokenized corpora (format: corpus.hpp).
 // INPUT/DOMAIN/ holds .txt files (one document each) and .jsonl / .jsonl.gz files (one JSON
-// object with a "text" string per line, one document each). The files of a domain are spread
-// over the ranks of a communicator; the result does not depend on how many ranks there are.
+// object with a "text" string per line, one document each; readers.hpp reads them). The files of a
+// domain are spread over the ranks of a communicator; the result does not depend on how many ranks
+// there are.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "btm/dist/comm.hpp"
@@ -48,12 +48,5 @@ struct PreparedDomain {
 // Progress lines go to `log` on rank 0 (nullptr: quiet).
 std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiComm& comm,
                                            std::ostream* log);
-
-// Offset of the first byte of `text` that is not part of valid UTF-8 (overlong forms,
-// surrogates and code points above U+10FFFF are invalid); npos when all of it is valid.
-std::size_t first_invalid_utf8(std::string_view text);
-
-// Appends code point `cp` (at most U+10FFFF) to `out` as UTF-8.
-void append_utf8(char32_t cp, std::string& out);
 
 }  // namespace btm
