@@ -160,24 +160,27 @@ std::unique_ptr<MpiComm> MpiComm::split_shared() const {
 }
 
 void collective_check(MpiComm& comm, const std::function<void()>& check) {
+  enum Kind : int { none = 0, input = 1, system = 2 };
+  Kind kind = none;
   std::string message;
-  bool system = false;
   try {
     check();
   } catch (const InputError& e) {
+    kind = input;
     message = e.what();
-  } catch (const SystemError& e) {
+  } catch (const std::exception& e) {
+    // SystemError, and anything else (std::bad_alloc, a std::filesystem_error): a failure of
+    // this rank that the others must not wait for.
+    kind = system;
     message = e.what();
-    system = true;
   }
-  const int mine = message.empty() ? comm.size() : comm.rank();
-  const int first = comm.allreduce_min(mine);
+  const int first = comm.allreduce_min(kind == none ? comm.size() : comm.rank());
   if (first == comm.size()) return;
   comm.broadcast_string(message, first);
-  int kind = system ? 1 : 0;
-  comm.broadcast(&kind, sizeof(kind), first);
-  if (kind == 1) throw SystemError(message);
-  throw InputError(message);
+  int first_kind = kind;
+  comm.broadcast(&first_kind, sizeof(first_kind), first);
+  if (first_kind == input) throw InputError(message);
+  throw SystemError(message);
 }
 
 bool decided_by_root(MpiComm& comm, const std::function<bool()>& decide) {

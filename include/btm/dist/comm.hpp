@@ -100,8 +100,9 @@ class MpiComm final : public Communicator {
 };
 
 // Collective error agreement, so no rank is left waiting in a collective the others never
-// reach: runs `check` on every rank; if it throws InputError or SystemError on any rank, every
-// rank throws the error (of the same kind) of the lowest failing rank.
+// reach: runs `check` on every rank; if it throws on any rank, every rank throws the error of
+// the lowest failing rank: an InputError as InputError, any other std::exception as
+// SystemError.
 void collective_check(MpiComm& comm, const std::function<void()>& check);
 // Evaluates `decide` on rank 0 only and gives its answer to every rank. Decisions that gate
 // collectives (is this model finished? does that file exist?) must not depend on each rank's
