@@ -137,6 +137,44 @@ TEST(Checkpoint, RefusesFilesItCannotTrustAndNamesThem) {
   EXPECT_NE(e.find("not a btm checkpoint"), std::string::npos) << e;
 }
 
+// The file offset of the first chunk of a chunked dataset (H5Dget_chunk_info).
+std::uint64_t first_chunk_offset(const fs::path& file, const char* dataset) {
+  h5::Handle f = h5::open_file(file, false);
+  h5::Handle set(H5Dopen2(f, dataset, H5P_DEFAULT));
+  h5::Handle space(H5Dget_space(set));
+  hsize_t offset[1] = {0}, size = 0;
+  haddr_t address = 0;
+  unsigned mask = 0;
+  EXPECT_GE(H5Dget_chunk_info(set, space, 0, offset, &mask, &address, &size), 0);
+  return address;
+}
+
+// One byte changed inside a dataset (not through HDF5, as a disk or a copy would damage it):
+// the checksum catches it, and the message names the file, the dataset and what to do.
+TEST(Checkpoint, AFlippedByteInsideADatasetFailsItsChecksum) {
+  btm::test::TempDir dir;
+  const Checkpoint a = small_checkpoint();
+  for (const char* dataset : {"params", "adam_m", "adam_v"}) {
+    const fs::path file = dir / (std::string(dataset) + ".h5");
+    save_checkpoint(file, a);
+    const std::uint64_t at = first_chunk_offset(file, dataset) + 10;
+    {
+      std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(static_cast<std::streamoff>(at));
+      char c = 0;
+      f.read(&c, 1);
+      c = static_cast<char>(c ^ 0x10);
+      f.seekp(static_cast<std::streamoff>(at));
+      f.write(&c, 1);
+    }
+    const std::string e = error_of([&] { load_checkpoint(file); });
+    EXPECT_NE(e.find(file.filename().string()), std::string::npos) << e;
+    EXPECT_NE(e.find(std::string("/") + dataset), std::string::npos) << e;
+    EXPECT_NE(e.find("checksum"), std::string::npos) << e;
+    EXPECT_NE(e.find("train the model again"), std::string::npos) << e;
+  }
+}
+
 TEST(Checkpoint, AFailedWriteLeavesTheOldFileIntact) {
   btm::test::TempDir dir;
   const Checkpoint a = small_checkpoint();
@@ -163,6 +201,22 @@ TEST(Corpus, RoundTripThroughMemoryMap) {
   std::string e = error_of([&] { load_corpus(corpus_path(dir.path(), "news"), 100); });
   EXPECT_NE(e.find("news.h5"), std::string::npos) << e;
   EXPECT_NE(e.find("model.vocab_size"), std::string::npos) << e;
+
+  // One byte of /train changed outside HDF5: its CRC-32 catches it.
+  const fs::path file = corpus_path(dir.path(), "news");
+  std::uint64_t at = 0;
+  {
+    h5::Handle f = h5::open_file(file, false);
+    h5::Handle set(H5Dopen2(f, "train", H5P_DEFAULT));
+    at = H5Dget_offset(set) + 100;
+  }
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put('\x01');
+  }
+  e = error_of([&] { load_corpus(file, 257); });
+  EXPECT_NE(e.find("/train does not match its CRC-32"), std::string::npos) << e;
 }
 
 TEST(Metrics, AppendFlushAndResumeDropsRowsAfterTheCheckpoint) {

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include <algorithm>
 
 #include "btm/io/h5.hpp"
@@ -16,7 +18,13 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr const char* kSplitNames[3] = {"train", "valid", "test"};
+
+// zlib's CRC-32 of the tokens' bytes as stored (little-endian uint16).
+std::uint32_t token_crc32(const std::uint16_t* tokens, std::size_t n) {
+  return static_cast<std::uint32_t>(
+      crc32_z(0, reinterpret_cast<const Bytef*>(tokens), n * sizeof(std::uint16_t)));
 }
+}  // namespace
 
 const char* split_name(Split split) {
   return kSplitNames[static_cast<int>(split)];
@@ -61,10 +69,12 @@ CorpusInfo read_info(hid_t root, const fs::path& file) {
     if (!h5::has_attr(root, "format") || h5::get_string(root, "format") != "btm-corpus")
       throw InputError("not a btm corpus (no format=btm-corpus attribute)");
     const std::int64_t version = h5::get_int(root, "format_version");
-    if (version != kCorpusFormatVersion)
-      throw InputError("corpus format version " + std::to_string(version) + ", this btm reads " +
-                       std::to_string(kCorpusFormatVersion) + ": re-run btm prepare");
+    if (version != 1 && version != kCorpusFormatVersion)
+      throw InputError("corpus format version " + std::to_string(version) +
+                       ", this btm reads 1 and " + std::to_string(kCorpusFormatVersion) +
+                       ": re-run btm prepare");
     CorpusInfo info;
+    info.version = static_cast<int>(version);
     info.domain = h5::get_string(root, "domain");
     info.tokenizer = h5::get_string(root, "tokenizer");
     info.vocab_size = static_cast<int>(h5::get_int(root, "vocab_size"));
@@ -77,6 +87,8 @@ CorpusInfo read_info(hid_t root, const fs::path& file) {
       const std::vector<std::size_t> shape = h5::shape(root, name);
       if (shape.size() != 1) throw InputError("dataset /" + name + " is not 1-D");
       info.tokens[s] = static_cast<std::int64_t>(shape[0]);
+      if (version >= 2)
+        info.crc32[s] = static_cast<std::uint32_t>(h5::get_int(root, "crc32_" + name));
     }
     return info;
   } catch (const InputError& e) {
@@ -122,6 +134,10 @@ DomainCorpus load_corpus(const fs::path& file, int model_vocab) {
       corpus.splits[s] = TokenArray::owned(h5::read_array<std::uint16_t>(f, kSplitNames[s]));
     }
     const TokenArray& a = corpus.splits[s];
+    if (corpus.info.version >= 2 && token_crc32(a.data(), a.size()) != corpus.info.crc32[s])
+      throw InputError(file.string() + ": /" + kSplitNames[s] +
+                       " does not match its CRC-32 (the file is damaged): re-run btm prepare, or "
+                       "restore the file");
     const std::uint16_t max_id =
         a.size() ? *std::max_element(a.data(), a.data() + a.size()) : std::uint16_t{0};
     if (a.size() && max_id >= corpus.info.vocab_size)
@@ -149,7 +165,10 @@ void write_corpus(const fs::path& file, const CorpusInfo& info,
     h5::set_attr(root, "docs_" + name, info.docs[s]);
     h5::set_attr(root, "bytes_" + name, info.bytes[s]);
     h5::set_attr(root, "tokens_" + name, static_cast<std::int64_t>(splits[s].size()));
-    h5::write_array(root, name, splits[s].data(), splits[s].size());
+    h5::set_attr(root, "crc32_" + name,
+                 static_cast<std::int64_t>(token_crc32(splits[s].data(), splits[s].size())));
+    // Contiguous, so that training memory-maps it; the CRC-32 stands in for HDF5's checksum.
+    h5::write_array(root, name, splits[s].data(), splits[s].size(), h5::Storage::contiguous);
   }
   out.commit();
 }

@@ -107,7 +107,9 @@ auto reading(const fs::path& file, Read&& read) -> decltype(read()) {
     if (what.starts_with(file.string())) throw;
     throw InputError(file.string() + ": " + what);
   } catch (const SystemError& e) {
-    throw InputError(file.string() + ": unreadable checkpoint (" + e.what() + ")");
+    throw InputError(file.string() + ": unreadable checkpoint (" + e.what() +
+                     "): train the model again (btm run continues from its manifest), or "
+                     "restore the file from a copy");
   }
 }
 

@@ -241,21 +241,50 @@ std::string get_string(hid_t obj, const std::string& name) {
   return v[0];
 }
 
+namespace {
+
+// Chunks of about 1 MiB (whole rows of a matrix) with the Fletcher32 checksum, or contiguous.
+Handle create_plist(int rank, const hsize_t* dims, std::size_t element_bytes, Storage storage) {
+  Handle plist(BTM_H5(H5Pcreate(H5P_DATASET_CREATE)));
+  const bool empty = dims[0] == 0 || (rank == 2 && dims[1] == 0);
+  if (storage == Storage::contiguous || empty) return plist;
+  const hsize_t target = std::max<hsize_t>(1, (hsize_t{1} << 20) / element_bytes);
+  hsize_t chunk[2] = {std::min(dims[0], target), rank == 2 ? dims[1] : 1};
+  if (rank == 2) chunk[0] = std::min(dims[0], std::max<hsize_t>(1, target / dims[1]));
+  BTM_H5(H5Pset_chunk(plist, rank, chunk));
+  BTM_H5(H5Pset_fletcher32(plist));
+  return plist;
+}
+
+// H5Dread, failing with a message that says what a failure means here: a damaged chunk (its
+// checksum does not match) or a truncated file.
+void read_dataset(hid_t set, hid_t type, hid_t memory, hid_t file, void* out,
+                  const std::string& name) {
+  if (H5Dread(set, type, memory, file, H5P_DEFAULT, out) < 0)
+    throw SystemError("dataset /" + name +
+                      " could not be read: its checksum does not match (the file is damaged) or "
+                      "the file is truncated");
+}
+
+}  // namespace
+
 template <typename T>
 void write_matrix(hid_t parent, const std::string& name, const T* data, std::size_t rows,
-                  std::size_t cols) {
+                  std::size_t cols, Storage storage) {
   hsize_t dims[2] = {rows, cols};
   const int rank = cols == 0 ? 1 : 2;
   Handle space(BTM_H5(H5Screate_simple(rank, dims, nullptr)));
-  Handle set(BTM_H5(H5Dcreate2(parent, name.c_str(), native_type<T>(), space, H5P_DEFAULT,
-                               H5P_DEFAULT, H5P_DEFAULT)));
+  Handle plist = create_plist(rank, dims, sizeof(T), storage);
+  Handle set(BTM_H5(
+      H5Dcreate2(parent, name.c_str(), native_type<T>(), space, H5P_DEFAULT, plist, H5P_DEFAULT)));
   if (rows > 0 && (cols > 0 || rank == 1))
     BTM_H5(H5Dwrite(set, native_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
 template <typename T>
-void write_array(hid_t parent, const std::string& name, const T* data, std::size_t n) {
-  write_matrix(parent, name, data, n, 0);
+void write_array(hid_t parent, const std::string& name, const T* data, std::size_t n,
+                 Storage storage) {
+  write_matrix(parent, name, data, n, 0, storage);
 }
 
 std::vector<std::size_t> shape(hid_t parent, const std::string& name) {
@@ -274,7 +303,7 @@ std::vector<T> read_array(hid_t parent, const std::string& name) {
   for (std::size_t d : shape(parent, name)) n *= d;
   std::vector<T> out(n);
   Handle set(BTM_H5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
-  if (n > 0) BTM_H5(H5Dread(set, native_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
+  if (n > 0) read_dataset(set, native_type<T>(), H5S_ALL, H5S_ALL, out.data(), name);
   return out;
 }
 
@@ -285,13 +314,14 @@ void read_range(hid_t parent, const std::string& name, std::size_t start, std::s
   hsize_t offset = start, count = n;
   BTM_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &offset, nullptr, &count, nullptr));
   Handle mem_space(BTM_H5(H5Screate_simple(1, &count, nullptr)));
-  BTM_H5(H5Dread(set, native_type<T>(), mem_space, file_space, H5P_DEFAULT, out));
+  read_dataset(set, native_type<T>(), mem_space, file_space, out, name);
 }
 
-#define BTM_H5_INSTANTIATE(T)                                                                   \
-  template void write_array<T>(hid_t, const std::string&, const T*, std::size_t);               \
-  template void write_matrix<T>(hid_t, const std::string&, const T*, std::size_t, std::size_t); \
-  template std::vector<T> read_array<T>(hid_t, const std::string&);                             \
+#define BTM_H5_INSTANTIATE(T)                                                                  \
+  template void write_array<T>(hid_t, const std::string&, const T*, std::size_t, Storage);     \
+  template void write_matrix<T>(hid_t, const std::string&, const T*, std::size_t, std::size_t, \
+                                Storage);                                                      \
+  template std::vector<T> read_array<T>(hid_t, const std::string&);                            \
   template void read_range<T>(hid_t, const std::string&, std::size_t, std::size_t, T*);
 BTM_H5_INSTANTIATE(float)
 BTM_H5_INSTANTIATE(double)

@@ -3,7 +3,8 @@
 //                                   end-of-text token
 //   attributes format = "btm-corpus", format_version, domain, tokenizer ("byte" | "gpt2"),
 //              vocab_size, eot_token, docs_{train,valid,test}, bytes_{train,valid,test},
-//              source (free text: where the text came from)
+//              source (free text: where the text came from), crc32_{train,valid,test} (zlib's
+//              CRC-32 of each split's bytes, verified when the corpus is loaded; format 2)
 // Token arrays are memory-mapped straight out of the file when they are contiguous, so every
 // rank of a node shares one copy in the page cache.
 #pragma once
@@ -17,7 +18,7 @@
 
 namespace btm {
 
-constexpr int kCorpusFormatVersion = 1;
+constexpr int kCorpusFormatVersion = 2;  // 1 is read too (no CRC-32 of the splits)
 
 // A read-only view of a token array (memory-mapped or owned).
 class TokenArray {
@@ -45,6 +46,8 @@ struct CorpusInfo {
   std::int64_t docs[3] = {0, 0, 0};
   std::int64_t bytes[3] = {0, 0, 0};
   std::int64_t tokens[3] = {0, 0, 0};
+  int version = kCorpusFormatVersion;
+  std::uint32_t crc32[3] = {0, 0, 0};  // of each split's bytes (format 2), checked on load
 };
 
 enum class Split { Train = 0, Valid = 1, Test = 2 };

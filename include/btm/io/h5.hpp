@@ -52,12 +52,17 @@ std::string get_string(hid_t obj, const std::string& name);
 std::vector<double> get_doubles(hid_t obj, const std::string& name);
 std::vector<std::string> get_strings(hid_t obj, const std::string& name);
 
-// 1-D and 2-D datasets, contiguous (so large token arrays can be memory-mapped).
+// 1-D and 2-D datasets. Checksummed ones are chunked with HDF5's Fletcher32 filter, verified
+// by HDF5 on every read (a damaged chunk fails the read: read_array says so, naming the
+// dataset); contiguous ones can be memory-mapped (the corpora's token arrays, which carry a
+// CRC-32 attribute of their own instead).
+enum class Storage { checksummed, contiguous };
 template <typename T>
-void write_array(hid_t parent, const std::string& name, const T* data, std::size_t n);
+void write_array(hid_t parent, const std::string& name, const T* data, std::size_t n,
+                 Storage storage = Storage::checksummed);
 template <typename T>
 void write_matrix(hid_t parent, const std::string& name, const T* data, std::size_t rows,
-                  std::size_t cols);
+                  std::size_t cols, Storage storage = Storage::checksummed);
 template <typename T>
 std::vector<T> read_array(hid_t parent, const std::string& name);
 // Shape of a dataset (empty for a scalar).
