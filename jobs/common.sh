@@ -39,12 +39,16 @@ BTM_FLAGS=()        # flags common to every btm command of the job
 
 btm_log() { echo "[job $(date '+%F %T')] $*"; }
 
-# SIGUSR1 (the time-limit warning) or SIGTERM: remember it and pass it on to the ranks.
+# SIGUSR1 (the time-limit warning) or SIGTERM: remember it and pass it on to the ranks. mpirun
+# exits 1 on SIGTERM even when every rank checkpointed and exited 75, but passes 75 on after
+# SIGUSR1 (btm treats both alike): so mpirun is sent SIGUSR1 for either.
 _btm_on_signal() {
   BTM_SIGNAL_SEEN=$1
+  local forward=$1
+  [[ $BTM_LAUNCHER == mpirun ]] && forward=USR1
   if [[ -n $BTM_LAUNCHER_PID ]] && kill -0 "$BTM_LAUNCHER_PID" 2>/dev/null; then
     btm_log "SIG$1 received: forwarding it to the btm ranks (they checkpoint and stop)"
-    kill -s "$1" "$BTM_LAUNCHER_PID" 2>/dev/null || true
+    kill -s "$forward" "$BTM_LAUNCHER_PID" 2>/dev/null || true
   else
     btm_log "SIG$1 received between steps: no further step starts"
   fi

@@ -1,6 +1,7 @@
 // HDF5 files: checkpoints, corpora, metrics and the forest manifest. Round trips, atomic
 // writes, and refusal of files that cannot be trusted, with the file named in the error.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "btm/io/forest.hpp"
 #include "btm/io/h5.hpp"
 #include "btm/io/metrics.hpp"
+#include "btm/io/run_lock.hpp"
 #include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 #include "test_util.hpp"
@@ -285,4 +287,29 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
   fs::resize_file(forest_file(dir.path()), 100);
   const std::string e = error_of([&] { load_forest(dir.path()); });
   EXPECT_NE(e.find("forest.h5"), std::string::npos) << e;
+}
+
+// One writer per run directory: a second one is refused naming the holder, the lock goes with
+// its holder, and the holder removes the temporary files an interrupted write left behind.
+TEST(RunLock, OneWriterPerRunDirectory) {
+  btm::test::TempDir dir;
+  const fs::path run = dir / "run";
+  fs::create_directories(run / "elms");
+  { std::ofstream(run / "elms" / "d0.h5.tmp.4242") << "half a checkpoint"; }
+  { std::ofstream(run / "elms" / "keep.h5") << "not a temporary"; }
+  btm::test::write_synthetic_corpus(dir / "c", "a", 1, 2000);
+  {
+    RunLock lock(run, "test");
+    EXPECT_EQ(lock.removed(), std::vector<fs::path>{run / "elms" / "d0.h5.tmp.4242"});
+    EXPECT_FALSE(fs::exists(run / "elms" / "d0.h5.tmp.4242"));
+    EXPECT_TRUE(fs::exists(run / "elms" / "keep.h5"));
+    // Another process (btm itself) is refused while this one holds the lock.
+    const auto r = btm::test::run_btm("eval --run.dir " + run.string() +
+                                      " --data.domains a --data.corpus " + (dir / "c").string());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("is in use by another btm (host "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("pid " + std::to_string(::getpid())), std::string::npos) << r.output;
+  }
+  // Released: the next writer gets it.
+  EXPECT_NO_THROW(RunLock(run, "test"));
 }

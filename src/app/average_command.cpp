@@ -32,7 +32,7 @@ int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
       "Average ELM parameters, theta = sum_j w_j theta_j, into one checkpoint that is added\n"
       "to the forest as kind 'average' (evaluate it with btm logits, or branch from it).",
       args, options, &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world, backends, 0);
+  RunContext ctx = prepare_context("average", config, world, backends, 0, {{name}, false, false});
   collective_check(world, [&] {
     if (!ctx.leader()) return;
     Forest forest = load_forest(ctx.run_dir);

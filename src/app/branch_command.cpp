@@ -29,7 +29,16 @@ int cmd_branch(const Args& args, MpiComm& world, const Backends& backends) {
       "yet starts as a copy of the seed (weights, AdamW moments, schedule position).\n"
       "With --new-domain D: ELM D starts as a weighted average of existing ELMs.",
       args, options, &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world, backends, 0);
+  const std::vector<std::string> writes =
+      new_domain.empty() ? elm_names(config) : std::vector<std::string>{new_domain};
+  RunContext ctx = prepare_context("branch", config, world, backends, 0, {writes, false, false});
+  collective_check(world, [&] {
+    if (!new_domain.empty() && !std::filesystem::exists(domain_corpus(ctx, new_domain)))
+      throw InputError("domain '" + new_domain + "': no corpus at " +
+                       domain_corpus(ctx, new_domain).string() +
+                       " (make it with btm prepare into data.corpus): an ELM is branched for a "
+                       "domain it will train on");
+  });
   if (new_domain.empty()) {
     if (config.run.split == SplitMode::random) make_random_split(ctx);
     run_branch_phase(ctx, elm_names(config));

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "btm/util/error.hpp"
 
@@ -83,6 +84,20 @@ po::variables_map parse_command(const std::string& command, const std::string& s
   }
   if (config) validate(*config);
   return vm;
+}
+
+Config config_from_ini(const std::string& text, const std::string& where) {
+  Config config;
+  po::options_description options = config_options(config);
+  po::variables_map vm;
+  std::istringstream in(text);
+  try {
+    po::store(po::parse_config_file(in, options, false), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(where + ": its recorded config does not parse (" + e.what() + ")");
+  }
+  return config;
 }
 
 }  // namespace btm

@@ -13,6 +13,7 @@
 #include "btm/util/error.hpp"
 
 #include "btm/app/command_context.hpp"
+#include "btm/pipeline/preflight.hpp"
 
 namespace btm {
 
@@ -86,25 +87,35 @@ po::options_description step_limit_option(std::int64_t& limit) {
   return options;
 }
 
-RunContext prepare_context(const Config& config, MpiComm& world, const Backends& backends,
-                           std::int64_t max_steps_per_run) {
+RunContext prepare_context(const std::string& command, const Config& config, MpiComm& world,
+                           const Backends& backends, std::int64_t max_steps_per_run,
+                           const PreflightPlan& plan) {
   RunContext ctx = make_context(config, world, backends);
   if (max_steps_per_run < 0) throw InputError("--max-steps-per-run must be >= 0");
   ctx.max_steps_per_run = max_steps_per_run;
   check_corpora(ctx);
+  preflight(ctx, plan);
   collective_check(world, [&] {
-    if (world.rank() == 0) {
-      fs::create_directories(ctx.run_dir / "elms");
-      fs::create_directories(ctx.run_dir / "metrics");
-      Forest forest = load_forest(ctx.run_dir);  // refuses a corrupt manifest before any work
-      if (!fs::exists(forest_file(ctx.run_dir))) {
-        forest.config_ini = ctx.config_ini;
-        save_forest(ctx.run_dir, forest);
-      } else if (forest.config_ini != ctx.config_ini) {
-        std::cout << "note: the config differs from the one this forest was started with; "
-                     "existing checkpoints keep their own step targets"
-                  << std::endl;
-      }
+    if (world.rank() != 0) return;
+    ctx.lock = std::make_shared<RunLock>(ctx.run_dir, command);
+    for (const fs::path& p : ctx.lock->removed())
+      std::cout << "note: removed " << p.string()
+                << ", a temporary file an interrupted write left behind" << std::endl;
+    fs::create_directories(ctx.run_dir / "elms");
+    fs::create_directories(ctx.run_dir / "metrics");
+    Forest forest = load_forest(ctx.run_dir);  // refuses a corrupt manifest before any work
+    if (!fs::exists(forest_file(ctx.run_dir))) {
+      forest.config_ini = ctx.config_ini;
+      save_forest(ctx.run_dir, forest);
+      return;
+    }
+    const std::vector<std::string> differ = differing_settings(
+        config, config_from_ini(forest.config_ini, forest_file(ctx.run_dir).string()));
+    if (!differ.empty()) {
+      std::cout << "note: these settings differ from the ones this forest was started with; "
+                   "existing checkpoints keep their own steps and global batch:";
+      for (const std::string& d : differ) std::cout << "\n  " << d;
+      std::cout << std::endl;
     }
   });
   install_stop_handlers();
@@ -119,8 +130,10 @@ std::string describe_plan(const Budget& budget, const RankLayout& layout) {
 
 int stopped_exit(const RunContext& ctx) {
   if (ctx.leader())
-    std::cout << "stopped on a signal: every unfinished model is checkpointed; run the same "
-                 "command again to continue (exit code "
+    std::cout << (stop_requested() ? "stopped on a signal"
+                                   : "stopped after --max-steps-per-run steps")
+              << ": every unfinished model is checkpointed; run the same command again to "
+                 "continue (exit code "
               << kExitPreempted << ")" << std::endl;
   return kExitPreempted;
 }

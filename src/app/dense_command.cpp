@@ -18,7 +18,8 @@ int cmd_dense(const Args& args, MpiComm& world, const Backends& backends) {
       "ranks over all train domains, so forest and baseline are compute-matched.",
       args, step_limit_option(step_limit), &config, world.rank() == 0);
   check_world(make_budget(config, static_cast<int>(config.data.domains.size())), world.size());
-  RunContext ctx = prepare_context(config, world, backends, step_limit);
+  RunContext ctx =
+      prepare_context("dense", config, world, backends, step_limit, {{"dense"}, true, false});
   return run_dense_phase(ctx) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;
 }
 

@@ -17,7 +17,7 @@ int cmd_eval(const Args& args, MpiComm& world, const Backends& backends) {
       "baseline) on every train and held-out domain, ensembles with the cached-prior domain\n"
       "posterior (top-1..K), the uniform mixture, parameter averages; writes RUN/eval.h5.",
       args, po::options_description("Options"), &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world, backends, 0);
+  RunContext ctx = prepare_context("eval", config, world, backends, 0, {{}, false, true});
   run_eval_phase(ctx);
   return kExitOk;
 }

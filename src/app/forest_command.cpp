@@ -3,12 +3,15 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 
 #include "btm/app/cli.hpp"
 #include "btm/app/command_context.hpp"
 #include "btm/app/commands.hpp"
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
+#include "btm/io/run_lock.hpp"
+#include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/format.hpp"
 
@@ -38,6 +41,9 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
   if (!fs::exists(forest_file(dir)))
     throw InputError("no forest at " + forest_file(dir).string() +
                      " (run btm run or btm seed first)");
+  // add and remove write the manifest: one writer at a time.
+  std::optional<RunLock> lock;
+  if (action == "add" || action == "remove") lock.emplace(dir, "forest " + action);
   Forest forest = load_forest(dir);
   if (action == "list" || action.empty()) {
     // Columns as wide as their longest entry, two spaces apart.
@@ -79,7 +85,12 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
     if (checkpoint.empty()) throw InputError("btm forest add: --checkpoint is required");
     if (forest.find(name))
       throw InputError("a model named '" + name + "' is already in the forest");
+    const ModelConfig model = config_from_ini(forest.config_ini, forest_file(dir).string()).model;
     Checkpoint c = load_checkpoint(checkpoint);
+    if (!(c.model == model))
+      throw InputError(checkpoint + ": model shape " + describe_model(c.model) +
+                       " differs from the forest's " + describe_model(model) +
+                       ": a forest's models share one shape (their parameters are averaged)");
     c.name = name;
     c.domains = {domain.empty() ? name : domain};
     c.target_steps = c.step;  // added as trained
@@ -91,7 +102,9 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
     r.domains = c.domains;
     r.status = ModelStatus::trained;
     r.steps = c.step;
+    r.global_batch = c.batch.sequences();
     r.tokens = static_cast<std::int64_t>(c.tokens);
+    r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
     r.checkpoint = fs::path("elms") / (name + ".h5");
     forest.upsert(r);
     save_forest(dir, forest);

@@ -34,7 +34,10 @@ int cmd_run(const Args& args, MpiComm& world, const Backends& backends) {
   const RankLayout layout = plan_layout(world.size(), config.run.ranks_per_elm, names);
   if (world.rank() == 0) std::cout << describe_plan(budget, layout) << std::flush;
   if (dry_run) return kExitOk;
-  RunContext ctx = prepare_context(config, world, backends, step_limit);
+  PreflightPlan plan{names, true, !skip_eval};
+  plan.writes.push_back("seed");
+  if (config.run.dense) plan.writes.push_back("dense");
+  RunContext ctx = prepare_context("run", config, world, backends, step_limit, plan);
   if (config.run.split == SplitMode::random) make_random_split(ctx);
   if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
   run_branch_phase(ctx, names);

@@ -29,8 +29,9 @@ int cmd_train(const Args& args, MpiComm& world, const Backends& backends) {
       "An ELM without a checkpoint starts from the seed if the forest has one, else from\n"
       "the initialisation (a plain LM on that domain).",
       args, options, &config, world.rank() == 0);
-  RunContext ctx = prepare_context(config, world, backends, step_limit);
   const std::vector<std::string> names = elm_names(config);
+  RunContext ctx =
+      prepare_context("train", config, world, backends, step_limit, {names, true, false});
   collective_check(world, [&] {
     for (const std::string& name : names) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);

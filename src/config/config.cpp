@@ -209,6 +209,25 @@ std::string get_field(const Config& c, const std::string& name) {
   return found;
 }
 
+std::vector<std::string> differing_settings(const Config& a, const Config& b) {
+  static const std::set<std::string> where = {
+      "run.dir",        "data.corpus",          "run.device",   "run.threads",
+      "run.share_gpus", "run.checkpoint_every", "run.log_every"};
+  std::vector<std::string> mine, theirs, names;
+  for_each_field(a, [&](const std::string& name, const auto& value, const Limits&, const char*) {
+    names.push_back(name);
+    mine.push_back(field_text(value));
+  });
+  for_each_field(b, [&](const std::string&, const auto& value, const Limits&, const char*) {
+    theirs.push_back(field_text(value));
+  });
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (!where.contains(names[i]) && mine[i] != theirs[i])
+      out.push_back(names[i] + " (" + mine[i] + " here, " + theirs[i] + " in the forest)");
+  return out;
+}
+
 std::string describe_model(const ModelConfig& m) {
   return "L=" + std::to_string(m.n_layer) + " H=" + std::to_string(m.n_head) +
          " d=" + std::to_string(m.d_model) + " T=" + std::to_string(m.context) +

@@ -33,6 +33,25 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Communicator> gradient_comm(MpiComm& group, int device) const override {
     return make_nccl_comm(group, device);
   }
+  // The CUDA engine allocates every buffer when it is made: make one and see. The exact sums of
+  // a step of several micro-batches (8 bytes per parameter) come later; they must fit too.
+  void check_fits(const ModelConfig& model, const EngineOptions& options, int) const override {
+    try {
+      const std::unique_ptr<Engine> engine = make_engine(model, options);
+      std::size_t free_bytes = 0, total_bytes = 0;
+      BTM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+      const double sums = 8.0 * static_cast<double>(engine->layout().total());
+      if (sums > static_cast<double>(free_bytes))
+        throw SystemError("out of memory for the step's exact sums");
+    } catch (const SystemError& e) {
+      if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
+      throw InputError("the model does not fit GPU " + std::to_string(options.gpu) +
+                       " at data.batch = " + std::to_string(options.max_batch) +
+                       " and model.context = " + std::to_string(model.context) + " (" + e.what() +
+                       "): lower data.batch (and raise data.accum to keep the batch) or "
+                       "model.context, or use more GPUs per ELM");
+    }
+  }
   // Device bytes in use on the current device (cudaMemGetInfo: total - free, the CUDA context
   // and other processes on the same GPU included).
   std::size_t memory_used() const override {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "btm/io/checkpoint.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/util/error.hpp"
 
@@ -36,6 +37,13 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
   plan.elms = forest.trained_elm_names();
   if (plan.elms.empty())
     throw InputError("no trained ELMs in " + forest_file(ctx.run_dir).string() + " to evaluate");
+  for (int k : config.eval.topk)
+    if (static_cast<std::size_t>(k) > plan.elms.size())
+      throw InputError("eval.topk lists " + std::to_string(k) + ", but " +
+                       forest_file(ctx.run_dir).string() + " has " +
+                       std::to_string(plan.elms.size()) +
+                       " trained ELMs: list ensemble sizes up to that (or leave eval.topk out "
+                       "for 1..K)");
   const ModelRecord* dense = forest.find("dense");
   plan.with_dense = dense && dense->status == ModelStatus::trained;
 
@@ -62,6 +70,22 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
                        " tokens (re-run btm prepare with more text or lower model.context)");
   }
 
+  // Every model has the configured shape, checked by rank 0 before any group loads one: a group
+  // that failed alone would leave the others waiting in the gather.
+  collective_check(ctx.world, [&] {
+    if (!ctx.leader()) return;
+    std::vector<std::string> all = plan.elms;
+    if (plan.with_dense) all.push_back("dense");
+    for (const std::string& name : all) {
+      const fs::path file = checkpoint_file(ctx.run_dir, name);
+      const CheckpointInfo c = peek_checkpoint(file);
+      if (!(c.model == config.model))
+        throw InputError(file.string() + ": model shape " + describe_model(c.model) +
+                         " differs from the forest's " + describe_model(config.model) +
+                         ": only models of the forest's shape can be evaluated together (btm "
+                         "forest remove it)");
+    }
+  });
   for (const std::string& e : plan.elms) {
     plan.models.push_back(checkpoint_file(ctx.run_dir, e));
     std::vector<BlockSet> s = plan.test;

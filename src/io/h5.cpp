@@ -1,8 +1,11 @@
 #include "btm/io/h5.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <type_traits>
 
@@ -55,9 +58,43 @@ void quiet_errors() {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }
 
+namespace {
+
+// Why a write to `file` failed: errno's text and the free space of its filesystem.
+std::string write_failure(const fs::path& file) {
+  const int error = errno;
+  char free_text[64];
+  std::snprintf(free_text, sizeof(free_text), "%.2f GB free there",
+                static_cast<double>(
+                    free_bytes(file.parent_path().empty() ? fs::path(".") : file.parent_path())) /
+                    1e9);
+  return std::string(error ? std::strerror(error) : "unknown cause") + "; " + free_text +
+         (error == ENOSPC ? ": free space, or use a run.dir on a filesystem with room"
+          : error == EACCES || error == EROFS ? ": fix the permissions, or use another run.dir"
+                                              : "");
+}
+
+std::string file_of(hid_t obj) {
+  const ssize_t n = H5Fget_name(obj, nullptr, 0);
+  if (n <= 0) return "?";
+  std::string name(static_cast<std::size_t>(n), '\0');
+  H5Fget_name(obj, name.data(), name.size() + 1);
+  return name;
+}
+
+}  // namespace
+
+std::uint64_t free_bytes(const fs::path& dir) {
+  struct statvfs s {};
+  if (::statvfs(dir.c_str(), &s) != 0) return 0;
+  return static_cast<std::uint64_t>(s.f_bavail) * s.f_frsize;
+}
+
 Handle create_file(const fs::path& path) {
+  errno = 0;
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (id < 0) throw SystemError("cannot create HDF5 file " + path.string());
+  if (id < 0)
+    throw SystemError("cannot create " + path.string() + " (" + write_failure(path) + ")");
   return Handle(id);
 }
 
@@ -277,8 +314,13 @@ void write_matrix(hid_t parent, const std::string& name, const T* data, std::siz
   Handle plist = create_plist(rank, dims, sizeof(T), storage);
   Handle set(BTM_H5(
       H5Dcreate2(parent, name.c_str(), native_type<T>(), space, H5P_DEFAULT, plist, H5P_DEFAULT)));
-  if (rows > 0 && (cols > 0 || rank == 1))
-    BTM_H5(H5Dwrite(set, native_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  errno = 0;
+  if (rows > 0 && (cols > 0 || rank == 1) &&
+      H5Dwrite(set, native_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    const std::string file = file_of(parent);
+    throw SystemError("cannot write dataset /" + name + " of " + file + " (" + write_failure(file) +
+                      ")");
+  }
 }
 
 template <typename T>
@@ -355,7 +397,9 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::commit() {
-  BTM_H5(H5Fflush(file_, H5F_SCOPE_GLOBAL));
+  errno = 0;
+  if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0)
+    throw SystemError("cannot write " + tmp_.string() + " (" + write_failure(tmp_) + ")");
   file_.reset();
   fsync_path(tmp_);
   fs::rename(tmp_, path_);

@@ -99,9 +99,11 @@ int gpu_of_local_rank(int gpus, int local_rank, int local_size, bool share_gpus)
   return share_gpus ? local_rank % gpus : -1;
 }
 
+RunContext::RunContext(const Config& c, MpiComm& w)
+    : config(c), config_ini(to_ini(c)), world(w), node(node_info(w)), run_dir(c.run.dir) {}
+
 RunContext make_context(const Config& config, MpiComm& world, const Backends& backends) {
-  RunContext ctx{config, to_ini(config),          world, node_info(world), nullptr, 0,
-                 1,      fs::path(config.run.dir)};
+  RunContext ctx(config, world);
   collective_check(world, [&] { ctx.backend = &backends.resolve(config.run.device); });
   // Every rank must compute on the same kind of device.
   const Device device = ctx.backend->device();

@@ -29,4 +29,8 @@ po::variables_map parse_command(const std::string& command, const std::string& s
                                 const po::options_description& command_options, Config* config,
                                 bool print_help);
 
+// The Config that INI text (a forest's or a checkpoint's recorded config) describes; InputError
+// naming `where` if it does not parse.
+Config config_from_ini(const std::string& text, const std::string& where);
+
 }  // namespace btm

@@ -12,6 +12,7 @@
 #include "btm/io/forest.hpp"
 #include "btm/method/budget.hpp"
 #include "btm/method/rank_layout.hpp"
+#include "btm/pipeline/preflight.hpp"
 #include "btm/pipeline/run_context.hpp"
 
 namespace btm {
@@ -25,9 +26,12 @@ std::vector<double> parse_parent_weights(const std::string& text, std::size_t pa
 // --max-steps-per-run, accepted by every training command.
 po::options_description step_limit_option(std::int64_t& limit);
 // The run context of a command that reads or writes a forest, checked before any work: the
-// corpora exist and fit the model, the run directory and its manifest are usable.
-RunContext prepare_context(const Config& config, MpiComm& world, const Backends& backends,
-                           std::int64_t max_steps_per_run);
+// corpora exist and fit the model, the preflight checks of `plan` pass, rank 0 holds the run
+// directory's lock (one writer at a time; stale temporary files removed), and the manifest is
+// usable.
+RunContext prepare_context(const std::string& command, const Config& config, MpiComm& world,
+                           const Backends& backends, std::int64_t max_steps_per_run,
+                           const PreflightPlan& plan);
 // The run's plan: the compute budget per phase and which group trains which ELM when.
 std::string describe_plan(const Budget& budget, const RankLayout& layout);
 // Says how to continue after a stop (signal or --max-steps-per-run); returns exit code 75.

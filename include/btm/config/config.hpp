@@ -244,6 +244,10 @@ std::string to_ini(const Config& config);
 // One setting's value as text, by its name "section.key" (btm config --get); InputError for an
 // unknown name.
 std::string get_field(const Config& config, const std::string& name);
+// The settings that make a different forest (not where or how it runs: run.dir, data.corpus,
+// run.device, run.threads, run.share_gpus, run.checkpoint_every, run.log_every) in which `a`
+// and `b` differ, as "key (a value here, b value there)" items.
+std::vector<std::string> differing_settings(const Config& a, const Config& b);
 // "L=12 H=12 d=768 T=1024 V=50257" for messages.
 std::string describe_model(const ModelConfig& model);
 

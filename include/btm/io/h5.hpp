@@ -89,6 +89,9 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// Bytes free for an unprivileged writer on the filesystem of `dir` (statvfs; 0 if unknown).
+std::uint64_t free_bytes(const std::filesystem::path& dir);
+
 // fsync a file or directory by path.
 void fsync_path(const std::filesystem::path& path);
 

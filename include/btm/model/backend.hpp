@@ -33,6 +33,11 @@ class Backend {
     (void)device;
     return nullptr;
   }
+  // InputError, with the figures and what to change, unless an engine of `model` training on
+  // micro-batches of options.max_batch fits the memory this rank can have (`ranks_here` ranks
+  // share the node's memory on cpu).
+  virtual void check_fits(const ModelConfig& model, const EngineOptions& options,
+                          int ranks_here) const = 0;
   // Bytes of memory in use for the engine: the device's on GPUs, the peak resident set on cpu.
   virtual std::size_t memory_used() const = 0;
   // Mean milliseconds of one in-place sum of `count` int64 (a step's gradient sums) over

@@ -11,6 +11,7 @@
 
 #include "btm/config/config.hpp"
 #include "btm/dist/comm.hpp"
+#include "btm/io/run_lock.hpp"
 #include "btm/model/backend.hpp"
 
 namespace btm {
@@ -31,6 +32,8 @@ void request_stop();
 void clear_stop();
 
 struct RunContext {
+  RunContext(const Config& config, MpiComm& world);
+
   Config config;
   std::string config_ini;
   MpiComm& world;
@@ -44,6 +47,8 @@ struct RunContext {
   std::int64_t max_steps_per_run = 0;
   // Some node runs ranks on one GPU (run.share_gpus): gradients go through MPI, not NCCL.
   bool gpus_shared = false;
+  // Rank 0's lock on the run directory (io/run_lock.hpp) while a command writes it.
+  std::shared_ptr<RunLock> lock;
 
   bool leader() const { return world.rank() == 0; }
 };
