@@ -35,6 +35,8 @@ const std::map<std::string, CommandEntry>& commands() {
       {"eval", {btm::cmd_eval, "evaluate ELMs, ensembles and averages; write eval.h5"}},
       {"average", {btm::cmd_average, "average ELM parameters into one checkpoint"}},
       {"forest", {btm::cmd_forest, "list, add or remove ELMs of a forest"}},
+      {"verify",
+       {btm::cmd_verify, "check that every file of a run directory is sound (checksums)"}},
       {"bench", {btm::cmd_bench, "throughput benchmark: one JSON line per case"}},
       {"encode", {btm::cmd_encode, "tokenize a string and print the ids"}},
       {"logits", {btm::cmd_logits, "a checkpoint's logits and log-probs on given tokens (HDF5)"}},

@@ -25,6 +25,7 @@ int cmd_dense(const Args& args, MpiComm& world, const Backends& backends);
 int cmd_eval(const Args& args, MpiComm& world, const Backends& backends);
 int cmd_average(const Args& args, MpiComm& world, const Backends& backends);
 int cmd_forest(const Args& args, MpiComm& world, const Backends& backends);  // list | add | remove
+int cmd_verify(const Args& args, MpiComm& world, const Backends& backends);  // every file sound?
 int cmd_bench(const Args& args, MpiComm& world, const Backends& backends);
 int cmd_encode(const Args& args, MpiComm& world,
                const Backends& backends);  // tokenize a string (debugging)
