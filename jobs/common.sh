@@ -40,8 +40,8 @@ BTM_FLAGS=()        # flags common to every btm command of the job
 btm_log() { echo "[job $(date '+%F %T')] $*"; }
 
 # SIGUSR1 (the time-limit warning) or SIGTERM: remember it and pass it on to the ranks. mpirun
-# exits 1 on SIGTERM even when every rank checkpointed and exited 75, but passes 75 on after
-# SIGUSR1 (btm treats both alike): so mpirun is sent SIGUSR1 for either.
+# exits 1 on SIGTERM and does not reliably pass it on, but forwards SIGUSR1 and passes 75 on
+# (btm treats both alike): so mpirun is sent SIGUSR1 for either.
 _btm_on_signal() {
   BTM_SIGNAL_SEEN=$1
   local forward=$1

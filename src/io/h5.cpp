@@ -1,10 +1,12 @@
 #include "btm/io/h5.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <type_traits>
@@ -396,12 +398,26 @@ AtomicFile::~AtomicFile() {
   fs::remove(tmp_, ignored);
 }
 
+namespace {
+
+// Fault injection for tests/faults: BTM_FAULT_KILL_AT_COMMIT=N kills this process (SIGKILL) at
+// its N-th commit, once the temporary file is complete and before it replaces the old one: the
+// worst moment for an interrupted write.
+void maybe_die_before_rename() {
+  static int commits = 0;
+  const char* at = std::getenv("BTM_FAULT_KILL_AT_COMMIT");
+  if (at != nullptr && ++commits == std::atoi(at)) ::raise(SIGKILL);
+}
+
+}  // namespace
+
 void AtomicFile::commit() {
   errno = 0;
   if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0)
     throw SystemError("cannot write " + tmp_.string() + " (" + write_failure(tmp_) + ")");
   file_.reset();
   fsync_path(tmp_);
+  maybe_die_before_rename();
   fs::rename(tmp_, path_);
   fsync_path(path_.parent_path().empty() ? fs::path(".") : path_.parent_path());
   committed_ = true;

@@ -111,8 +111,10 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
         ctx.max_steps_per_run > 0 && state.step - first_step >= ctx.max_steps_per_run;
     if (group.allreduce_max(stop_requested() || step_limit ? 1 : 0)) {
       if (leader) {
-        save_state(engine, state, file);
+        // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
+        // and a resume drops the rows after its step (the other order would lose rows).
         metrics.flush();
+        save_state(engine, state, file);
         std::cout << "[" << name << "] stop requested: checkpointed at step " << state.step
                   << std::endl;
       }
@@ -182,8 +184,10 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
     }
     if (state.step % config.run.checkpoint_every == 0 || last) {
       if (leader) {
-        save_state(engine, state, file);
+        // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
+        // and a resume drops the rows after its step (the other order would lose rows).
         metrics.flush();
+        save_state(engine, state, file);
         last_flush = Clock::now();
       }
     } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {
