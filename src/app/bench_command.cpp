@@ -10,11 +10,15 @@
 //   average    the collective phase's heaviest step: one parameter average of --elms ELMs
 //              held by the group leaders, formed as `btm eval` forms it (not in the default
 //              cases)
+//   kernels    every case of the kernel-case table (cuda/kernel_cases.hpp, the one the GPU
+//              tests check), or those whose name holds --kernels, timed on rank 0's GPU: ms,
+//              GB/s from the case's bytes, TFLOP/s from its FLOPs (not in the default cases;
+//              CUDA builds only)
 // MFU = tokens/s x (6N + 12 L d T) / (ranks x peak), N the parameters in matmuls, the
 // convention of llm.c and nanoGPT; busbw = algbw x 2(r-1)/r, the nccl-tests convention.
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
+#include <cmath>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -29,6 +33,7 @@
 #include "btm/model/params.hpp"
 #include "btm/pipeline/run_context.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/json_line.hpp"
 #include "btm/util/rng.hpp"
 
 namespace btm {
@@ -45,6 +50,7 @@ struct BenchOptions {
   double peak_tflops = 0;  // 0: 989 on cuda (H100/H200 bf16 dense), none on cpu
   int elms = 8;            // the average case's parents
   std::string attention = "auto";
+  std::string kernels;  // the kernel cases whose name holds this ("": all)
   std::vector<std::string> cases;
 };
 
@@ -103,14 +109,37 @@ void bench_average(RunContext& ctx, EvalGroups& g, Engine& engine, const BenchOp
   const double ms = Ms(Clock::now() - start).count() / o.steps;
   engine.drop_parents();
   if (ctx.world.rank() == 0) {
-    std::printf(
-        "{\"case\": \"average\", \"system\": \"btm-%s\", \"params\": %zu, \"elms\": %d, "
-        "\"groups\": %d, \"ranks\": %d, \"ranks_per_elm\": %d, \"steps\": %d, "
-        "\"time_ms\": %.2f, \"elm_gb_per_s\": %.1f}\n",
-        engine.kind().c_str(), n, o.elms, g.groups, ctx.world.size(), ctx.config.run.ranks_per_elm,
-        o.steps, ms, static_cast<double>(n) * sizeof(float) * o.elms / (ms * 1e-3) / 1e9);
-    std::fflush(stdout);
+    const double elm_gb_per_s = static_cast<double>(n) * sizeof(float) * o.elms / (ms * 1e-3) / 1e9;
+    std::cout << json_line({{"case", "average"},
+                            {"system", "btm-" + engine.kind()},
+                            {"params", n},
+                            {"elms", o.elms},
+                            {"groups", g.groups},
+                            {"ranks", ctx.world.size()},
+                            {"ranks_per_elm", ctx.config.run.ranks_per_elm},
+                            {"steps", o.steps},
+                            {"time_ms", rounded(ms, 3)},
+                            {"elm_gb_per_s", rounded(elm_gb_per_s, 1)}})
+              << std::endl;
   }
+}
+
+// --cases kernels: the kernel cases whose name holds --kernels, timed by the CUDA backend on
+// rank 0's GPU (Backend::bench_kernel_cases), one JSON line each; the other ranks wait.
+void bench_kernels(MpiComm& world, const Backends& backends, const BenchOptions& o) {
+  const Backend* cuda = backends.find(Device::cuda);
+  if (cuda == nullptr)
+    throw InputError(
+        "bench --cases kernels times the CUDA kernels: it needs a CUDA build of btm (cmake "
+        "-DBTM_CUDA=ON, with the CUDA toolkit and NCCL) and a GPU; this build has no CUDA");
+  const int gpus = world.rank() == 0 ? cuda->device_count() : 1;
+  if (world.allreduce_max(gpus == 0 ? 1 : 0) != 0)
+    throw InputError(
+        "bench --cases kernels times the CUDA kernels: it needs a GPU, and rank 0 sees none "
+        "(check CUDA_VISIBLE_DEVICES)");
+  collective_check(world, [&] {
+    if (world.rank() == 0) cuda->bench_kernel_cases(o.kernels, o.warmup, o.steps, std::cout);
+  });
 }
 
 }  // namespace
@@ -127,14 +156,16 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
       ("peak-tflops", po::value(&o.peak_tflops)->default_value(0),
        "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
       ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | flash-mma.sync (the pre-Hopper flash kernels, also on Hopper) | materialized")
-      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average (comma separated)")
-      ("elms", po::value(&o.elms)->default_value(o.elms), "average: the number of parent ELMs");
+      ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average, kernels (comma separated)")
+      ("elms", po::value(&o.elms)->default_value(o.elms), "average: the number of parent ELMs")
+      ("kernels", po::value(&o.kernels)->default_value(o.kernels), "kernels: only the kernel cases whose name holds this (default: all)");
   // clang-format on
   parse_command(
       "bench",
       "Throughput of training steps on random tokens: one JSON line per group and case. The\n"
       "model comes from [model], the batch per rank from data.batch, groups from\n"
-      "run.ranks_per_elm, the device from run.device. No corpus or run directory is used.",
+      "run.ranks_per_elm, the device from run.device. No corpus or run directory is used.\n"
+      "--cases kernels times every CUDA kernel case (the GPU tests' table) on rank 0's GPU.",
       args, options, &config, world.rank() == 0);
   if (o.steps < 1 || o.warmup < 0 || o.elms < 1)
     throw InputError("bench: --steps and --elms must be >= 1 and --warmup >= 0");
@@ -144,8 +175,14 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
                      "': use auto, flash, flash-mma.sync or materialized");
   o.cases = split_list(cases_text);
   for (const std::string& c : o.cases)
-    if (c != "train" && c != "eval" && c != "allreduce" && c != "average")
-      throw InputError("--cases: unknown case '" + c + "' (use train, eval, allreduce, average)");
+    if (c != "train" && c != "eval" && c != "allreduce" && c != "average" && c != "kernels")
+      throw InputError("--cases: unknown case '" + c +
+                       "' (use train, eval, allreduce, average, kernels)");
+  if (wants(o, "kernels")) {
+    bench_kernels(world, backends, o);
+    if (!wants(o, "train") && !wants(o, "eval") && !wants(o, "allreduce") && !wants(o, "average"))
+      return kExitOk;
+  }
 
   RunContext ctx = make_context(config, world, backends);
   const int r = config.run.ranks_per_elm;
@@ -180,14 +217,22 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
         static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(m.vocab_size));
   }
   const Batch batch{inputs.data(), targets.data(), B, T};
-  std::ostringstream head;
-  head << "\"system\": \"btm-" << engine->kind() << "\", \"params\": " << layout.total()
-       << ", \"layers\": " << m.n_layer << ", \"dim\": " << m.d_model << ", \"heads\": " << m.n_head
-       << ", \"seq\": " << T << ", \"vocab\": " << m.vocab_size << ", \"batch_per_rank\": " << B;
-  const Engine::Facts facts = engine->facts();
-  if (!facts.attention.empty()) head << ", \"attention\": \"" << facts.attention << "\"";
-  if (!facts.flash_kernels.empty())
-    head << ", \"flash_kernels\": \"" << facts.flash_kernels << "\"";
+  // The fields every train and eval line starts with, after its "case".
+  const auto line_of_case = [&](const std::string& name) {
+    nlohmann::ordered_json line = {{"case", name},
+                                   {"system", "btm-" + engine->kind()},
+                                   {"params", layout.total()},
+                                   {"layers", m.n_layer},
+                                   {"dim", m.d_model},
+                                   {"heads", m.n_head},
+                                   {"seq", T},
+                                   {"vocab", m.vocab_size},
+                                   {"batch_per_rank", B}};
+    const Engine::Facts facts = engine->facts();
+    if (!facts.attention.empty()) line["attention"] = facts.attention;
+    if (!facts.flash_kernels.empty()) line["flash_kernels"] = facts.flash_kernels;
+    return line;
+  };
   if (world.rank() == 0)
     std::cout << "# bench: " << groups << " group" << (groups == 1 ? "" : "s") << " of " << r
               << " rank" << (r == 1 ? "" : "s") << " on " << word_of(ctx.backend->device())
@@ -230,30 +275,32 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
     const double group_tokens_per_s = static_cast<double>(tokens) * r / (mean_ms * 1e-3);
     const double flops_per_token = train_flops_per_token(layout);
     const double mem = static_cast<double>(ctx.backend->memory_used()) / kGiB;
-    std::ostringstream line;
-    line.setf(std::ios::fixed);
-    line.precision(2);
-    line << "{\"case\": \"train\", " << head.str() << ", \"group\": " << group_index
-         << ", \"ranks\": " << r << ", \"global_batch\": " << B * r << ", \"steps\": " << o.steps
-         << ", \"step_ms\": " << mean_ms << ", \"step_ms_median\": " << step_ms[step_ms.size() / 2];
-    line.precision(0);
-    line << ", \"tokens_per_s\": " << group_tokens_per_s
-         << ", \"flops_per_token\": " << flops_per_token;
-    line.precision(4);
-    if (peak > 0) line << ", \"mfu\": " << group_tokens_per_s * flops_per_token / (r * peak * 1e12);
-    line << ", \"loss_first\": " << first_loss << ", \"loss\": " << loss;
-    line.precision(2);
-    line << ", \"mem_gib\": " << mem << "}";
-    print_from_leaders(world, leader, line.str());
+    nlohmann::ordered_json line = line_of_case("train");
+    line["group"] = group_index;
+    line["ranks"] = r;
+    line["global_batch"] = B * r;
+    line["steps"] = o.steps;
+    line["step_ms"] = rounded(mean_ms, 2);
+    line["step_ms_median"] = rounded(step_ms[step_ms.size() / 2], 2);
+    line["tokens_per_s"] = std::llround(group_tokens_per_s);
+    line["flops_per_token"] = std::llround(flops_per_token);
+    if (peak > 0)
+      line["mfu"] = rounded(group_tokens_per_s * flops_per_token / (r * peak * 1e12), 4);
+    line["loss_first"] = rounded(first_loss, 4);
+    line["loss"] = rounded(loss, 4);
+    line["mem_gib"] = rounded(mem, 2);
+    print_from_leaders(world, leader, json_line(line));
     // Aggregate over groups (leaders' figures; other ranks add zero).
     const double total = world.allreduce_sum(leader ? group_tokens_per_s : 0.0);
     if (world.rank() == 0) {
-      std::printf(
-          "{\"case\": \"aggregate\", \"system\": \"btm-%s\", \"groups\": %d, \"ranks_per_group\": "
-          "%d, "
-          "\"ranks\": %d, \"tokens_per_s\": %.0f, \"tokens_per_s_per_group\": %.0f}\n",
-          engine->kind().c_str(), groups, r, world.size(), total, total / groups);
-      std::fflush(stdout);
+      std::cout << json_line({{"case", "aggregate"},
+                              {"system", "btm-" + engine->kind()},
+                              {"groups", groups},
+                              {"ranks_per_group", r},
+                              {"ranks", world.size()},
+                              {"tokens_per_s", std::llround(total)},
+                              {"tokens_per_s_per_group", std::llround(total / groups)}})
+                << std::endl;
     }
   }
 
@@ -264,14 +311,12 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
     const auto start = Clock::now();
     for (int i = 0; i < o.steps; ++i) engine->token_logprobs(batch, logprobs.data());
     const double ms = Ms(Clock::now() - start).count() / o.steps;
-    std::ostringstream line;
-    line.setf(std::ios::fixed);
-    line.precision(2);
-    line << "{\"case\": \"eval\", " << head.str() << ", \"group\": " << group_index
-         << ", \"rank\": " << world.rank() << ", \"batch_ms\": " << ms;
-    line.precision(0);
-    line << ", \"tokens_per_s\": " << static_cast<double>(tokens) / (ms * 1e-3) << "}";
-    print_from_leaders(world, leader, line.str());
+    nlohmann::ordered_json line = line_of_case("eval");
+    line["group"] = group_index;
+    line["rank"] = world.rank();
+    line["batch_ms"] = rounded(ms, 2);
+    line["tokens_per_s"] = std::llround(static_cast<double>(tokens) / (ms * 1e-3));
+    print_from_leaders(world, leader, json_line(line));
   }
 
   if (wants(o, "allreduce") && r > 1) {
@@ -282,15 +327,17 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
     const double bytes = static_cast<double>(count) * sizeof(std::int64_t);
     const double algbw = bytes / (ms * 1e-3) / 1e9;
     const double busbw = algbw * 2.0 * (r - 1) / r;
-    std::ostringstream line;
-    line.setf(std::ios::fixed);
-    line.precision(3);
-    line << "{\"case\": \"allreduce\", \"system\": \"btm-" << engine->kind() << "\", \"comm\": \""
-         << (comm.space() == MemorySpace::Device ? "nccl" : "mpi")
-         << "\", \"group\": " << group_index << ", \"ranks\": " << r
-         << ", \"bytes\": " << static_cast<std::size_t>(bytes) << ", \"time_ms\": " << ms
-         << ", \"algbw_gbs\": " << algbw << ", \"busbw_gbs\": " << busbw << "}";
-    print_from_leaders(world, leader, line.str());
+    const nlohmann::ordered_json line = {
+        {"case", "allreduce"},
+        {"system", "btm-" + engine->kind()},
+        {"comm", comm.space() == MemorySpace::Device ? "nccl" : "mpi"},
+        {"group", group_index},
+        {"ranks", r},
+        {"bytes", static_cast<std::size_t>(bytes)},
+        {"time_ms", rounded(ms, 3)},
+        {"algbw_gbs", rounded(algbw, 3)},
+        {"busbw_gbs", rounded(busbw, 3)}};
+    print_from_leaders(world, leader, json_line(line));
   }
   return kExitOk;
 }

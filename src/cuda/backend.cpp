@@ -7,6 +7,7 @@
 
 #include "btm/cuda/check.hpp"
 #include "btm/cuda/engine.hpp"
+#include "btm/cuda/kernel_cases.hpp"
 #include "btm/cuda/nccl_comm.hpp"
 #include "btm/util/error.hpp"
 
@@ -72,6 +73,10 @@ class CudaBackend final : public Backend {
     const std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
     BTM_CUDA_CHECK(cudaFree(buffer));
     return ms.count() / iterations;
+  }
+  void bench_kernel_cases(const std::string& filter, int warmup, int iterations,
+                          std::ostream& out) const override {
+    cuda::bench_kernel_cases(filter, warmup, iterations, out);
   }
 };
 

@@ -42,12 +42,6 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
   world.reduce_sum(data.data(), data.size(), 0);
 }
 
-std::vector<float> load_params(MpiComm& group, const fs::path& file, const ModelConfig& model) {
-  std::vector<float> params;
-  collective_check(group, [&] { params = load_checkpoint(file, &model, false).params; });
-  return params;
-}
-
 }  // namespace
 
 Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
@@ -65,7 +59,8 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
   scores.data.assign(total, 0.0f);
   for (std::size_t m = static_cast<std::size_t>(groups.index); m < models.size();
        m += static_cast<std::size_t>(groups.groups)) {
-    std::vector<float> params = load_params(*groups.group, models[m], ctx.config.model);
+    std::vector<float> params =
+        load_checkpoint_in_group(*groups.group, models[m], &ctx.config.model, false).params;
     engine.set_params(params);
     for (std::size_t s = 0; s < S; ++s)
       if (sets[m][s].blocks > 0)

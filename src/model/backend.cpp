@@ -16,6 +16,11 @@ double Backend::time_allreduce_ms(Communicator& comm, std::size_t count, int ite
   return ms.count() / iterations;
 }
 
+void Backend::bench_kernel_cases(const std::string&, int, int, std::ostream&) const {
+  throw InputError("bench --cases kernels: the " + std::string(word_of(device())) +
+                   " backend has no kernel cases to time (use run.device = cuda)");
+}
+
 Backends::Backends(std::vector<std::unique_ptr<Backend>> list) : list_(std::move(list)) {}
 
 const Backend* Backends::find(Device device) const {

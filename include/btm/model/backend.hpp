@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,11 @@ class Backend {
   // `comm`, on buffers of the memory `comm` works on, after `warmup` untimed calls.
   virtual double time_allreduce_ms(Communicator& comm, std::size_t count, int iterations,
                                    int warmup) const;
+  // `btm bench --cases kernels`: times the backend's kernel cases whose name holds `filter`
+  // (each over `iterations` runs after `warmup`) and writes one JSON line per case to `out`.
+  // InputError where the backend has no kernel cases or none matches.
+  virtual void bench_kernel_cases(const std::string& filter, int warmup, int iterations,
+                                  std::ostream& out) const;
 };
 
 // The backends of a build; `resolve` picks the one a run asks for.

@@ -5,7 +5,7 @@
 
 #include <cuda_runtime.h>
 
-#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/kernels/bf16.hpp"
 
 namespace btm::cuda::sm90 {
 

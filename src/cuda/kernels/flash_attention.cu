@@ -30,7 +30,7 @@
 #include <cstdint>
 
 #include "btm/cuda/check.hpp"
-#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/kernels/flash_attention.hpp"
 #include "btm/util/error.hpp"
 #include "flash_common.cuh"
 #include "flash_sm90.hpp"

@@ -1,4 +1,4 @@
-// blas.cpp: the cuBLASLt GEMM context (Blas in cuda/kernels.hpp): bf16 operands, fp32
+// blas.cpp: the cuBLASLt GEMM context (Blas in cuda/kernels/blas.hpp): bf16 operands, fp32
 // accumulation, bf16 or fp32 output, an optional C (residual) input, optional bias and GELU
 // epilogues, strided batches. The heuristic's algorithm is cached per shape and alignment, so a
 // training step asks it once.
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "btm/cuda/check.hpp"
-#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/kernels/blas.hpp"
 #include "btm/util/error.hpp"
 
 namespace btm::cuda {

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/kernels/bf16.hpp"
 #include "btm/util/error.hpp"
 
 namespace btm::cuda::flash {

@@ -1,6 +1,6 @@
 // fixed_point.cu: the exact 64-bit fixed-point sums of fixed_point.hpp on the device
-// (cuda/kernels.hpp): a micro-batch gradient into a step's sum, the step's sum back to floats,
-// and weighted sums of parameter vectors (averages). Each term is the host's
+// (cuda/kernels/fixed_point.hpp): a micro-batch gradient into a step's sum, the step's sum back
+// to floats, and weighted sums of parameter vectors (averages). Each term is the host's
 // llrint((double(x) * w) * 2^40): the products are __dmul_rn and the rounding __double2ll_rn
 // (round to nearest even, as llrint), so no FMA contraction or other rounding can change a bit;
 // integer addition is associative, so the sums equal the host's in any order. The sums
@@ -11,7 +11,7 @@
 #include <string>
 
 #include "btm/cuda/check.hpp"
-#include "btm/cuda/kernels.hpp"
+#include "btm/cuda/kernels/fixed_point.hpp"
 #include "btm/util/fixed_point.hpp"
 
 namespace btm::cuda {
