@@ -320,11 +320,12 @@ std::vector<KernelCase> make_table() {
   // large logits (they must be ignored); the target entries (~ -dloss) dominate the gradient's
   // norms, so it is also compared without them.
   const Tolerance loss = T::close(1e-4, 1e-5);
-  for (const auto& [V, Vp] :
-       {std::pair{100, 128}, {4000, 4000}, {50257, 50304}, {59995, 60000}, {100, 101}}) {
-    add(crossentropy_forward_backward_case(9, V, Vp, CrossEntropyRun::loss_only),
+  // The three cases of one shape: loss only, in place (with the variants that must agree), and
+  // the forward alone.
+  const auto add_crossentropy = [&](int N, int V, int Vp) {
+    add(crossentropy_forward_backward_case(N, V, Vp, CrossEntropyRun::loss_only),
         {{"losses", loss}, {"logits", T::bits()}});
-    add(crossentropy_forward_backward_case(9, V, Vp, CrossEntropyRun::in_place),
+    add(crossentropy_forward_backward_case(N, V, Vp, CrossEntropyRun::in_place),
         {{"losses", loss},
          {"dlogits", bf16_once},
          {"dlogits without the targets", bf16_once},
@@ -332,7 +333,11 @@ std::vector<KernelCase> make_table() {
          {"losses (= loss only)", T::bits()},
          {"losses (= out of place)", T::bits()},
          {"dlogits (= out of place)", T::bits()}});
-    add(crossentropy_forward_case(9, V, Vp), {{"losses", loss}});
+    add(crossentropy_forward_case(N, V, Vp), {{"losses", loss}});
+  };
+  for (const auto& [V, Vp] :
+       {std::pair{100, 128}, {4000, 4000}, {50257, 50304}, {59995, 60000}, {100, 101}}) {
+    add_crossentropy(9, V, Vp);
   }
 
   // ---- AdamW: three tensors (decayed weight, undecayed bias, decayed weight), clipping active;
@@ -404,17 +409,7 @@ std::vector<KernelCase> make_table() {
         {{"out", T::close(3e-2, 1.5e-2)}, {"lse", T::absolute(1e-3)}});
     add(flash_attention_backward_case(B, Tn, C, NH, k), {{"dqkv", T::close(5e-2, 2.5e-2)}});
   }
-  add(crossentropy_forward_backward_case(1024, V, Vp, CrossEntropyRun::loss_only),
-      {{"losses", loss}, {"logits", T::bits()}});
-  add(crossentropy_forward_backward_case(1024, V, Vp, CrossEntropyRun::in_place),
-      {{"losses", loss},
-       {"dlogits", bf16_once},
-       {"dlogits without the targets", bf16_once},
-       {"dlogits padding", T::bits()},
-       {"losses (= loss only)", T::bits()},
-       {"losses (= out of place)", T::bits()},
-       {"dlogits (= out of place)", T::bits()}});
-  add(crossentropy_forward_case(1024, V, Vp), {{"losses", loss}});
+  add_crossentropy(1024, V, Vp);
   add(mean_of_case(N), {{"mean", T::close(1e-6, 1e-6)}});
   const std::size_t half = std::size_t{1} << 23;
   add(sum_of_squares_case(2 * half), {{"sum", T::close(1e-6, 1e-6)}});

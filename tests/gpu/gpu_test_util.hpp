@@ -42,23 +42,8 @@ using cuda::cases::round_bf16;
 using cuda::cases::to_device;
 using cuda::cases::to_device_bf16;
 
-// Bitwise equality of two vectors (NaN equals NaN of the same bits, 0.0 differs from -0.0).
-template <typename T>
-bool same_bits(std::span<const T> a, std::span<const T> b) {
-  return a.size() == b.size() &&
-         (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
-}
-template <typename T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return same_bits(std::span<const T>(a), std::span<const T>(b));
-}
-// The index of the first element whose bits differ, or the size when none does.
-template <typename T>
-std::size_t first_difference(const std::vector<T>& a, const std::vector<T>& b) {
-  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return i;
-  return std::min(a.size(), b.size());
-}
+using cuda::cases::first_difference;  // the index of the first element whose bits differ
+using cuda::cases::same_bits;
 
 // Normalised errors of `got` against the reference `want` (NaN anywhere makes both NaN), as
 // the kernel cases measure them (cuda::cases::normalised_errors).
