@@ -14,6 +14,8 @@
 #   BTM_DEVICE        cuda | cpu (--run.device)        (default: cuda when the job has GPUs, else cpu)
 #   BTM_THREADS       CPU threads per rank (--run.threads)          (default: --cpus-per-task)
 #   BTM_ARGS          more btm flags for every command, e.g. "--run.steps 4000 --max-steps-per-run 500"
+#                     (a setting named here wins over BTM_DEVICE/BTM_THREADS; BTM_RUN_DIR or
+#                     BTM_RANKS_PER_ELM together with its flag here is refused)
 #   BTM_LAUNCHER      srun (default: srun --mpi=pmix) | mpirun (Open MPI's, inside the allocation)
 #   BTM_BIN           the btm executable  (default: BTM_ROOT/build-cuda/btm for cuda if it exists,
 #                                          else BTM_ROOT/build/btm)
@@ -68,6 +70,17 @@ _btm_run_dir() {
   "$BTM_BIN" config "${flags[@]}" --get run.dir
 }
 
+# Whether BTM_ARGS holds the flag --KEY (as "--KEY VALUE" or "--KEY=VALUE").
+_btm_args_name() {
+  local arg
+  # shellcheck disable=SC2206  # BTM_ARGS is a list of flags
+  local args=(${BTM_ARGS:-})
+  for arg in "${args[@]}"; do
+    [[ $arg == "--$1" || $arg == "--$1="* ]] && return 0
+  done
+  return 1
+}
+
 _btm_fail_setup() {
   btm_log "error: $*"
   btm_log "job not started: bad setup (exit $BTM_EXIT_BAD_INPUT, not requeued)"
@@ -112,13 +125,22 @@ btm_job_init() {
       "rank per GPU (sbatch --ntasks-per-node=G --gpus-per-node=G)"
   fi
 
+  if [[ -n ${BTM_RUN_DIR:-} ]] && _btm_args_name run.dir; then
+    _btm_fail_setup "BTM_RUN_DIR and --run.dir in BTM_ARGS: set one of them"
+  fi
   BTM_RUN_DIR=$(_btm_run_dir) || _btm_fail_setup "btm could not read the configuration (BTM_CONFIG=$BTM_CONFIG BTM_ARGS=${BTM_ARGS:-})"
   BTM_FLAGS=()
   for file in $BTM_CONFIG; do BTM_FLAGS+=(--config "$file"); done
-  BTM_FLAGS+=(--run.dir "$BTM_RUN_DIR" --run.device "$BTM_DEVICE")
-  [[ -n ${BTM_RANKS_PER_ELM:-} ]] && BTM_FLAGS+=(--run.ranks_per_elm "$BTM_RANKS_PER_ELM")
+  # A setting BTM_ARGS names is left to it (btm refuses a flag given twice).
+  _btm_args_name run.dir || BTM_FLAGS+=(--run.dir "$BTM_RUN_DIR")
+  _btm_args_name run.device || BTM_FLAGS+=(--run.device "$BTM_DEVICE")
+  if [[ -n ${BTM_RANKS_PER_ELM:-} ]]; then
+    _btm_args_name run.ranks_per_elm &&
+      _btm_fail_setup "BTM_RANKS_PER_ELM and --run.ranks_per_elm in BTM_ARGS: set one of them"
+    BTM_FLAGS+=(--run.ranks_per_elm "$BTM_RANKS_PER_ELM")
+  fi
   if [[ -n $BTM_THREADS ]]; then
-    BTM_FLAGS+=(--run.threads "$BTM_THREADS")
+    _btm_args_name run.threads || BTM_FLAGS+=(--run.threads "$BTM_THREADS")
     export OMP_NUM_THREADS=$BTM_THREADS
   fi
   # Slurm 22.05+ srun no longer inherits the job's --cpus-per-task; without this every rank

@@ -14,7 +14,8 @@ in every way the issue lists, each outcome checked against an uninterrupted refe
   signals       SIGUSR1 to mpirun, SIGTERM and SIGINT to the ranks: each rank checkpoints, the
                 job exits 75, then the rerun equals the reference; SIGTERM to mpirun: Open MPI
                 exits 1 (whether it passes the signal on varies), and the rerun still equals the
-                reference; a diverging run stops with the step named and its last good checkpoint
+                reference; SIGTERM to jobs/forest.sbatch's shell under mpirun (Slurm's variables
+                set by hand): exit 75, the rerun equals the reference; a diverging run stops with the step named and its last good checkpoint
                 intact
 
 usage: run_faults.py BTM [--work DIR] [--kills N] [--seed S] [--only PART]
@@ -66,15 +67,17 @@ class Suite:
     def command(self, ranks, args):
         return ["mpirun", "-np", str(ranks), self.btm, *args] if ranks > 1 else [self.btm, *args]
 
-    def run(self, ranks, args, env=None, timeout=300):
-        p = subprocess.run(self.command(ranks, args), env=dict(ENV, **(env or {})), timeout=timeout,
+    def run(self, ranks, args, env=None, timeout=300, argv=None):
+        p = subprocess.run(argv or self.command(ranks, args), env=dict(ENV, **(env or {})),
+                           timeout=timeout,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return p.returncode, p.stdout
 
-    def run_until(self, ranks, args, line_prefix, nth, action, env=None):
-        """Runs the command and, at the nth output line starting with line_prefix, does action(p)
-        (a kill or a signal); returns (exit code, output, whether the line was reached)."""
-        p = subprocess.Popen(self.command(ranks, args), env=dict(ENV, **(env or {})),
+    def run_until(self, ranks, args, line_prefix, nth, action, env=None, argv=None):
+        """Runs the command (argv, else btm with args on `ranks` ranks) and, at the nth output line
+        starting with line_prefix, does action(p) (a kill or a signal); returns (exit code,
+        output, whether the line was reached)."""
+        p = subprocess.Popen(argv or self.command(ranks, args), env=dict(ENV, **(env or {})),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
         seen, out, hit = 0, [], False
@@ -360,6 +363,27 @@ class Suite:
             ok, out2 = self.complete(2, args)
             problems += self.differences(self.ref, run_dir) if ok else ["the rerun failed"]
             self.record("signals", not problems, name, "; ".join(problems[:4]))
+
+        # The job scripts under mpirun (no Slurm: its variables set by hand, no requeue): SIGTERM
+        # to the batch shell reaches the ranks as SIGUSR1 through mpirun, and the job exits 75.
+        run_dir = self.fresh("signal-job")
+        empty = os.path.join(self.work, "empty.cfg")
+        open(empty, "w").close()
+        root = os.path.abspath(os.path.join(HERE, "..", ".."))
+        job_env = {"SLURM_JOB_ID": "1", "SLURM_NTASKS": "2", "SLURM_SUBMIT_DIR": root,
+                   "BTM_ROOT": root, "BTM_LAUNCHER": "mpirun", "BTM_BIN": self.btm,
+                   "BTM_CONFIG": empty, "BTM_REQUEUE": "0", "BTM_DEVICE": "cpu",
+                   "BTM_ARGS": " ".join(self.flags(run_dir))}
+        job = ["bash", os.path.join(root, "jobs", "forest.sbatch")]
+        rc, out, hit = self.run_until(1, [], "[b] step", 20, lambda p: p.send_signal(signal.SIGTERM),
+                                      env=job_env, argv=job)
+        problems = [] if rc == 75 else [f"exit {rc}, not 75"]
+        if "stop requested: checkpointed at step" not in out or not hit:
+            problems.append("no checkpoint on the signal")
+        rc2, out2 = self.run(1, [], env=job_env, argv=job)
+        problems += self.differences(self.ref, run_dir) if rc2 == 0 else [f"the rerun: exit {rc2}"]
+        self.record("signals", not problems, "SIGTERM to the job script (mpirun)",
+                    "; ".join(problems[:4]))
 
         # A diverging run stops naming the step; its last checkpoint stays good.
         run_dir = self.fresh("diverge")
