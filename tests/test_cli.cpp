@@ -133,7 +133,8 @@ TEST(Cli, ForestListKeepsItsColumnsApart) {
             128,
             32768000,
             0,
-            "elms/seed.h5"});
+            "elms/seed.h5",
+            ""});
   f.upsert({"package_descriptions",
             ModelKind::elm,
             {"package_descriptions"},
@@ -144,7 +145,8 @@ TEST(Cli, ForestListKeepsItsColumnsApart) {
             16,
             36864000,
             0,
-            "elms/package_descriptions.h5"});
+            "elms/package_descriptions.h5",
+            ""});
   f.upsert({"avg",
             ModelKind::average,
             {"a"},
@@ -155,7 +157,8 @@ TEST(Cli, ForestListKeepsItsColumnsApart) {
             0,
             2048,
             0,
-            "elms/avg.h5"});
+            "elms/avg.h5",
+            ""});
   save_forest(dir.path(), f);
   const auto r = run_btm("forest list --run.dir " + dir.path().string());
   ASSERT_EQ(r.exit_code, 0) << r.output;

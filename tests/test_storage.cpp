@@ -93,6 +93,51 @@ TEST(Checkpoint, RoundTripKeepsEveryField) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+// A branch not trained yet holds only its header and reads its state from the checkpoint it
+// refers to, while that one still holds the state it was branched from.
+TEST(Checkpoint, AReferenceReadsTheStateOfItsSourceAndNoticesItChanged) {
+  btm::test::TempDir dir;
+  const Checkpoint seed = small_checkpoint();
+  save_checkpoint(dir / "seed.h5", seed);
+  CheckpointInfo branch = seed;
+  branch.name = "a";
+  branch.domains = {"a"};
+  branch.sampler_position = 0;
+  save_checkpoint_reference(dir / "a.h5", branch, dir / "seed.h5");
+  {
+    h5::Handle f = h5::open_file(dir / "a.h5", false);
+    EXPECT_FALSE(h5::exists(f, "params"));  // no copy of the seed
+  }
+  const CheckpointInfo head = peek_checkpoint(dir / "a.h5");
+  EXPECT_EQ(head.state_from, "seed.h5");
+  EXPECT_EQ(head.state_from_step, seed.step);
+  const Checkpoint a = load_checkpoint(dir / "a.h5", &seed.model);
+  EXPECT_EQ(a.name, "a");
+  EXPECT_EQ(a.domains, std::vector<std::string>{"a"});
+  EXPECT_EQ(a.params, seed.params);
+  EXPECT_EQ(a.adam_m, seed.adam_m);
+  EXPECT_EQ(a.adam_v, seed.adam_v);
+  EXPECT_EQ(load_state_vector(dir / "a.h5", "adam_v", seed.model), seed.adam_v);
+  // Its first save holds the state itself.
+  save_checkpoint(dir / "a2.h5", a);
+  EXPECT_EQ(peek_checkpoint(dir / "a2.h5").state_from, "");
+  EXPECT_EQ(load_checkpoint(dir / "a2.h5").params, seed.params);
+
+  // The source trained on: the reference no longer describes it.
+  Checkpoint later = seed;
+  later.step += 1;
+  later.target_steps = std::max(later.target_steps, later.step);
+  later.schedule_steps = std::max(later.schedule_steps, later.target_steps);
+  save_checkpoint(dir / "seed.h5", later);
+  std::string e = error_of([&] { load_checkpoint(dir / "a.h5"); });
+  EXPECT_NE(e.find("a.h5"), std::string::npos) << e;
+  EXPECT_NE(e.find("now holds another state"), std::string::npos) << e;
+  // The source gone.
+  fs::remove(dir / "seed.h5");
+  e = error_of([&] { load_state_vector(dir / "a.h5", "params", seed.model); });
+  EXPECT_NE(e.find("which is missing"), std::string::npos) << e;
+}
+
 TEST(Checkpoint, RefusesFilesItCannotTrustAndNamesThem) {
   btm::test::TempDir dir;
   const Checkpoint a = small_checkpoint();
@@ -251,7 +296,8 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
             64,
             1000,
             2e9,
-            "elms/seed.h5"});
+            "elms/seed.h5",
+            ""});
   f.upsert({"a",
             ModelKind::elm,
             {"a"},
@@ -262,7 +308,8 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
             32,
             1000,
             2e9,
-            "elms/a.h5"});
+            "elms/a.h5",
+            "seed.h5"});
   f.upsert({"c",
             ModelKind::elm,
             {"c"},
@@ -273,11 +320,19 @@ TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
             32,
             3000,
             6e9,
-            "elms/c.h5"});
+            "elms/c.h5",
+            ""});
+  f.timing = {{"seed", 2.5, 2.0}, {"elms", 4.0, 3.5}};
   save_forest(dir.path(), f);
   const Forest g = load_forest(dir.path());
   ASSERT_EQ(g.models.size(), 3u);
   EXPECT_EQ(g.models[2].parents, (std::vector<std::string>{"a", "seed"}));
+  EXPECT_EQ(g.models[1].state_from, "seed.h5");
+  EXPECT_EQ(g.models[0].state_from, "");
+  ASSERT_EQ(g.timing.size(), 2u);
+  EXPECT_EQ(g.timing[1].phase, "elms");
+  EXPECT_EQ(g.timing[1].wall_s, 4.0);
+  EXPECT_EQ(g.timing[1].train_s, 3.5);
   EXPECT_EQ(g.models[2].parent_weights, (std::vector<double>{0.25, 0.75}));
   EXPECT_EQ(g.elms().size(), 2u);
   EXPECT_EQ(g.find("a")->status, ModelStatus::branched);

@@ -7,6 +7,7 @@
 #include "btm/eval/evaluate.hpp"
 #include "btm/method/budget.hpp"
 #include "btm/method/rank_layout.hpp"
+#include "btm/pipeline/phase_times.hpp"
 #include "btm/pipeline/phases.hpp"
 #include "btm/util/error.hpp"
 
@@ -37,13 +38,23 @@ int cmd_run(const Args& args, MpiComm& world, const Backends& backends) {
   PreflightPlan plan{names, true, !skip_eval};
   plan.writes.push_back("seed");
   if (config.run.dense) plan.writes.push_back("dense");
+  PhaseClock clock;
   RunContext ctx = prepare_context("run", config, world, backends, step_limit, plan);
+  ctx.keep_seed_state = true;
   if (config.run.split == SplitMode::random) make_random_split(ctx);
+  clock.lap("start", ctx);
   if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
+  clock.lap("seed", ctx);
   run_branch_phase(ctx, names);
+  clock.lap("branch", ctx);
   if (run_train_phase(ctx, names) == PhaseResult::Stopped) return stopped_exit(ctx);
+  clock.lap("elms", ctx);
   if (config.run.dense && run_dense_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
+  clock.lap("dense", ctx);
+  ctx.engine.reset();  // the training engine and its copy of the seed: evaluation has its own
   if (!skip_eval) run_eval_phase(ctx);
+  clock.lap("eval", ctx);
+  record_phase_times(ctx, clock.phases());
   if (ctx.leader()) std::cout << "done: forest in " << ctx.run_dir.string() << std::endl;
   return kExitOk;
 }

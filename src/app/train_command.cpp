@@ -49,11 +49,10 @@ int cmd_train(const Args& args, MpiComm& world, const Backends& backends) {
   if (!decided_by_root(ctx.world,
                        [&] { return fs::exists(checkpoint_file(ctx.run_dir, "seed")); })) {
     // No seed: every ELM starts from the initialisation (seed of zero steps).
-    Config from_scratch = config;
-    from_scratch.run.seed_share = 0;
-    RunContext scratch = ctx;
-    scratch.config = from_scratch;
-    if (run_seed_phase(scratch) == PhaseResult::Stopped) return stopped_exit(ctx);
+    ctx.config.run.seed_share = 0;
+    const PhaseResult seeded = run_seed_phase(ctx);
+    ctx.config = config;
+    if (seeded == PhaseResult::Stopped) return stopped_exit(ctx);
   }
   run_branch_phase(ctx, names);
   return run_train_phase(ctx, names) == PhaseResult::Stopped ? stopped_exit(ctx) : kExitOk;

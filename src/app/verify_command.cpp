@@ -64,7 +64,8 @@ int cmd_verify(const Args& args, MpiComm& world, const Backends&) {
   each_h5(dir / "elms", [&](const fs::path& p) {
     check(p, "checkpoint", [&] {
       const Checkpoint c = load_checkpoint(p);
-      return "step " + std::to_string(c.step) + " of " + std::to_string(c.target_steps);
+      return "step " + std::to_string(c.step) + " of " + std::to_string(c.target_steps) +
+             (c.state_from.empty() ? "" : ", the state of " + c.state_from);
     });
   });
   each_h5(dir / "metrics", [&](const fs::path& p) {

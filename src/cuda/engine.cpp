@@ -271,6 +271,38 @@ class CudaEngine final : public Engine {
     });
   }
 
+  // The kept state in device memory, where it fits beside the engine (the headroom of
+  // parent_fits); else none (a copy of a large model's state per rank would crowd the node's
+  // host memory; the models then read it from the checkpoint).
+  bool keep_state() override {
+    use_device();
+    drop_state();
+    const size_t n = layout_.total();
+    if (!parent_fits(3 * n * sizeof(float))) return false;
+    for (DeviceArray<float>* a : {&kept_params_d_, &kept_m_d_, &kept_v_d_}) a->allocate(n);
+    copy_on_device(kept_params_d_.get(), params_.get(), n);
+    copy_on_device(kept_m_d_.get(), m_.get(), n);
+    copy_on_device(kept_v_d_.get(), v_.get(), n);
+    sync();
+    return true;
+  }
+  void restore_state() override {
+    if (kept_params_d_.size() == 0) throw std::logic_error("restore_state: no state is kept");
+    use_device();
+    const size_t n = layout_.total();
+    copy_on_device(params_.get(), kept_params_d_.get(), n);
+    copy_on_device(m_.get(), kept_m_d_.get(), n);
+    copy_on_device(v_.get(), kept_v_d_.get(), n);
+    refresh_bf16();
+    sync();
+  }
+  void drop_state() override {
+    use_device();
+    sync();
+    for (DeviceArray<float>* a : {&kept_params_d_, &kept_m_d_, &kept_v_d_})
+      *a = DeviceArray<float>();
+  }
+
   // Parents in device memory where they fit (parent_fits), else in the base class's host
   // storage; a parent held again replaces the old one.
   void hold_parent(std::size_t j, std::vector<float> params) override {
@@ -500,6 +532,9 @@ class CudaEngine final : public Engine {
   void to_host(std::span<float> dst, const float* src) const {
     BTM_CUDA_CHECK(
         cudaMemcpyAsync(dst.data(), src, dst.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+  }
+  void copy_on_device(float* dst, const float* src, size_t n) {
+    BTM_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
   void refresh_bf16() {
     cuda::float_to_bf16(params_bf16_.get(), params_.get(), layout_.total(), stream_);
@@ -848,6 +883,7 @@ class CudaEngine final : public Engine {
   // Parents held in device memory (the others in Engine::held_parents_), and the staging of the
   // fixed-point kernels over them.
   std::map<std::size_t, DeviceArray<float>> device_parents_;
+  DeviceArray<float> kept_params_d_, kept_m_d_, kept_v_d_;  // keep_state's copy
   size_t device_parent_bytes_ = 0;
   size_t device_parent_limit_ = std::numeric_limits<size_t>::max();
   std::vector<const float*> staged_ptrs_;

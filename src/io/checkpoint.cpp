@@ -12,19 +12,16 @@ namespace btm {
 
 namespace fs = std::filesystem;
 
-void save_checkpoint(const fs::path& file, const Checkpoint& c) {
-  const std::size_t n = ParamLayout(c.model).total();
-  if (c.params.size() != n || c.adam_m.size() != n || c.adam_v.size() != n)
-    throw std::invalid_argument("save_checkpoint: state vectors do not match the model shape");
-  h5::AtomicFile out(file);
-  hid_t root = out.root();
+namespace {
+
+void write_attributes(hid_t root, const CheckpointInfo& c) {
   h5::set_attr(root, "format", std::string("btm-checkpoint"));
   h5::set_attr(root, "format_version", static_cast<std::int64_t>(kCheckpointFormatVersion));
   h5::set_attr(root, "name", c.name);
   for_each_model_field(c.model, [&](const char* key, int value) {
     h5::set_attr(root, key, static_cast<std::int64_t>(value));
   });
-  h5::set_attr(root, "n_params", static_cast<std::int64_t>(n));
+  h5::set_attr(root, "n_params", static_cast<std::int64_t>(ParamLayout(c.model).total()));
   h5::set_attr(root, "step", c.step);
   h5::set_attr(root, "target_steps", c.target_steps);
   h5::set_attr(root, "schedule_steps", c.schedule_steps);
@@ -35,6 +32,23 @@ void save_checkpoint(const fs::path& file, const Checkpoint& c) {
   h5::set_attr(root, "tokens", static_cast<std::int64_t>(c.tokens));
   h5::set_attr(root, "domains", c.domains);
   h5::set_attr(root, "config", c.config_ini);
+  if (!c.state_from.empty()) {
+    h5::set_attr(root, "state_from", c.state_from);
+    h5::set_attr(root, "state_from_step", c.state_from_step);
+  }
+}
+
+}  // namespace
+
+void save_checkpoint(const fs::path& file, const Checkpoint& c) {
+  const std::size_t n = ParamLayout(c.model).total();
+  if (c.params.size() != n || c.adam_m.size() != n || c.adam_v.size() != n)
+    throw std::invalid_argument("save_checkpoint: state vectors do not match the model shape");
+  CheckpointInfo info = c;
+  info.state_from.clear();  // the state is written here
+  h5::AtomicFile out(file);
+  hid_t root = out.root();
+  write_attributes(root, info);
   h5::write_array(root, "params", c.params.data(), n);
   h5::write_array(root, "adam_m", c.adam_m.data(), n);
   h5::write_array(root, "adam_v", c.adam_v.data(), n);
@@ -70,6 +84,12 @@ CheckpointInfo read_attributes(hid_t root) {
   c.tokens = static_cast<std::uint64_t>(h5::get_int(root, "tokens"));
   c.domains = h5::get_strings(root, "domains");
   c.config_ini = h5::get_string(root, "config");
+  if (h5::has_attr(root, "state_from")) {
+    c.state_from = h5::get_string(root, "state_from");
+    c.state_from_step = h5::get_int(root, "state_from_step");
+    if (c.state_from.empty() || c.state_from.find('/') != std::string::npos)
+      throw InputError("state_from must name a checkpoint in the same directory");
+  }
   try {
     validate_model(c.model);
   } catch (const InputError& e) {
@@ -140,18 +160,61 @@ std::vector<float> read_state(hid_t f, const std::string& name, std::size_t n) {
 
 }  // namespace
 
+namespace {
+
+// The checkpoint file holding the state of `file` (header `c`): `file` itself, or the one its
+// state_from names, checked to still hold the state the reference was made of.
+fs::path state_path(const fs::path& file, const CheckpointInfo& c) {
+  if (c.state_from.empty()) return file;
+  const fs::path source = file.parent_path() / c.state_from;
+  const std::string branch = "its state is that of " + source.string() + " at step " +
+                             std::to_string(c.state_from_step) + " (a branch not trained yet)";
+  if (!fs::exists(source))
+    throw InputError(branch + ", which is missing: restore it, or remove this checkpoint and " +
+                     "branch again");
+  const CheckpointInfo s = peek_checkpoint(source);
+  if (!s.state_from.empty() || !(s.model == c.model) || s.step != c.state_from_step)
+    throw InputError(branch + ", which now holds another state (step " + std::to_string(s.step) +
+                     ", " + describe_model(s.model) + "): remove this checkpoint and branch again");
+  return source;
+}
+
+}  // namespace
+
+void save_checkpoint_reference(const fs::path& file, CheckpointInfo info, const fs::path& source) {
+  if (source.parent_path() != file.parent_path())
+    throw std::invalid_argument(
+        "save_checkpoint_reference: the source must be in the same directory");
+  const CheckpointInfo s = peek_checkpoint(source);
+  if (!s.state_from.empty() || !(s.model == info.model))
+    throw std::invalid_argument("save_checkpoint_reference: " + source.string() +
+                                " cannot be referenced by " + file.string());
+  info.state_from = source.filename().string();
+  info.state_from_step = s.step;
+  h5::AtomicFile out(file);
+  write_attributes(out.root(), info);
+  out.commit();
+}
+
 Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool with_optimizer) {
   return reading(file, [&] {
-    h5::Handle f = h5::open_file(file, false);
     Checkpoint c;
-    static_cast<CheckpointInfo&>(c) = read_attributes(f);
+    {
+      h5::Handle f = h5::open_file(file, false);
+      static_cast<CheckpointInfo&>(c) = read_attributes(f);
+    }
     if (expect) check_shape(c, *expect);
     const std::size_t n = ParamLayout(c.model).total();
-    c.params = read_state(f, "params", n);
-    if (with_optimizer) {
-      c.adam_m = read_state(f, "adam_m", n);
-      c.adam_v = read_state(f, "adam_v", n);
-    }
+    const fs::path source = state_path(file, c);
+    reading(source, [&] {
+      h5::Handle f = h5::open_file(source, false);
+      c.params = read_state(f, "params", n);
+      if (with_optimizer) {
+        c.adam_m = read_state(f, "adam_m", n);
+        c.adam_v = read_state(f, "adam_v", n);
+      }
+      return 0;
+    });
     return c;
   });
 }
@@ -162,11 +225,14 @@ std::vector<float> load_state_vector(const fs::path& file, const std::string& na
     throw std::invalid_argument("load_state_vector: no state vector named '" + name + "'");
   std::vector<float> v;
   reading(file, [&] {
-    h5::Handle f = h5::open_file(file, false);
-    const CheckpointInfo c = read_attributes(f);
+    const CheckpointInfo c = peek_checkpoint(file);
     check_shape(c, expect);
-    v = read_state(f, name, ParamLayout(c.model).total());
-    return c;
+    const fs::path source = state_path(file, c);
+    return reading(source, [&] {
+      h5::Handle f = h5::open_file(source, false);
+      v = read_state(f, name, ParamLayout(c.model).total());
+      return 0;
+    });
   });
   return v;
 }
@@ -188,6 +254,8 @@ std::string info_json(const CheckpointInfo& c) {
   j["tokens"] = c.tokens;
   j["domains"] = c.domains;
   j["config"] = c.config_ini;
+  j["state_from"] = c.state_from;
+  j["state_from_step"] = c.state_from_step;
   return j.dump();
 }
 
@@ -207,10 +275,23 @@ CheckpointInfo info_from_json(const std::string& text) {
   j.at("tokens").get_to(c.tokens);
   j.at("domains").get_to(c.domains);
   j.at("config").get_to(c.config_ini);
+  j.at("state_from").get_to(c.state_from);
+  j.at("state_from_step").get_to(c.state_from_step);
   return c;
 }
 
 }  // namespace
+
+CheckpointInfo peek_checkpoint_in_group(MpiComm& group, const fs::path& file) {
+  CheckpointInfo c;
+  collective_check(group, [&] {
+    if (group.rank() == 0) c = peek_checkpoint(file);
+  });
+  if (group.size() == 1) return c;
+  std::string info = group.rank() == 0 ? info_json(c) : std::string();
+  group.broadcast_string(info, 0);
+  return info_from_json(info);
+}
 
 Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const ModelConfig* expect,
                                     bool with_optimizer) {

@@ -107,7 +107,18 @@ Forest load_forest(const fs::path& run_dir) {
         m.flops = h5::get_double(g, "flops");
       }
       m.checkpoint = h5::get_string(g, "checkpoint");
+      if (h5::has_attr(g, "state_from")) m.state_from = h5::get_string(g, "state_from");
       forest.models.push_back(std::move(m));
+    }
+    if (h5::exists(f, "timing")) {
+      h5::Handle g = h5::open_group(f, "timing");
+      const std::vector<std::string> phases = h5::get_strings(g, "phases");
+      const std::vector<double> wall = h5::get_doubles(g, "wall_s");
+      const std::vector<double> train = h5::get_doubles(g, "train_s");
+      if (wall.size() != phases.size() || train.size() != phases.size())
+        throw InputError("/timing: phases, wall_s and train_s differ in length");
+      for (std::size_t i = 0; i < phases.size(); ++i)
+        forest.timing.push_back({phases[i], wall[i], train[i]});
     }
   } catch (const InputError& e) {
     throw InputError(file.string() + ": " + e.what() +
@@ -139,6 +150,20 @@ void save_forest(const fs::path& run_dir, const Forest& forest) {
     h5::set_attr(g, "tokens", m.tokens);
     h5::set_attr(g, "flops", m.flops);
     h5::set_attr(g, "checkpoint", m.checkpoint);
+    h5::set_attr(g, "state_from", m.state_from);
+  }
+  if (!forest.timing.empty()) {
+    h5::Handle g = h5::create_group(root, "timing");
+    std::vector<std::string> phases;
+    std::vector<double> wall, train;
+    for (const PhaseTime& t : forest.timing) {
+      phases.push_back(t.phase);
+      wall.push_back(t.wall_s);
+      train.push_back(t.train_s);
+    }
+    h5::set_attr(g, "phases", phases);
+    h5::set_attr(g, "wall_s", wall);
+    h5::set_attr(g, "train_s", train);
   }
   h5::set_attr(root, "order", order);
   out.commit();

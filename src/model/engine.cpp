@@ -31,6 +31,26 @@ void check_batch(const Batch& batch, bool need_targets, const ModelConfig& model
   if (need_targets) check_tokens(batch.targets, "targets");
 }
 
+bool Engine::keep_state() {
+  const std::size_t n = layout().total();
+  kept_params_.resize(n);
+  kept_m_.resize(n);
+  kept_v_.resize(n);
+  get_state(kept_params_, kept_m_, kept_v_);
+  return true;
+}
+
+void Engine::restore_state() {
+  if (kept_params_.empty()) throw std::logic_error("restore_state: no state is kept");
+  set_state(kept_params_, kept_m_, kept_v_);
+}
+
+void Engine::drop_state() {
+  kept_params_ = {};
+  kept_m_ = {};
+  kept_v_ = {};
+}
+
 void Engine::hold_parent(std::size_t j, std::vector<float> params) {
   if (params.size() != layout().total())
     throw std::invalid_argument("hold_parent: parent " + std::to_string(j) + " has " +

@@ -1,6 +1,7 @@
 // branch_phase.cpp: branching: first-generation ELMs from the seed (or their own initialisations),
 // a new domain from a weighted average.
 #include <iostream>
+#include <optional>
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
@@ -20,7 +21,8 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
   on_leader(ctx, [&] {
     Forest forest = load_or_new_forest(ctx);
     bool changed = false;
-    std::unique_ptr<Checkpoint> seed;
+    const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
+    std::optional<CheckpointInfo> seed;
     for (const std::string& name : names) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       if (fs::exists(file)) {
@@ -30,25 +32,23 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
         }
         continue;
       }
-      Checkpoint elm;
-      if (config.run.elm_init == ElmInit::random) {
+      const bool own_init = config.run.elm_init == ElmInit::random;
+      Checkpoint fresh;
+      if (own_init) {
         // The paper's check that averaging needs a shared seed: an initialisation of its own.
-        elm = fresh_model(ctx, name, mix64(config.run.seed ^ name_hash(name)));
-        elm.schedule_steps = budget.total_steps;
-      } else {
-        if (!seed) {
-          const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
-          if (!fs::exists(seed_file))
-            throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
-          seed = std::make_unique<Checkpoint>(load_checkpoint(seed_file, &config.model));
-          if (!seed->finished())
-            throw InputError(seed_file.string() + ": the seed is at step " +
-                             std::to_string(seed->step) + " of " +
-                             std::to_string(seed->target_steps) +
-                             ": finish it first (btm seed continues it)");
-        }
-        elm = *seed;  // weights, moments and schedule position continue
+        fresh = fresh_model(ctx, name, mix64(config.run.seed ^ name_hash(name)));
+        fresh.schedule_steps = budget.total_steps;
+      } else if (!seed) {
+        if (!fs::exists(seed_file))
+          throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
+        seed = peek_checkpoint(seed_file);
+        if (!seed->finished())
+          throw InputError(
+              seed_file.string() + ": the seed is at step " + std::to_string(seed->step) + " of " +
+              std::to_string(seed->target_steps) + ": finish it first (btm seed continues it)");
       }
+      // A branch of the seed continues its weights, moments and schedule position.
+      CheckpointInfo elm = own_init ? static_cast<const CheckpointInfo&>(fresh) : *seed;
       elm.name = name;
       elm.domains = {name};
       elm.target_steps = elm.schedule_steps;
@@ -56,8 +56,14 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       elm.sampler_seed = sampler_seed_for(config, name);
       elm.sampler_position = 0;
       elm.config_ini = ctx.config_ini;
-      save_checkpoint(file, elm);
-      const bool own_init = config.run.elm_init == ElmInit::random;
+      if (own_init) {
+        static_cast<CheckpointInfo&>(fresh) = elm;
+        save_checkpoint(file, fresh);
+      } else {
+        // No copy of the seed: the branch refers to its state until its first checkpoint.
+        save_checkpoint_reference(file, elm, seed_file);
+        elm = peek_checkpoint(file);
+      }
       forest.upsert(
           record_from(elm, ModelKind::elm,
                       own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
@@ -65,7 +71,8 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       changed = true;
       std::cout << "[branch] " << name
                 << (own_init ? " <- its own initialisation"
-                             : " <- seed (step " + std::to_string(elm.step) + ")")
+                             : " <- seed (step " + std::to_string(elm.step) +
+                                   "; its state until the first checkpoint, no copy)")
                 << std::endl;
     }
     if (changed) save_forest(ctx.run_dir, forest);

@@ -1,6 +1,5 @@
 // dense_phase.cpp: the compute-matched dense baseline: the seed's trajectory run to run.steps.
 #include <iostream>
-#include <optional>
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
@@ -29,22 +28,28 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       // data order, global batch and schedule. Where the forest trained its seed, the dense
       // model continues it instead of repeating that compute; the bits are the same.
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
-      std::optional<Checkpoint> seed;
+      bool continues = false;
       if (budget.seed_steps > 0 && config.run.seed_checkpoint.empty() && fs::exists(seed_file)) {
         const CheckpointInfo s = peek_checkpoint(seed_file);
-        if (s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
-            s.schedule_steps == budget.total_steps)
-          seed = load_checkpoint(seed_file, &config.model);
+        continues = s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
+                    s.schedule_steps == budget.total_steps && s.state_from.empty();
       }
-      const bool continues = seed.has_value();
-      Checkpoint c = continues ? std::move(*seed) : fresh_model(ctx, "seed", config.run.seed);
+      Checkpoint fresh;
+      if (!continues) fresh = fresh_model(ctx, "seed", config.run.seed);
+      CheckpointInfo c = continues ? peek_checkpoint(seed_file) : fresh;
       c.name = "dense";
       c.domains = config.data.domains;
       c.target_steps = budget.total_steps;
       c.schedule_steps = budget.total_steps;
       c.batch = budget.world_batch;
       c.config_ini = ctx.config_ini;
-      save_checkpoint(file, c);
+      if (continues) {
+        save_checkpoint_reference(file, c, seed_file);  // the seed's state, no copy
+        c = peek_checkpoint(file);
+      } else {
+        static_cast<CheckpointInfo&>(fresh) = c;
+        save_checkpoint(file, fresh);
+      }
       forest.upsert(
           record_from(c, ModelKind::dense,
                       continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},

@@ -28,6 +28,7 @@ void set_progress(ModelRecord& r, const CheckpointInfo& c) {
   r.global_batch = c.batch.sequences();
   r.tokens = static_cast<std::int64_t>(c.tokens);
   r.flops = static_cast<double>(c.tokens) * train_flops_per_token(ParamLayout(c.model));
+  r.state_from = c.state_from;
 }
 
 ModelRecord record_from(const CheckpointInfo& c, ModelKind kind, std::vector<std::string> parents,
@@ -56,10 +57,10 @@ Forest load_or_new_forest(const RunContext& ctx) {
 }
 
 PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
-  std::unique_ptr<Engine> engine = make_engine_for(ctx);
+  Engine& engine = training_engine(ctx);
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, ctx.world, storage);
-  const TrainResult result = train_model(ctx, ctx.world, *engine, grads, name);
+  const TrainResult result = train_model(ctx, ctx.world, engine, grads, name);
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
 }

@@ -50,6 +50,11 @@ std::unique_ptr<Engine> make_engine_for(const RunContext& ctx) {
   return ctx.backend->make_engine(ctx.config.model, options);
 }
 
+Engine& training_engine(RunContext& ctx) {
+  if (!ctx.engine) ctx.engine = make_engine_for(ctx);
+  return *ctx.engine;
+}
+
 Communicator* gradient_comm(const RunContext& ctx, MpiComm& group,
                             std::unique_ptr<Communicator>& storage) {
   if (group.size() == 1) return nullptr;

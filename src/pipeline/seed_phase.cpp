@@ -67,6 +67,17 @@ PhaseResult run_seed_phase(RunContext& ctx) {
               << std::endl;
   const PhaseResult result = train_on_world(ctx, "seed");
   update_record(ctx, "seed");
+  // The ELMs and the dense baseline of this run then start from a copy of the trained seed in
+  // the engine, not from reading it back; kept on every rank or on none.
+  if (result == PhaseResult::Done && ctx.keep_seed_state && ctx.engine) {
+    const bool kept = ctx.engine->keep_state();
+    if (ctx.world.allreduce_max(kept ? 0 : 1) == 0) {
+      ctx.kept_state_of = file;
+      ctx.kept_state_step = peek_checkpoint_in_group(ctx.world, file).step;
+    } else {
+      ctx.engine->drop_state();
+    }
+  }
   return result;
 }
 

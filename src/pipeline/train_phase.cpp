@@ -44,7 +44,7 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   }
   const int group_index = layout.group_of(ctx.world.rank());
   std::unique_ptr<MpiComm> group = ctx.world.split(group_index, ctx.world.rank());
-  std::unique_ptr<Engine> engine = make_engine_for(ctx);
+  Engine& engine = training_engine(ctx);
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, *group, storage);
 
@@ -52,7 +52,7 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   const std::uint64_t world_bytes_before = ctx.world.bytes_sent();
   TrainResult result = TrainResult::Finished;
   for (const std::string& name : layout.elms_of_group(group_index)) {
-    result = train_model(ctx, *group, *engine, grads, name);
+    result = train_model(ctx, *group, engine, grads, name);
     if (result == TrainResult::Stopped) break;
   }
   if (world_bytes_during_train)

@@ -12,6 +12,7 @@
 #include "btm/io/metrics.hpp"
 #include "btm/method/budget.hpp"
 #include "btm/method/schedule.hpp"
+#include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 
 namespace btm {
@@ -52,14 +53,31 @@ void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file,
   accumulation(c.batch, ranks, c.name);
 }
 
-TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
+TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
                         const std::string& name) {
   const Config& config = ctx.config;
   const bool leader = group.rank() == 0;
   const auto file = checkpoint_file(ctx.run_dir, name);
-  Checkpoint state = load_checkpoint_in_group(group, file, &config.model);
+  // A branch referring to the state the engine keeps starts from that copy (no file read).
+  const CheckpointInfo head = peek_checkpoint_in_group(group, file);
+  const bool from_kept = !head.state_from.empty() && !ctx.kept_state_of.empty() &&
+                         file.parent_path() / head.state_from == ctx.kept_state_of &&
+                         head.state_from_step == ctx.kept_state_step && head.model == config.model;
+  Checkpoint state;
+  if (from_kept) {
+    static_cast<CheckpointInfo&>(state) = head;
+    const std::size_t n = ParamLayout(head.model).total();
+    state.params.resize(n);
+    state.adam_m.resize(n);
+    state.adam_v.resize(n);
+  } else {
+    state = load_checkpoint_in_group(group, file, &config.model);
+  }
   collective_check(group, [&] { check_trainable(state, file, group.size(), config.data.batch); });
-  engine.set_state(state.params, state.adam_m, state.adam_v);
+  if (from_kept)
+    engine.restore_state();
+  else
+    engine.set_state(state.params, state.adam_m, state.adam_v);
 
   std::vector<DomainCorpus> corpora;
   std::vector<const TokenArray*> sources;
@@ -121,6 +139,7 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
       group.barrier();
       return TrainResult::Stopped;
     }
+    const auto step_start = Clock::now();
     engine.begin_step(M);
     double loss = 0;
     for (int a = 0; a < A; ++a) {
@@ -141,6 +160,7 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
     update.grad_clip = static_cast<float>(o.grad_clip);
     update.t = state.step + 1;
     const float norm = engine.optimizer_step(update);
+    ctx.training_s += std::chrono::duration<double>(Clock::now() - step_start).count();
     // The norm is the same on every rank of the group (one reduced gradient): all stop together,
     // before the last good checkpoint is overwritten.
     if (!std::isfinite(norm))

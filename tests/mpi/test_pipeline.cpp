@@ -341,6 +341,19 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
       EXPECT_EQ(r->domains, std::vector<std::string>{r->name});
     }
     EXPECT_EQ(f.find("seed")->steps, 4);
+    // Trained branches hold their own state; the run's phases are timed.
+    for (const char* n : {"d0", "d1", "d2"})
+      EXPECT_EQ(peek_checkpoint(checkpoint_file(dir / "full", n)).state_from, "") << n;
+    std::vector<std::string> phases;
+    for (const PhaseTime& t : f.timing) {
+      phases.push_back(t.phase);
+      EXPECT_GE(t.wall_s, t.train_s) << t.phase;
+      EXPECT_GE(t.train_s, 0.0) << t.phase;
+    }
+    EXPECT_EQ(phases,
+              (std::vector<std::string>{"start", "seed", "branch", "elms", "dense", "eval"}));
+    EXPECT_GT(f.timing[3].train_s, 0.0);
+    EXPECT_EQ(f.timing[2].train_s, 0.0);
   }
   // Rerun: nothing is retrained (checkpoint files are not rewritten).
   std::vector<fs::file_time_type> before;
@@ -376,6 +389,13 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   std::unique_ptr<MpiComm> self = world().split(world().rank(), 0);
   if (world().rank() == 0) {
     EXPECT_EQ(load_checkpoint(checkpoint_file(dir / "ranks", "d0")).step, 6);
+    // The branches not trained yet refer to the seed's state instead of copying it.
+    const Forest f = load_forest(dir / "ranks");
+    for (const char* n : {"d1", "d2"}) {
+      EXPECT_EQ(peek_checkpoint(checkpoint_file(dir / "ranks", n)).state_from, "seed.h5") << n;
+      EXPECT_EQ(f.find(n)->state_from, "seed.h5") << n;
+    }
+    EXPECT_EQ(f.find("d0")->state_from, "");
     EXPECT_EQ(cmd_run(args("ranks", "1", "2"), *self, btm::test::backends()), kExitOk);
     for (const char* n : {"d0", "d1", "d2"}) {
       const Checkpoint c = load_checkpoint(checkpoint_file(dir / "ranks", n));

@@ -5,6 +5,11 @@
 //              schedule_steps, micro_batch, micro_batches (the global batch of the current
 //              phase, fixed when it starts: budget.hpp),
 //              sampler_seed, sampler_position, tokens, domains, config (INI text)
+//   A branch of the seed that has not trained yet holds no datasets: its attribute state_from
+//   names the checkpoint in the same directory whose state it starts from (seed.h5) and
+//   state_from_step that checkpoint's step, so branching writes no copy of the seed. Loading it
+//   reads that file's state (refused if the file is gone or at another step); its first save
+//   writes a full checkpoint.
 // Format 1 (before the global batch was recorded) is read with micro_batch = 0: it can be
 // evaluated and branched from, not trained further.
 // Written atomically (h5::AtomicFile); read back with checks of version, shapes and finite
@@ -37,6 +42,10 @@ struct CheckpointInfo {
   std::uint64_t tokens = 0;            // tokens trained on over the model's whole lineage
   std::vector<std::string> domains;    // what the current phase trains on
   std::string config_ini;
+  // Where the state is another checkpoint's (a branch not yet trained): its file name in the
+  // same directory, and its step then. Empty: the state is this file's own.
+  std::string state_from;
+  std::int64_t state_from_step = 0;
 
   bool finished() const { return step >= target_steps; }
 };
@@ -46,6 +55,10 @@ struct Checkpoint : CheckpointInfo {
 };
 
 void save_checkpoint(const std::filesystem::path& file, const Checkpoint& checkpoint);
+// A checkpoint of `info` whose state is that of `source` (a checkpoint in the same directory,
+// at its current step): the header only, no copy of the vectors.
+void save_checkpoint_reference(const std::filesystem::path& file, CheckpointInfo info,
+                               const std::filesystem::path& source);
 // Loads and verifies. `expect` (if given) must match the stored model shape. With
 // with_optimizer false, adam_m/adam_v are left empty.
 Checkpoint load_checkpoint(const std::filesystem::path& file, const ModelConfig* expect = nullptr,
@@ -56,6 +69,8 @@ std::vector<float> load_state_vector(const std::filesystem::path& file, const st
                                      const ModelConfig& expect);
 // Attributes only (no arrays): cheap, for planning and listing.
 CheckpointInfo peek_checkpoint(const std::filesystem::path& file);
+// peek_checkpoint for every rank of `group`: its rank 0 reads, the group receives.
+CheckpointInfo peek_checkpoint_in_group(MpiComm& group, const std::filesystem::path& file);
 // load_checkpoint for every rank of `group`, read once: its rank 0 reads the file and the group
 // receives it (a 1.3B model's state is 21 GB: one reader per group, not one per rank). Errors
 // reach every rank (collective_check).

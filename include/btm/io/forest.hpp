@@ -1,7 +1,11 @@
 // forest.hpp: the ELMforest on disk.
 //   RUN/forest.h5          manifest: every model (seed, ELMs, dense baseline, averages), its kind,
 //                          domains, parents and branch weights, status, steps, global batch,
-//                          tokens, FLOPs, checkpoint
+//                          tokens, FLOPs, checkpoint, and state_from: the checkpoint whose state
+//                          a branch not trained yet starts from (it holds no copy: checkpoint.hpp);
+//                          /timing: the wall time of each phase of the last `btm run` and the
+//                          time its ranks spent in training steps (attributes phases, wall_s,
+//                          train_s)
 //   RUN/elms/NAME.h5       one checkpoint per model (checkpoint.hpp)
 //   RUN/metrics/NAME.h5    per-step training metrics (metrics.hpp)
 //   RUN/eval.h5            evaluation (io/eval_file.hpp)
@@ -48,11 +52,22 @@ struct ModelRecord {
   std::int64_t tokens = 0;        // tokens trained on over its lineage
   double flops = 0;               // training FLOPs over its lineage (budget.hpp)
   std::string checkpoint;         // path relative to the run directory
+  std::string
+      state_from;  // a branch not trained yet: the checkpoint (beside its own) holding its state
+};
+
+// One phase of a `btm run`: its wall time and the mean over ranks of the time spent in
+// training steps (forward, backward, optimizer) during it.
+struct PhaseTime {
+  std::string phase;
+  double wall_s = 0;
+  double train_s = 0;
 };
 
 struct Forest {
   std::string config_ini;
   std::vector<ModelRecord> models;
+  std::vector<PhaseTime> timing;  // of the last `btm run` that finished; empty: none
 
   const ModelRecord* find(const std::string& name) const;
   ModelRecord* find(const std::string& name);

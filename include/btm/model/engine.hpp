@@ -83,6 +83,15 @@ class Engine {
   // out[(b*T + t) * padded_vocab + j]: the logits (tests and the PyTorch comparison).
   virtual void logits(const Batch& batch, float* out) = 0;
 
+  // A copy of the whole training state kept where the engine computes, for the models that start
+  // from one state (a wave's ELMs and the dense baseline start from the seed): keep_state copies
+  // the current state (false where no copy fits: then nothing is kept), restore_state sets the
+  // state to that copy exactly as set_state would (std::logic_error when none is kept),
+  // drop_state frees it. These defaults keep it in host memory.
+  virtual bool keep_state();
+  virtual void restore_state();
+  virtual void drop_state();
+
   // Parameter averages formed where the engine computes (see fixed_point.hpp: the same bits
   // wherever they are formed). hold_parent keeps parent j's parameters until drop_parents (in
   // device memory on GPUs, when they fit). add_parents adds sum_j weights[j] * parent_j over the
@@ -101,6 +110,8 @@ class Engine {
   void set_params_to_sum_of_parents(std::span<const double> weights);
   // The held parents of the host-memory defaults.
   std::map<std::size_t, std::vector<float>> held_parents_;
+  // The kept state of the host-memory defaults (params, m, v; empty: none).
+  std::vector<float> kept_params_, kept_m_, kept_v_;
 };
 
 struct EngineOptions {

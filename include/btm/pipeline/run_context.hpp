@@ -49,6 +49,16 @@ struct RunContext {
   bool gpus_shared = false;
   // Rank 0's lock on the run directory (io/run_lock.hpp) while a command writes it.
   std::shared_ptr<RunLock> lock;
+  // The engine the training phases share (training_engine), and the checkpoint whose state it
+  // keeps a copy of (Engine::keep_state; empty: none): a branch referring to that state starts
+  // from the copy instead of reading the file. The same on every rank.
+  std::unique_ptr<Engine> engine;
+  std::filesystem::path kept_state_of;
+  std::int64_t kept_state_step = 0;
+  // btm run sets it: the seed phase keeps the seed's final state for the ELMs and dense model.
+  bool keep_seed_state = false;
+  // Seconds this rank spent in training steps (forward, backward, optimizer), over its models.
+  double training_s = 0;
 
   bool leader() const { return world.rank() == 0; }
 };
@@ -72,6 +82,8 @@ std::filesystem::path domain_corpus(const RunContext& ctx, const std::string& do
 // The engine this rank computes with: ctx.backend's, on its threads or GPU, with buffers for
 // batches of data.batch sequences.
 std::unique_ptr<Engine> make_engine_for(const RunContext& ctx);
+// ctx.engine, made on first use: one engine for every model the training phases train.
+Engine& training_engine(RunContext& ctx);
 // The communicator that sums gradients inside `group`: nullptr for a group of one rank, the
 // backend's own (NCCL on GPUs of their own, kept alive by `storage`), else `group` itself (MPI
 // through host memory; also where ranks share GPUs, since NCCL refuses two ranks on one GPU).

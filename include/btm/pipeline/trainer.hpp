@@ -22,11 +22,13 @@ enum class TrainResult { Finished, Stopped };
 void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file, int ranks,
                      int data_batch);
 
-// Trains model `name` from its checkpoint to the checkpoint's target_steps. `group` is the MPI
+// Trains model `name` from its checkpoint to the checkpoint's target_steps, starting from the
+// state ctx.engine keeps where the checkpoint refers to it (a branch of the seed this process
+// trained), and adding its time in training steps to ctx.training_s. `group` is the MPI
 // communicator of the ranks training it (control traffic and checkpoint agreement);
 // `grads` averages gradients inside the group (nullptr for one rank). Only group rank 0 prints,
 // writes the checkpoint and the metrics file.
-TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
+TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
                         const std::string& name);
 
 }  // namespace btm
