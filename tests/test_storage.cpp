@@ -8,6 +8,7 @@
 
 #include "btm/data/corpus.hpp"
 #include "btm/io/checkpoint.hpp"
+#include "btm/io/checkpoint_writer.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/io/h5.hpp"
 #include "btm/io/metrics.hpp"
@@ -231,6 +232,32 @@ TEST(Checkpoint, AFailedWriteLeavesTheOldFileIntact) {
   EXPECT_THROW(save_checkpoint(dir / "c.h5", broken), std::invalid_argument);
   EXPECT_EQ(load_checkpoint(dir / "c.h5").params, a.params);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+// Checkpoints written on the writer's thread: on disk after wait(), the next one reuses the last
+// one's vectors, and a failed write's error reaches the trainer at the next call.
+TEST(CheckpointWriter, WritesInTheBackgroundAndReportsFailures) {
+  btm::test::TempDir dir;
+  CheckpointWriter writer;
+  Checkpoint a = small_checkpoint();
+  EXPECT_TRUE(writer.buffer().params.empty());
+  writer.write(dir / "a.h5", a);
+  Checkpoint b = writer.buffer();  // waits: a is written, its vectors come back
+  EXPECT_EQ(b.params.size(), a.params.size());
+  EXPECT_EQ(load_checkpoint(dir / "a.h5").params, a.params);
+  b = a;
+  b.step = 18;
+  std::ofstream(dir / "plain").put('x');  // a file where a directory would have to be
+  writer.write(dir / "plain" / "b.h5", b);
+  std::string error;
+  try {
+    writer.wait();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("plain"), std::string::npos) << error;
+  writer.wait();  // the error was reported once
+  EXPECT_EQ(peek_checkpoint(dir / "a.h5").step, a.step);
 }
 
 TEST(Corpus, RoundTripThroughMemoryMap) {

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -316,12 +316,25 @@ void write_matrix(hid_t parent, const std::string& name, const T* data, std::siz
   Handle plist = create_plist(rank, dims, sizeof(T), storage);
   Handle set(BTM_H5(
       H5Dcreate2(parent, name.c_str(), native_type<T>(), space, H5P_DEFAULT, plist, H5P_DEFAULT)));
-  errno = 0;
-  if (rows > 0 && (cols > 0 || rank == 1) &&
-      H5Dwrite(set, native_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
-    const std::string file = file_of(parent);
-    throw SystemError("cannot write dataset /" + name + " of " + file + " (" + write_failure(file) +
-                      ")");
+  if (rows == 0 || (cols == 0 && rank == 2)) return;
+  // In slabs of about 64 MiB: HDF5's thread-safe build holds its lock for a whole call, and a
+  // checkpoint written on a thread of its own (io/checkpoint_writer) must leave it to the
+  // training thread's calls in between.
+  const std::size_t row_bytes = sizeof(T) * (rank == 2 ? cols : 1);
+  const hsize_t slab = std::max<hsize_t>(1, (hsize_t{64} << 20) / row_bytes);
+  for (hsize_t r0 = 0; r0 < rows; r0 += slab) {
+    const hsize_t count[2] = {std::min<hsize_t>(slab, rows - r0), rank == 2 ? dims[1] : 1};
+    const hsize_t start[2] = {r0, 0};
+    Handle file_space(BTM_H5(H5Scopy(space)));
+    BTM_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr));
+    Handle memory(BTM_H5(H5Screate_simple(rank, count, nullptr)));
+    errno = 0;
+    if (H5Dwrite(set, native_type<T>(), memory, file_space, H5P_DEFAULT,
+                 data + r0 * (rank == 2 ? cols : 1)) < 0) {
+      const std::string file = file_of(parent);
+      throw SystemError("cannot write dataset /" + name + " of " + file + " (" +
+                        write_failure(file) + ")");
+    }
   }
 }
 

@@ -61,6 +61,7 @@ PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, ctx.world, storage);
   const TrainResult result = train_model(ctx, ctx.world, engine, grads, name);
+  collective_check(ctx.world, [&] { ctx.writer->wait(); });  // its last checkpoint on disk
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
 }

@@ -51,10 +51,12 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   // From here until the groups are done, no byte may cross groups (the world is not used).
   const std::uint64_t world_bytes_before = ctx.world.bytes_sent();
   TrainResult result = TrainResult::Finished;
+  // An ELM's last checkpoint is written while the group's next ELM trains.
   for (const std::string& name : layout.elms_of_group(group_index)) {
     result = train_model(ctx, *group, engine, grads, name);
     if (result == TrainResult::Stopped) break;
   }
+  collective_check(*group, [&] { ctx.writer->wait(); });
   if (world_bytes_during_train)
     *world_bytes_during_train = ctx.world.bytes_sent() - world_bytes_before;
 

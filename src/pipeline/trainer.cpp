@@ -8,6 +8,7 @@
 #include "btm/data/corpus.hpp"
 #include "btm/data/sampler.hpp"
 #include "btm/io/checkpoint.hpp"
+#include "btm/io/checkpoint_writer.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/io/metrics.hpp"
 #include "btm/method/budget.hpp"
@@ -29,9 +30,18 @@ std::string format_duration(double seconds) {
   return text;
 }
 
-void save_state(const Engine& engine, Checkpoint& state, const std::filesystem::path& file) {
-  engine.get_state(state.params, state.adam_m, state.adam_v);
-  save_checkpoint(file, state);
+// The state copied to host memory and written while training goes on (CheckpointWriter).
+void save_state(const Engine& engine, const CheckpointInfo& head, const std::filesystem::path& file,
+                CheckpointWriter& writer) {
+  Checkpoint c = writer.buffer();
+  static_cast<CheckpointInfo&>(c) = head;
+  c.state_from.clear();
+  const std::size_t n = engine.layout().total();
+  c.params.resize(n);
+  c.adam_m.resize(n);
+  c.adam_v.resize(n);
+  engine.get_state(c.params, c.adam_m, c.adam_v);
+  writer.write(file, std::move(c));
 }
 
 }  // namespace
@@ -64,20 +74,19 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
                          file.parent_path() / head.state_from == ctx.kept_state_of &&
                          head.state_from_step == ctx.kept_state_step && head.model == config.model;
   Checkpoint state;
-  if (from_kept) {
+  if (from_kept)
     static_cast<CheckpointInfo&>(state) = head;
-    const std::size_t n = ParamLayout(head.model).total();
-    state.params.resize(n);
-    state.adam_m.resize(n);
-    state.adam_v.resize(n);
-  } else {
+  else
     state = load_checkpoint_in_group(group, file, &config.model);
-  }
   collective_check(group, [&] { check_trainable(state, file, group.size(), config.data.batch); });
   if (from_kept)
     engine.restore_state();
   else
     engine.set_state(state.params, state.adam_m, state.adam_v);
+  // From here the engine holds the state; checkpoints copy it from there.
+  state.params = {};
+  state.adam_m = {};
+  state.adam_v = {};
 
   std::vector<DomainCorpus> corpora;
   std::vector<const TokenArray*> sources;
@@ -132,7 +141,8 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
         // and a resume drops the rows after its step (the other order would lose rows).
         metrics.flush();
-        save_state(engine, state, file);
+        save_state(engine, state, file, *ctx.writer);
+        ctx.writer->wait();
         std::cout << "[" << name << "] stop requested: checkpointed at step " << state.step
                   << std::endl;
       }
@@ -207,7 +217,7 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
         // and a resume drops the rows after its step (the other order would lose rows).
         metrics.flush();
-        save_state(engine, state, file);
+        save_state(engine, state, file, *ctx.writer);
         last_flush = Clock::now();
       }
     } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {

@@ -11,6 +11,7 @@
 
 #include "btm/config/config.hpp"
 #include "btm/dist/comm.hpp"
+#include "btm/io/checkpoint_writer.hpp"
 #include "btm/io/run_lock.hpp"
 #include "btm/model/backend.hpp"
 
@@ -57,6 +58,9 @@ struct RunContext {
   std::int64_t kept_state_step = 0;
   // btm run sets it: the seed phase keeps the seed's final state for the ELMs and dense model.
   bool keep_seed_state = false;
+  // Writes the checkpoints of the models this rank leads while training goes on; a phase waits
+  // for it before anything reads them (train_model does at a stop).
+  std::unique_ptr<CheckpointWriter> writer = std::make_unique<CheckpointWriter>();
   // Seconds this rank spent in training steps (forward, backward, optimizer), over its models.
   double training_s = 0;
 
