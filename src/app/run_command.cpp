@@ -38,6 +38,7 @@ int cmd_run(const Args& args, MpiComm& world, const Backends& backends) {
   plan.writes.push_back("seed");
   if (config.run.dense) plan.writes.push_back("dense");
   RunContext ctx = prepare_context("run", config, world, backends, step_limit, plan);
+  ctx.ahead = {true, config.run.dense, !skip_eval};
   if (config.run.split == SplitMode::random) make_random_split(ctx);
   if (run_seed_phase(ctx) == PhaseResult::Stopped) return stopped_exit(ctx);
   run_branch_phase(ctx, names);

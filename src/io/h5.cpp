@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -359,6 +359,17 @@ void read_range(hid_t parent, const std::string& name, std::size_t start, std::s
   BTM_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &offset, nullptr, &count, nullptr));
   Handle mem_space(BTM_H5(H5Screate_simple(1, &count, nullptr)));
   read_dataset(set, native_type<T>(), mem_space, file_space, out, name);
+}
+
+void set_units(hid_t parent, const std::string& dataset, const std::string& units) {
+  Handle set(BTM_H5(H5Dopen2(parent, dataset.c_str(), H5P_DEFAULT)));
+  set_attr(set, "units", units);
+}
+
+std::string units_of(hid_t parent, const std::string& dataset) {
+  if (!exists(parent, dataset)) throw InputError("missing dataset '" + dataset + "'");
+  Handle set(BTM_H5(H5Dopen2(parent, dataset.c_str(), H5P_DEFAULT)));
+  return has_attr(set, "units") ? get_string(set, "units") : std::string();
 }
 
 #define BTM_H5_INSTANTIATE(T)                                                                  \

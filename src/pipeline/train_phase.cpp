@@ -51,8 +51,10 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   // From here until the groups are done, no byte may cross groups (the world is not used).
   const std::uint64_t world_bytes_before = ctx.world.bytes_sent();
   TrainResult result = TrainResult::Finished;
-  for (const std::string& name : layout.elms_of_group(group_index)) {
-    result = train_model(ctx, *group, *engine, grads, name);
+  const std::vector<std::string> mine = layout.elms_of_group(group_index);
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    result = train_model(ctx, *group, *engine, grads, mine[i],
+                         {mine.begin() + static_cast<std::ptrdiff_t>(i) + 1, mine.end()});
     if (result == TrainResult::Stopped) break;
   }
   if (world_bytes_during_train)
