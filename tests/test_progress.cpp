@@ -5,8 +5,11 @@
 #include <cmath>
 #include <limits>
 
+#include "btm/data/corpus.hpp"
 #include "btm/model/params.hpp"
 #include "btm/pipeline/progress.hpp"
+#include "btm/pipeline/run_context.hpp"
+#include "test_util.hpp"
 
 using namespace btm;
 
@@ -94,4 +97,57 @@ TEST(Progress, WorkAheadSecondsAddModelsAndEvaluation) {
   EXPECT_FALSE(w.empty());
   EXPECT_TRUE(WorkAhead{}.empty());
   EXPECT_LT(w.seconds(0), 0);
+}
+
+// What follows the seed in `btm run` on one rank: the 3 ELMs (an ELM's steps, batch and ranks
+// each), the dense baseline continuing the seed, and the evaluation's forward tokens: every ELM
+// on the test and validation blocks of each domain, dense and two averages on the test blocks.
+// After the dense baseline only the evaluation; nothing after the last model of `btm train`.
+TEST(Progress, WorkAfterTheSeedIsTheElmsTheDenseBaselineAndTheEvaluation) {
+  btm::test::TempDir dir;
+  const std::vector<std::string> domains = {"d0", "d1", "d2"};
+  for (std::size_t k = 0; k < domains.size(); ++k)
+    btm::test::write_synthetic_corpus(dir.path(), domains[k], k + 1, 4000);
+  btm::test::write_synthetic_corpus(dir.path(), "held", 9, 4000);
+  Config c;
+  c.model.context = 16;
+  c.data.corpus = dir.path().string();
+  c.data.domains = domains;
+  c.data.eval_domains = {"held"};
+  c.data.batch = 2;
+  c.data.accum = 2;
+  c.run.dir = (dir / "run").string();
+  c.run.steps = 40;
+  c.run.seed_share = 0.25;
+  c.eval.blocks = 5;
+  c.eval.prior_blocks = 1000;  // more than a valid split holds: all of its blocks
+  MpiComm self(MPI_COMM_SELF, false);
+  RunContext ctx(c, self);
+  ctx.ahead = {true, true, true};
+
+  const WorkAhead w = work_after(ctx, "seed", {});
+  ASSERT_EQ(w.models.size(), 4u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(w.models[static_cast<std::size_t>(k)].steps, 30) << k;
+    EXPECT_EQ(w.models[static_cast<std::size_t>(k)].tokens_per_step, 1 * 2 * 2 * 16) << k;
+    EXPECT_EQ(w.models[static_cast<std::size_t>(k)].ranks, 1) << k;
+  }
+  EXPECT_EQ(w.models[3].steps, 30);                        // dense continues the seed at step 10
+  EXPECT_EQ(w.models[3].tokens_per_step, 3 * 2 * 2 * 16);  // K x an ELM's batch
+  double valid_blocks = 0;
+  for (const char* d : {"d0", "d1", "d2", "held"}) {
+    const CorpusInfo info = read_corpus_info(corpus_path(dir.path(), d));
+    valid_blocks += static_cast<double>((info.tokens[1] - 1) / 16);
+  }
+  const double test_blocks = 4 * 5;
+  EXPECT_DOUBLE_EQ(w.eval_tokens, 16 * ((3 + 1 + 2) * test_blocks + 3 * valid_blocks));
+
+  const WorkAhead after_dense = work_after(ctx, "dense", {});
+  EXPECT_TRUE(after_dense.models.empty());
+  EXPECT_DOUBLE_EQ(after_dense.eval_tokens, w.eval_tokens);
+  ctx.ahead = {};
+  EXPECT_TRUE(work_after(ctx, "d0", {}).empty());
+  const WorkAhead later = work_after(ctx, "d0", {"d1"});
+  ASSERT_EQ(later.models.size(), 1u);
+  EXPECT_EQ(later.models[0].steps, 30);
 }

@@ -101,8 +101,8 @@ TrainResult train_model(const RunContext& ctx, MpiComm& group, Engine& engine, C
               << state.step << " of " << state.target_steps;
     if (continues_seed)
       std::cout << ": it continues the seed's schedule (steps 1-" << state.step
-                << " were the seed's; this ELM trains the last " << state.target_steps - state.step
-                << ")";
+                << " are the seed's share; this ELM trains the last "
+                << state.target_steps - state.step << ")";
     std::cout << " on " << counted(ranks, "rank") << " (" << engine.kind() << "): " << M
               << " micro-batch" << (M == 1 ? "" : "es") << " of " << B << " sequences per step ("
               << A << " per rank), " << tokens_per_step << " tokens per step" << std::endl;
