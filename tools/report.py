@@ -241,7 +241,8 @@ def plot_loss(plt, curves, path):
             handles.append(Line2D([], [], color="black", **styles.get(n, dict(ls="-", lw=1.8))))
             labels.append(label)
         ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14),
-                  ncol=min(len(handles), 6), frameon=False)
+                  ncol=len(handles) if len(handles) <= 5 else (len(handles) + 1) // 2,
+                  frameon=False)
     else:
         fig, lx = plt.subplots(figsize=(7, 4.5))
     elm_colours = {n: plt.cm.tab10(i % 10) for i, n in
