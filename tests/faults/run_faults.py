@@ -205,8 +205,13 @@ class Suite:
                 where = f"'{prefix}' line {nth}"
 
                 def act(p, one=how.startswith("one")):
-                    if one and self.rank_pids(run_dir):
-                        os.kill(rng.choice(self.rank_pids(run_dir)), signal.SIGKILL)
+                    # One listing: the ranks may exit between two (after the last line).
+                    pids = self.rank_pids(run_dir) if one else []
+                    if pids:
+                        try:
+                            os.kill(rng.choice(pids), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                     else:
                         self.kill_job(p, run_dir)
                 rc, out, hit = self.run_until(2, args, prefix, nth, act)
