@@ -175,6 +175,14 @@ def write_markdown(ev, curves, out_dir, plots):
     return path
 
 
+def short_tokens(n):
+    """1500 -> "1.5K", 2000000 -> "2M"."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:g}{unit}"
+    return f"{n:g}"
+
+
 def smoothed(values, window):
     """The mean over a trailing window of `window` logged steps (fewer at the start)."""
     if len(values) == 0:
@@ -190,7 +198,7 @@ def plot_loss(plt, curves, path):
     their validation table: one colour per domain, the seed dotted, each ELM solid on its own
     domain (starting where the seed ended), the dense baseline dashed; beside it the training
     loss per model, the mean over a trailing window of logged steps over the raw values drawn
-    faint."""
+    faint. Returns whether it drew the validation panel."""
     def order(name):
         return (0 if name == "seed" else 2 if name == "dense" else 1, name)
 
@@ -241,7 +249,7 @@ def plot_loss(plt, curves, path):
             handles.append(Line2D([], [], color="black", **styles.get(n, dict(ls="-", lw=1.8))))
             labels.append(label)
         ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14),
-                  ncol=len(handles) if len(handles) <= 5 else (len(handles) + 1) // 2,
+                  ncol=len(handles) if len(handles) <= 4 else (len(handles) + 1) // 2,
                   frameon=False)
     else:
         fig, lx = plt.subplots(figsize=(7, 4.5))
@@ -254,6 +262,8 @@ def plot_loss(plt, curves, path):
         lx.plot(tokens, loss, color=colour, lw=0.6, alpha=0.25)
         lx.plot(tokens, smoothed(loss, window), color=colour, label=n,
                 **styles.get(n, dict(ls="-", lw=1.4)))
+    for axis in ([ax, lx] if valid else [lx]):
+        axis.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: short_tokens(v)))
     lx.set_xlabel("tokens seen")
     lx.set_ylabel("training loss (nats / token)")
     lx.set_title("Training loss (mean over a window of logged steps; raw faint)")
@@ -263,6 +273,7 @@ def plot_loss(plt, curves, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return bool(valid)
 
 
 def topk_rows(ev):
@@ -404,8 +415,9 @@ def main(argv):
     curves = read_metrics(os.path.join(run_dir, "metrics"))
     plots = []
     if curves:
-        plot_loss(plt, curves, os.path.join(out_dir, "loss_vs_tokens.png"))
-        plots.append(("loss_vs_tokens.png", "validation perplexity and training loss vs tokens"))
+        with_valid = plot_loss(plt, curves, os.path.join(out_dir, "loss_vs_tokens.png"))
+        plots.append(("loss_vs_tokens.png", ("validation perplexity and " if with_valid else "")
+                      + "training loss vs tokens"))
     else:
         plots.append((None, "loss_vs_tokens.png: not drawn, no metrics files"))
     if topk_rows(ev):
