@@ -116,6 +116,10 @@ TEST_F(ReportTool, WritesTableAndPlotsOfAFakeRun) {
   EXPECT_NE(md.find("| – |"), std::string::npos) << "the NaN entry is not shown as missing";
   for (const char* png : {"loss_vs_tokens.png", "ppl_vs_topk.png", "prior_heatmap.png"})
     EXPECT_TRUE(is_nonempty_png(out / png)) << png;
+  // The metrics have their validation tables: the curves are validation perplexity.
+  EXPECT_NE(md.find("![validation perplexity and training loss vs tokens](loss_vs_tokens.png)"),
+            std::string::npos)
+      << md;
   // The compute of the compared models from /compute, and the match check.
   EXPECT_NE(md.find("| dense | 200 | 8 | 1,638,400 |"), std::string::npos) << md;
   EXPECT_NE(md.find("Forest tokens (seed + every ELM's own): 1,638,400; dense tokens: 1,638,400 "

@@ -308,6 +308,58 @@ TEST(Metrics, AppendFlushAndResumeDropsRowsAfterTheCheckpoint) {
   EXPECT_EQ(resumed.rows().back().step, 30);
 }
 
+// Format 2: every dataset says its units; the validation table holds the loss per domain and
+// its perplexity exp(loss); a resume keeps the validations through the checkpoint's step.
+TEST(Metrics, DatasetsHaveUnitsAndTheValidationTableRoundTrips) {
+  btm::test::TempDir dir;
+  MetricsLog log(dir / "m.h5", "seed", "cfg");
+  log.set_validation_domains({"a", "b"}, {128, 64});
+  for (int s = 1; s <= 4; ++s) {
+    log.append({s, s * 100, 4.0, 1e-3, 0.5, 1000.0, s * 1.0, 12.5, 0.25, 1 << 20});
+    log.append_validation({s, s * 100, {std::log(50.0) - 0.1 * s, std::log(80.0)}});
+  }
+  EXPECT_THROW(log.append_validation({5, 500, {1.0}}), std::invalid_argument);
+  log.flush();
+  {
+    h5::Handle f = h5::open_file(dir / "m.h5", false);
+    EXPECT_EQ(h5::get_int(f, "format_version"), 2);
+    const std::pair<const char*, const char*> units[] = {{"step", "steps"},
+                                                         {"tokens", "tokens"},
+                                                         {"loss", "nats/token"},
+                                                         {"lr", "1"},
+                                                         {"grad_norm", "1"},
+                                                         {"tokens_per_s", "tokens/s"},
+                                                         {"step_ms", "ms"},
+                                                         {"mfu", "1"},
+                                                         {"memory_bytes", "bytes"},
+                                                         {"elapsed_s", "s"},
+                                                         {"valid/step", "steps"},
+                                                         {"valid/tokens", "tokens"},
+                                                         {"valid/loss", "nats/token"},
+                                                         {"valid/perplexity", "1"},
+                                                         {"valid/tokens_scored", "tokens"}};
+    for (const auto& [name, unit] : units) EXPECT_EQ(h5::units_of(f, name), unit) << name;
+    h5::Handle g = h5::open_group(f, "valid");
+    EXPECT_EQ(h5::get_strings(g, "domains"), (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(h5::shape(g, "perplexity"), (std::vector<std::size_t>{4, 2}));
+    const auto ppl = h5::read_array<double>(g, "perplexity");
+    EXPECT_NEAR(ppl[2 * 2 + 0], 50.0 * std::exp(-0.3), 1e-9);
+    EXPECT_NEAR(ppl[2 * 2 + 1], 80.0, 1e-9);
+  }
+  const MetricsLog back = MetricsLog::load(dir / "m.h5");
+  ASSERT_EQ(back.validation().size(), 4u);
+  EXPECT_EQ(back.validation_tokens(), (std::vector<std::int64_t>{128, 64}));
+  EXPECT_DOUBLE_EQ(back.validation()[3].loss[0], std::log(50.0) - 0.4);
+  EXPECT_EQ(back.rows()[1].step_ms, 12.5);
+  EXPECT_EQ(back.rows()[1].memory_bytes, 1 << 20);
+  MetricsLog resumed(dir / "m.h5", "seed", "cfg");
+  resumed.set_validation_domains({"a", "b"}, {128, 64});
+  resumed.resume(2);
+  ASSERT_EQ(resumed.validation().size(), 2u);
+  EXPECT_EQ(resumed.validation().back().step, 2);
+  EXPECT_EQ(resumed.rows().size(), 2u);
+}
+
 TEST(Forest, ManifestRoundTripAndCorruptManifestIsRefused) {
   btm::test::TempDir dir;
   EXPECT_TRUE(load_forest(dir.path()).models.empty());

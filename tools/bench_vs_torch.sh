@@ -6,6 +6,8 @@
 #   bench_vs_torch.sh [CARRY_DIR] [LAYERS DIM HEADS SEQ BATCH [VOCAB [STEPS]]]
 # e.g. bench_vs_torch.sh .carry 12 768 12 1024 32 50304 20
 # ATTENTIONS="flash materialized" benchmarks both attention kernels (default: auto).
+# BASELINE=PATH/btm also benchmarks another build (an earlier commit's) with the same flags, in
+# the same call, and prints its line beside this one's ("baseline").
 # OUT (if set) receives btm_<attention>.json, torch.json and ratio.txt.
 set -euo pipefail
 
@@ -15,13 +17,18 @@ vocab=${7:-50304} steps=${8:-20}
 out=${OUT:-/tmp}
 tag="${layers}x${dim}_b${batch}"
 
-for attention in ${ATTENTIONS:-auto}; do
-  "$carry/btm" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
+bench() {  # bench BINARY TAG ATTENTION
+  local attention=$3
+  "$1" bench --run.device cuda --model.n_layer "$layers" --model.d_model "$dim" \
     --model.n_head "$heads" --model.context "$seq" --model.vocab_size "$vocab" \
     --model.vocab_multiple 128 --data.batch "$batch" --steps "$steps" --warmup 5 \
-    --attention "$attention" --cases train,eval >"$out/btm_${tag}_$attention.txt"
-  grep '"case": "train"' "$out/btm_${tag}_$attention.txt" | tee "$out/btm_${tag}_$attention.json"
-  grep '"case": "eval"' "$out/btm_${tag}_$attention.txt" | tee "$out/btm_eval_${tag}_$attention.json"
+    --attention "$attention" --cases train,eval >"$out/btm_${tag}_$2.txt"
+  grep '"case": "train"' "$out/btm_${tag}_$2.txt" | tee "$out/btm_${tag}_$2.json"
+  grep '"case": "eval"' "$out/btm_${tag}_$2.txt" | tee "$out/btm_eval_${tag}_$2.json"
+}
+for attention in ${ATTENTIONS:-auto}; do
+  bench "$carry/btm" "$attention" "$attention"
+  [[ -z ${BASELINE:-} ]] || bench "$BASELINE" "baseline-$attention" "$attention"
 done
 
 PYTHONUNBUFFERED=1 python3 "$carry/torch_gpt.py" --layers "$layers" --dim "$dim" \
@@ -35,7 +42,8 @@ for path in sys.argv[2:]:
     btm = json.load(open(path))
     evalp = path.replace("btm_", "btm_eval_")
     ev = json.load(open(evalp)) if os.path.exists(evalp) else None
-    print(f"{btm['layers']}x{btm['dim']} T={btm['seq']} B={btm['batch_per_rank']}: btm ({btm.get('attention', '')}) "
+    label = os.path.basename(path)[:-5].split("_")[-1]  # the attention, or baseline-ATTENTION
+    print(f"{btm['layers']}x{btm['dim']} T={btm['seq']} B={btm['batch_per_rank']}: btm ({label}) "
           f"/ torch tokens/s = {btm['tokens_per_s'] / torch['tokens_per_s']:.3f} "
           f"({btm['tokens_per_s']:.0f} vs {torch['tokens_per_s']:.0f} {torch['system']}); "
           f"MFU {btm.get('mfu', 0):.3f} vs {torch['mfu']:.3f}; btm memory {btm['mem_gib']:.1f} GiB"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's acceptance run, from the directory tools/gpu-stage.sh filled (.carry) and a
 # copy of the source tree (inputs/). Each step's full output goes to OUT/NAME.txt; a summary
-# line per step is printed. Steps (default: all): tests e2e scaling 124m hf
+# line per step is printed. Steps (default: all): tests e2e scaling 124m hf valid
 #   tests  the GPU test suite through ctest (every kernel vs the CPU reference, model, resume),
 #          then the NCCL tests on 2 ranks
 #   e2e    btm run with inputs/gpu-small.cfg: 2 groups x 1 GPU, then 1 ELM per 2 GPUs (with one
@@ -9,6 +9,9 @@
 #   scaling  tools/bench_scaling.sh: 1 GPU vs R GPUs as R ELM groups and as one data-parallel ELM
 #   124m   the GPT-2 124M shape, a few hundred steps on one real domain
 #   hf     the seed of the e2e forest against Hugging Face GPT2LMHeadModel (tools/compare_hf.py)
+#   valid  validation during training on the GPU: a short forest with and without it
+#          (run.eval_blocks 0) has the same bits in every checkpoint; the validation table is
+#          there; the progress lines show MFU and memory
 #   tools/gpu-check.sh [STEP...]       (OUT defaults to /tmp/btm-gpu-check)
 set -uo pipefail
 carry=$(cd "${CARRY:-.carry}" && pwd)
@@ -89,7 +92,36 @@ hf() {
     --checkpoint "${HF_CHECKPOINT:-$runs/e2e-2x1/elms/seed.h5}" --batch 2
 }
 
-steps=${*:-tests e2e scaling 124m hf}
+valid() {
+  staged quick valid || return 0
+  local common=(--config inputs/gpu-small.cfg --data.corpus "$carry/corpus-quick" --run.steps 120
+                --run.log_every 20 --run.eval_every 20 --run.checkpoint_every 50 --no-eval)
+  step valid_on "$carry/btm" run "${common[@]}" --run.dir "$runs/valid-on"
+  step valid_off "$carry/btm" run "${common[@]}" --run.dir "$runs/valid-off" --run.eval_blocks 0
+  grep -m2 -E '^\[(seed|religious)\] step' "$out/valid_on.txt" | sed 's/^/    /'
+  grep -m2 -E '^\[(seed|religious)\] valid' "$out/valid_on.txt" | sed 's/^/    /'
+  step valid_compare python3 - "$runs/valid-on" "$runs/valid-off" <<'PY'
+import os, sys
+import h5py
+on, off = sys.argv[1], sys.argv[2]
+bad = 0
+for name in sorted(os.listdir(os.path.join(on, "elms"))):
+    with h5py.File(os.path.join(on, "elms", name)) as a, h5py.File(os.path.join(off, "elms", name)) as b:
+        same = all(a[k][()].tobytes() == b[k][()].tobytes() for k in ("params", "adam_m", "adam_v"))
+    with h5py.File(os.path.join(on, "metrics", name)) as m:
+        v = m["valid"]
+        ppl = v["perplexity"][()]
+        print(f"{name[:-3]}: checkpoints {'identical' if same else 'DIFFER'} with and without "
+              f"validation; {len(v['step'])} validations at steps {v['step'][()].tolist()}, last "
+              f"perplexity {dict(zip([d.decode() if isinstance(d, bytes) else d for d in v.attrs['domains']], [round(float(x), 2) for x in ppl[-1]]))}; "
+              f"units {m['loss'].attrs['units']}, {v['perplexity'].attrs['units']}")
+    bad += not same
+print("valid: " + ("every checkpoint identical" if not bad else f"{bad} checkpoints differ"))
+sys.exit(1 if bad else 0)
+PY
+}
+
+steps=${*:-tests e2e scaling 124m hf valid}
 echo "gpu-check on $gpus GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 for s in $steps; do
   case $s in
@@ -98,6 +130,7 @@ for s in $steps; do
     124m) gpt2_124m ;;
     scaling) scaling ;;
     hf) hf ;;
+    valid) valid ;;
     *) echo "gpu-check: unknown step $s" >&2; exit 2 ;;
   esac
 done

@@ -20,22 +20,41 @@ except ImportError as e:
              "install python3-h5py and python3-numpy (Debian) or run /usr/bin/python3")
 
 
-def write_metrics(path, name, steps, start_tokens, loss0, loss1, rng):
+def write_metrics(path, name, steps, start_tokens, loss0, loss1, rng, domains=(), order=()):
+    """Format 2: units on every dataset, and the validation table on `domains` every 25 steps
+    (domain d of `order` 0.05 nats above the one before)."""
     step = np.arange(1, steps + 1, dtype=np.int64)
     tokens = start_tokens + step * 4096
-    loss = loss1 + (loss0 - loss1) * np.exp(-step / (steps / 4)) + rng.normal(0, 0.02, steps)
+    curve = loss1 + (loss0 - loss1) * np.exp(-step / (steps / 4))
+    loss = curve + rng.normal(0, 0.02, steps)
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "btm-metrics"
-        f.attrs["format_version"] = np.int64(1)
+        f.attrs["format_version"] = np.int64(2)
         f.attrs["name"] = name
         f.attrs["config"] = "[model]\nn_layer = 2\n"
-        f["step"] = step
-        f["tokens"] = tokens.astype(np.int64)
-        f["loss"] = loss.astype(np.float64)
-        f["lr"] = np.linspace(5e-4, 0, steps)
-        f["grad_norm"] = np.abs(rng.normal(1.0, 0.1, steps))
-        f["tokens_per_s"] = np.full(steps, 1e5)
-        f["elapsed_s"] = step * 0.04
+        for key, values, units in (
+                ("step", step, "steps"), ("tokens", tokens.astype(np.int64), "tokens"),
+                ("loss", loss.astype(np.float64), "nats/token"),
+                ("lr", np.linspace(5e-4, 0, steps), "1"),
+                ("grad_norm", np.abs(rng.normal(1.0, 0.1, steps)), "1"),
+                ("tokens_per_s", np.full(steps, 1e5), "tokens/s"),
+                ("step_ms", np.full(steps, 40.0), "ms"), ("mfu", np.full(steps, np.nan), "1"),
+                ("memory_bytes", np.full(steps, 1 << 30, dtype=np.int64), "bytes"),
+                ("elapsed_s", step * 0.04, "s")):
+            f[key] = values
+            f[key].attrs["units"] = units
+        if domains:
+            g = f.create_group("valid")
+            g.attrs["domains"] = list(domains)
+            at = step % 25 == 0
+            shift = np.array([0.05 * list(order).index(d) for d in domains])
+            vloss = curve[at][:, None] + 0.1 + shift[None, :]
+            for key, values, units in (
+                    ("step", step[at], "steps"), ("tokens", tokens[at].astype(np.int64), "tokens"),
+                    ("loss", vloss, "nats/token"), ("perplexity", np.exp(vloss), "1"),
+                    ("tokens_scored", np.full(len(domains), 8 * 1024, dtype=np.int64), "tokens")):
+                g[key] = values
+                g[key].attrs["units"] = units
 
 
 def main():
@@ -113,11 +132,12 @@ def main():
         tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute))
 
     mdir = os.path.join(a.run, "metrics")
-    write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng)
+    write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng, elms, elms)
     for name in elms:
-        write_metrics(os.path.join(mdir, f"{name}.h5"), name, 100, 100 * 4096, 3.2, 2.6, rng)
+        write_metrics(os.path.join(mdir, f"{name}.h5"), name, 100, 100 * 4096, 3.2, 2.6, rng,
+                      [name], elms)
     if a.dense:
-        write_metrics(os.path.join(mdir, "dense.h5"), "dense", 200, 0, 6.0, 2.9, rng)
+        write_metrics(os.path.join(mdir, "dense.h5"), "dense", 200, 0, 6.0, 2.9, rng, elms, elms)
     print(f"wrote {a.run}/eval.h5 ({len(methods)} methods x {D} domains) and metrics")
 
 

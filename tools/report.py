@@ -6,7 +6,8 @@ include/btm/io/eval_file.hpp, read by tools/btm_files.py) and RUN/metrics/*.h5
   DIR/report.md          header (ELMs, domains, tokens) and the paper-style perplexity table:
                          rows = methods, columns = in-domain mean, out-of-domain mean, each domain;
                          the best (lowest) value of each column in bold; cached priors
-  DIR/loss_vs_tokens.png training loss per model (seed, ELMs, dense) against tokens
+  DIR/loss_vs_tokens.png validation perplexity per model and domain (seed, ELMs, dense) against
+                         tokens seen, beside the smoothed training loss
   DIR/ppl_vs_topk.png    mean in- / out-of-domain perplexity of the top-k ensemble against k
   DIR/prior_heatmap.png  the cached prior of every evaluation domain over the ELMs
 
@@ -55,8 +56,10 @@ def cost_of(ev, method):
 
 
 def read_metrics(metrics_dir):
-    """{name: (tokens, loss)} of every readable btm metrics file; others are skipped with a
-    warning (a report without one curve is still useful)."""
+    """{name: curve} of every readable btm metrics file, a curve being a dict of tokens, loss
+    (the training loss of each logged step) and, where the file has its validation table
+    (format 2), valid_tokens, valid_ppl [rows, domains] and valid_domains; other files are skipped
+    with a warning (a report without one curve is still useful)."""
     curves = {}
     if not os.path.isdir(metrics_dir):
         return curves
@@ -69,11 +72,17 @@ def read_metrics(metrics_dir):
                 if as_str(f.attrs.get("format", "")) != "btm-metrics":
                     raise ValueError("not a btm metrics file")
                 name = as_str(f.attrs["name"]) if "name" in f.attrs else entry[:-3]
-                tokens = np.asarray(f["tokens"][()], dtype=float)
-                loss = np.asarray(f["loss"][()], dtype=float)
-            if tokens.shape != loss.shape:
+                curve = {"tokens": np.asarray(f["tokens"][()], dtype=float),
+                         "loss": np.asarray(f["loss"][()], dtype=float)}
+                if "valid" in f:
+                    g = f["valid"]
+                    curve["valid_domains"] = [as_str(d) for d in g.attrs["domains"]]
+                    curve["valid_tokens"] = np.asarray(g["tokens"][()], dtype=float)
+                    curve["valid_ppl"] = np.asarray(g["perplexity"][()], dtype=float).reshape(
+                        len(curve["valid_tokens"]), len(curve["valid_domains"]))
+            if curve["tokens"].shape != curve["loss"].shape:
                 raise ValueError("tokens and loss have different lengths")
-            curves[name] = (tokens, loss)
+            curves[name] = curve
         except (OSError, KeyError, ValueError) as e:
             print(f"report.py: warning: skipping {path}: {e}", file=sys.stderr)
     return curves
@@ -166,23 +175,105 @@ def write_markdown(ev, curves, out_dir, plots):
     return path
 
 
+def short_tokens(n):
+    """1500 -> "1.5K", 2000000 -> "2M"."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:g}{unit}"
+    return f"{n:g}"
+
+
+def smoothed(values, window):
+    """The mean over a trailing window of `window` logged steps (fewer at the start)."""
+    if len(values) == 0:
+        return values
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[lo]) / (idx - lo)
+
+
 def plot_loss(plt, curves, path):
+    """Validation perplexity against tokens seen (the paper's curves), when the metrics have
+    their validation table: one colour per domain, the seed dotted, each ELM solid on its own
+    domain (starting where the seed ended), the dense baseline dashed; beside it the training
+    loss per model, the mean over a trailing window of logged steps over the raw values drawn
+    faint. Returns whether it drew the validation panel."""
     def order(name):
         return (0 if name == "seed" else 2 if name == "dense" else 1, name)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in sorted(curves, key=order):
-        tokens, loss = curves[name]
-        style = {"seed": dict(color="black", lw=2), "dense": dict(color="gray", lw=2, ls="--")}
-        ax.plot(tokens, loss, label=name, **style.get(name, dict(lw=1.2)))
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("training loss (nats / token)")
-    ax.set_title("Training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    names = sorted(curves, key=order)
+    valid = [n for n in names if "valid_ppl" in curves[n] and len(curves[n]["valid_tokens"])]
+    domains = []
+    for n in valid:
+        domains += [d for d in curves[n]["valid_domains"] if d not in domains]
+    colours = {d: plt.cm.tab10(i % 10) for i, d in enumerate(domains)}
+    styles = {"seed": dict(ls=":", lw=1.8), "dense": dict(ls="--", lw=1.5)}
+    if valid:
+        fig, (ax, lx) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+        seed = curves.get("seed")
+        for n in valid:
+            c = curves[n]
+            for d, domain in enumerate(c["valid_domains"]):
+                x, y = c["valid_tokens"], c["valid_ppl"][:, d]
+                if n != "seed" and seed is not None and "valid_ppl" in seed \
+                        and domain in seed["valid_domains"] and len(seed["valid_tokens"]):
+                    # An ELM (and a dense model continuing the seed) starts where the seed
+                    # ended: draw its curve from the seed's last point before its own.
+                    s = seed["valid_domains"].index(domain)
+                    before = seed["valid_tokens"] < x[0]
+                    if before.any():
+                        x = np.insert(x, 0, seed["valid_tokens"][before][-1])
+                        y = np.insert(y, 0, seed["valid_ppl"][before, s][-1])
+                ax.plot(x, y, color=colours[domain], marker="o", ms=3,
+                        **styles.get(n, dict(ls="-", lw=1.8)))
+        ax.set_yscale("log")
+        from matplotlib.ticker import FuncFormatter
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlabel("tokens seen (over the model's lineage)")
+        ax.set_ylabel("validation perplexity")
+        ax.set_title("Validation perplexity")
+        ax.grid(alpha=0.3, which="both")
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], color=colours[d], lw=2) for d in domains]
+        labels = list(domains)
+        for label, n in (("seed (every domain)", "seed"), ("ELM (its domain)", None),
+                         ("dense (every domain)", "dense")):
+            if n is None and not any(m not in ("seed", "dense") for m in valid):
+                continue
+            if n is not None and n not in valid:
+                continue
+            handles.append(Line2D([], [], color="black", **styles.get(n, dict(ls="-", lw=1.8))))
+            labels.append(label)
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14),
+                  ncol=len(handles) if len(handles) <= 4 else (len(handles) + 1) // 2,
+                  frameon=False)
+    else:
+        fig, lx = plt.subplots(figsize=(7, 4.5))
+    elm_colours = {n: plt.cm.tab10(i % 10) for i, n in
+                   enumerate(n for n in names if n not in ("seed", "dense"))}
+    for n in names:
+        tokens, loss = curves[n]["tokens"], curves[n]["loss"]
+        colour = {"seed": "black", "dense": "gray"}.get(n, elm_colours.get(n))
+        window = max(1, len(loss) // 20)
+        lx.plot(tokens, loss, color=colour, lw=0.6, alpha=0.25)
+        lx.plot(tokens, smoothed(loss, window), color=colour, label=n,
+                **styles.get(n, dict(ls="-", lw=1.4)))
+    for axis in ([ax, lx] if valid else [lx]):
+        axis.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: short_tokens(v)))
+    lx.set_xlabel("tokens seen")
+    lx.set_ylabel("training loss (nats / token)")
+    lx.set_title("Training loss (mean over a window of logged steps; raw faint)")
+    lx.title.set_fontsize(10)
+    lx.grid(alpha=0.3)
+    lx.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return bool(valid)
 
 
 def topk_rows(ev):
@@ -324,8 +415,9 @@ def main(argv):
     curves = read_metrics(os.path.join(run_dir, "metrics"))
     plots = []
     if curves:
-        plot_loss(plt, curves, os.path.join(out_dir, "loss_vs_tokens.png"))
-        plots.append(("loss_vs_tokens.png", "training loss vs tokens"))
+        with_valid = plot_loss(plt, curves, os.path.join(out_dir, "loss_vs_tokens.png"))
+        plots.append(("loss_vs_tokens.png", ("validation perplexity and " if with_valid else "")
+                      + "training loss vs tokens"))
     else:
         plots.append((None, "loss_vs_tokens.png: not drawn, no metrics files"))
     if topk_rows(ev):

@@ -47,7 +47,7 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 struct BenchOptions {
   int steps = 20;
   int warmup = 3;
-  double peak_tflops = 0;  // 0: 989 on cuda (H100/H200 bf16 dense), none on cpu
+  double peak_tflops = 0;  // 0: the backend's figure (Backend::peak_tflops), none on cpu
   int elms = 8;            // the average case's parents
   std::string attention = "auto";
   std::string kernels;  // the kernel cases whose name holds this ("": all)
@@ -154,7 +154,7 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
       ("steps", po::value(&o.steps)->default_value(o.steps), "timed training steps")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
       ("peak-tflops", po::value(&o.peak_tflops)->default_value(0),
-       "peak of one device for MFU (default: 989 on cuda, H100/H200 bf16 dense; no MFU on cpu)")
+       "peak of one device for MFU (default: the GPU's bf16 dense figure, 989 on H100/H200, 312 on A100; no MFU on cpu)")
       ("attention", po::value(&o.attention)->default_value(o.attention), "cuda: auto | flash | flash-mma.sync (the pre-Hopper flash kernels, also on Hopper) | materialized")
       ("cases", po::value(&cases_text)->default_value(cases_text), "train, eval, allreduce, average, kernels (comma separated)")
       ("elms", po::value(&o.elms)->default_value(o.elms), "average: the number of parent ELMs")
@@ -191,10 +191,8 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
   const int group_index = eval_groups.index;
   MpiComm* group = eval_groups.group.get();
   const bool leader = eval_groups.leader();
-  const bool on_gpu = ctx.backend->device() == Device::cuda;
-  const double peak = o.peak_tflops > 0 ? o.peak_tflops : (on_gpu ? 989.0 : 0.0);
-
-  std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);
+  std::unique_ptr<Engine> engine = bench_engine(ctx, o.attention);  // on its device from here
+  const double peak = o.peak_tflops > 0 ? o.peak_tflops : ctx.backend->peak_tflops();
   if (wants(o, "average")) bench_average(ctx, eval_groups, *engine, o);
   if (!wants(o, "train") && !wants(o, "eval") && !wants(o, "allreduce")) return kExitOk;
 
@@ -285,7 +283,8 @@ int cmd_bench(const Args& args, MpiComm& world, const Backends& backends) {
     line["tokens_per_s"] = std::llround(group_tokens_per_s);
     line["flops_per_token"] = std::llround(flops_per_token);
     if (peak > 0)
-      line["mfu"] = rounded(group_tokens_per_s * flops_per_token / (r * peak * 1e12), 4);
+      line["mfu"] =
+          rounded(model_flops_utilization(group_tokens_per_s, flops_per_token, r, peak), 4);
     line["loss_first"] = rounded(first_loss, 4);
     line["loss"] = rounded(loss, 4);
     line["mem_gib"] = rounded(mem, 2);

@@ -211,8 +211,9 @@ std::string get_field(const Config& c, const std::string& name) {
 
 std::vector<std::string> differing_settings(const Config& a, const Config& b) {
   static const std::set<std::string> where = {
-      "run.dir",        "data.corpus",          "run.device",   "run.threads",
-      "run.share_gpus", "run.checkpoint_every", "run.log_every"};
+      "run.dir",       "data.corpus",    "run.device",
+      "run.threads",   "run.share_gpus", "run.checkpoint_every",
+      "run.log_every", "run.eval_every", "run.eval_blocks"};
   std::vector<std::string> mine, theirs, names;
   for_each_field(a, [&](const std::string& name, const auto& value, const Limits&, const char*) {
     names.push_back(name);

@@ -60,6 +60,16 @@ class CudaBackend final : public Backend {
     BTM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     return total_bytes - free_bytes;
   }
+  // The data-sheet dense bf16 figures: H100/H200 SXM (sm_90) 989, A100 (sm_80) 312.
+  double peak_tflops() const override {
+    int device = 0;
+    BTM_CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop{};
+    BTM_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    if (prop.major == 9 && prop.minor == 0) return 989.0;
+    if (prop.major == 8 && prop.minor == 0) return 312.0;
+    return 0;
+  }
   double time_allreduce_ms(Communicator& comm, std::size_t count, int iterations,
                            int warmup) const override {
     if (comm.space() == MemorySpace::Host)

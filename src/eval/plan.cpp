@@ -11,12 +11,6 @@ namespace btm {
 namespace fs = std::filesystem;
 namespace ens = ensemble;
 
-std::size_t usable_blocks(const TokenArray& tokens, int T, std::int64_t limit) {
-  const std::size_t available =
-      tokens.size() > 0 ? (tokens.size() - 1) / static_cast<std::size_t>(T) : 0;
-  return limit > 0 ? std::min(available, static_cast<std::size_t>(limit)) : available;
-}
-
 EvalDomains load_eval_domains(RunContext& ctx, std::vector<std::string> names,
                               std::vector<double> in_domain) {
   EvalDomains d;

@@ -4,37 +4,13 @@
 #include <cstdint>
 
 #include "btm/io/checkpoint.hpp"
+#include "btm/pipeline/blocks.hpp"
 
 namespace btm {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// Log-probabilities of the model loaded in `engine` on `set`, written to out[block * T + t].
-// Blocks go through the engine in fixed chunks of `batch` blocks; chunk c is scored by group
-// rank c % size, so every number comes from the same computation whatever the rank count.
-// Entries of chunks scored by other ranks are left untouched (zero).
-void score(Engine& engine, const BlockSet& set, int T, int batch, const MpiComm& group,
-           float* out) {
-  std::vector<std::int32_t> inputs(static_cast<std::size_t>(batch) * T), targets(inputs.size());
-  const std::size_t chunks =
-      (set.blocks + static_cast<std::size_t>(batch) - 1) / static_cast<std::size_t>(batch);
-  for (std::size_t c = static_cast<std::size_t>(group.rank()); c < chunks;
-       c += static_cast<std::size_t>(group.size())) {
-    const std::size_t first = c * static_cast<std::size_t>(batch);
-    const int count = static_cast<int>(
-        std::min<std::size_t>(static_cast<std::size_t>(batch), set.blocks - first));
-    for (int b = 0; b < count; ++b) {
-      const std::uint16_t* tokens = set.tokens->data() + (first + static_cast<std::size_t>(b)) * T;
-      for (int t = 0; t < T; ++t) {
-        inputs[static_cast<std::size_t>(b) * T + t] = tokens[t];
-        targets[static_cast<std::size_t>(b) * T + t] = tokens[t + 1];
-      }
-    }
-    engine.token_logprobs({inputs.data(), targets.data(), count, T}, out + first * T);
-  }
-}
 
 // Sums `data` over the world onto rank 0 (each entry is written by one rank, the others hold
 // zeros, so the sum is exact and independent of the rank count).
@@ -64,8 +40,8 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
     engine.set_params(params);
     for (std::size_t s = 0; s < S; ++s)
       if (sets[m][s].blocks > 0)
-        score(engine, sets[m][s], T, ctx.config.data.batch, *groups.group,
-              scores.data.data() + scores.offset[m * S + s]);
+        score_blocks(engine, sets[m][s], T, ctx.config.data.batch, *groups.group,
+                     scores.data.data() + scores.offset[m * S + s]);
     if (groups.leader() && m < parents) engine.hold_parent(m, std::move(params));
   }
   gather_to_root(ctx.world, scores.data);
@@ -84,8 +60,8 @@ std::vector<float> score_averages(RunContext& ctx, EvalGroups& groups, Engine& e
     if (groups.index != root_group) continue;
     for (std::size_t d = 0; d < D; ++d)
       if (plan.blocks[u * D + d] > 0)
-        score(engine, {test[d].tokens, plan.blocks[u * D + d]}, T, ctx.config.data.batch,
-              *groups.group, scores.data() + plan.offset[u * D + d]);
+        score_blocks(engine, {test[d].tokens, plan.blocks[u * D + d]}, T, ctx.config.data.batch,
+                     *groups.group, scores.data() + plan.offset[u * D + d]);
   }
   gather_to_root(ctx.world, scores);
   engine.drop_parents();

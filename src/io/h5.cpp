@@ -374,6 +374,17 @@ void read_range(hid_t parent, const std::string& name, std::size_t start, std::s
   read_dataset(set, native_type<T>(), mem_space, file_space, out, name);
 }
 
+void set_units(hid_t parent, const std::string& dataset, const std::string& units) {
+  Handle set(BTM_H5(H5Dopen2(parent, dataset.c_str(), H5P_DEFAULT)));
+  set_attr(set, "units", units);
+}
+
+std::string units_of(hid_t parent, const std::string& dataset) {
+  if (!exists(parent, dataset)) throw InputError("missing dataset '" + dataset + "'");
+  Handle set(BTM_H5(H5Dopen2(parent, dataset.c_str(), H5P_DEFAULT)));
+  return has_attr(set, "units") ? get_string(set, "units") : std::string();
+}
+
 #define BTM_H5_INSTANTIATE(T)                                                                  \
   template void write_array<T>(hid_t, const std::string&, const T*, std::size_t, Storage);     \
   template void write_matrix<T>(hid_t, const std::string&, const T*, std::size_t, std::size_t, \

@@ -1,5 +1,6 @@
 #include "btm/method/budget.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -42,6 +43,9 @@ Budget make_budget(const Config& config, int elms) {
       static_cast<std::int64_t>(config.run.ranks_per_elm) * config.data.accum;
   b.world_batch.micro_batch = config.data.batch;
   b.world_batch.micro_batches = b.elm_batch.micro_batches * elms;
+  const std::int64_t quarter = (std::max<std::int64_t>(b.elm_steps, 1) + 3) / 4;
+  b.eval_every = config.run.eval_every > 0 ? config.run.eval_every : quarter;
+  b.eval_blocks = config.run.eval_blocks;
   return b;
 }
 
@@ -113,6 +117,11 @@ std::string describe_budget(const Budget& b, int world) {
     << " tokens, dense " << grouped(b.dense_tokens())
     << " tokens: " << (equal ? "equal" : "NOT EQUAL") << " ("
     << flops(static_cast<double>(b.forest_tokens()) * b.flops_per_token) << " FLOPs each)\n";
+  if (b.eval_blocks > 0)
+    s << "  validation: every " << counted(b.eval_every, "step") << " and at each model's end, "
+      << counted(b.eval_blocks, "block") << " of each of its domains' valid split\n";
+  else
+    s << "  validation: off (run.eval_blocks = 0)\n";
   return s.str();
 }
 

@@ -1,6 +1,7 @@
 #include "btm/model/params.hpp"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "btm/util/error.hpp"
@@ -62,6 +63,12 @@ double train_flops_per_token(const ParamLayout& layout) {
   const ModelConfig& m = layout.model();
   return 6.0 * static_cast<double>(layout.flop_params()) +
          12.0 * m.n_layer * m.d_model * static_cast<double>(m.context);
+}
+
+double model_flops_utilization(double tokens_per_s, double flops_per_token, int devices,
+                               double peak_tflops) {
+  if (!(peak_tflops > 0) || devices < 1) return std::numeric_limits<double>::quiet_NaN();
+  return tokens_per_s * flops_per_token / (devices * peak_tflops * 1e12);
 }
 
 void init_gpt2(const ParamLayout& layout, std::span<float> params, std::uint64_t seed) {

@@ -36,13 +36,18 @@ void check_corpora_hold_a_block(const RunContext& ctx, const PreflightPlan& plan
     const bool train_domain =
         std::find(c.data.domains.begin(), c.data.domains.end(), d) != c.data.domains.end();
     for (int s = 0; s < 3; ++s) {
-      const bool read = (s == 0 && plan.trains && train_domain) || (s > 0 && plan.evaluates);
+      // Training validates on the valid split (run.eval_blocks > 0).
+      const bool validates = s == 1 && plan.trains && train_domain && c.run.eval_blocks > 0;
+      const bool read =
+          (s == 0 && plan.trains && train_domain) || validates || (s > 0 && plan.evaluates);
       if (read && info.tokens[s] < need)
         throw InputError(
             "domain '" + d + "': its " + split_name(static_cast<Split>(s)) + " split has " +
             std::to_string(info.tokens[s]) +
             " tokens, fewer than one block of model.context + 1 = " + std::to_string(need) +
-            ": lower model.context, or prepare the domain with more text");
+            ": lower model.context, or prepare the domain with more text" +
+            (validates && !plan.evaluates ? " (or train without validation: run.eval_blocks 0)"
+                                          : ""));
     }
   }
 }

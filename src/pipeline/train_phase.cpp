@@ -52,8 +52,10 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   const std::uint64_t world_bytes_before = ctx.world.bytes_sent();
   TrainResult result = TrainResult::Finished;
   // An ELM's last checkpoint is written while the group's next ELM trains.
-  for (const std::string& name : layout.elms_of_group(group_index)) {
-    result = train_model(ctx, *group, engine, grads, name);
+  const std::vector<std::string> mine = layout.elms_of_group(group_index);
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    result = train_model(ctx, *group, engine, grads, mine[i],
+                         {mine.begin() + static_cast<std::ptrdiff_t>(i) + 1, mine.end()});
     if (result == TrainResult::Stopped) break;
   }
   collective_check(*group, [&] { ctx.writer->wait(); });

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 
 #include "btm/data/corpus.hpp"
@@ -14,21 +15,17 @@
 #include "btm/method/budget.hpp"
 #include "btm/method/schedule.hpp"
 #include "btm/model/params.hpp"
+#include "btm/pipeline/phase_support.hpp"
+#include "btm/pipeline/progress.hpp"
+#include "btm/pipeline/validation.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "--:--:--";
-  const long s = std::lround(seconds);
-  char text[32];
-  std::snprintf(text, sizeof(text), "%02ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  return text;
-}
 
 // The state copied to host memory and written while training goes on (CheckpointWriter).
 void save_state(const Engine& engine, const CheckpointInfo& head, const std::filesystem::path& file,
@@ -64,7 +61,7 @@ void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file,
 }
 
 TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
-                        const std::string& name) {
+                        const std::string& name, const std::vector<std::string>& later_elms) {
   const Config& config = ctx.config;
   const bool leader = group.rank() == 0;
   const auto file = checkpoint_file(ctx.run_dir, name);
@@ -111,20 +108,43 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
   const std::uint64_t tokens_per_step = static_cast<std::uint64_t>(M) * B * T;
   std::vector<std::int32_t> inputs(static_cast<std::size_t>(B) * T), targets(inputs.size());
 
+  // Validation (budget.hpp says after which steps) on the valid splits of its own corpora.
+  const Budget budget = budget_of(ctx);
+  Validation validation;
+  collective_check(
+      group, [&] { validation = plan_validation(state.domains, corpora, T, budget.eval_blocks); });
+
   MetricsLog metrics(metrics_file(ctx.run_dir, name), name, state.config_ini);
+  metrics.set_validation_domains(validation.domains, validation.tokens());
   if (leader) metrics.resume(state.step);
   const double elapsed_before = metrics.rows().empty() ? 0.0 : metrics.rows().back().elapsed_s;
 
   if (leader && !state.finished()) {
     const bool continues_seed =
         state.step > 0 && state.domains.size() == 1 && state.sampler_position == 0;
-    std::cout << "[" << name << "] " << (state.step > 0 ? "continuing at" : "starting at")
-              << " step " << state.step << " of " << state.target_steps
-              << (continues_seed ? " (the seed's schedule continues)" : "") << " on " << ranks
-              << " rank" << (ranks == 1 ? "" : "s") << " (" << engine.kind() << "): " << M
+    std::cout << "[" << name << "] "
+              << (state.step > 0 && !continues_seed ? "continuing at" : "starting at") << " step "
+              << state.step << " of " << state.target_steps;
+    if (continues_seed)
+      std::cout << ": it continues the seed's schedule (steps 1-" << state.step
+                << " are the seed's share; this ELM trains the last "
+                << state.target_steps - state.step << ")";
+    std::cout << " on " << counted(ranks, "rank") << " (" << engine.kind() << "): " << M
               << " micro-batch" << (M == 1 ? "" : "es") << " of " << B << " sequences per step ("
               << A << " per rank), " << tokens_per_step << " tokens per step" << std::endl;
+    if (!validation.empty()) {
+      std::cout << "[" << name << "] validation every " << counted(budget.eval_every, "step")
+                << " and at step " << state.target_steps << ": the first "
+                << counted(budget.eval_blocks, "block") << " of the valid split of ";
+      for (std::size_t d = 0; d < validation.domains.size(); ++d)
+        std::cout << (d ? ", " : "") << validation.domains[d];
+      std::cout << std::endl;
+    }
   }
+  // For the progress lines: the FLOPs of MFU, the device's peak, the work after this model.
+  const double flops_per_token = train_flops_per_token(engine.layout());
+  const double peak_tflops = ctx.backend ? ctx.backend->peak_tflops() : 0.0;
+  const WorkAhead ahead = leader ? work_after(ctx, name, later_elms) : WorkAhead{};
 
   const OptimConfig& o = config.optim;
   const auto start = Clock::now();
@@ -197,20 +217,44 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
       const double tokens_per_s = window_s > 0 ? window_steps * tokens_per_step / window_s : 0;
       const double s_per_step = total_s / static_cast<double>(state.step - first_step);
       if (leader) {
+        ProgressLine p;
+        p.name = name;
+        p.step = state.step;
+        p.target_steps = state.target_steps;
+        p.loss = mean_loss;
+        p.lr = lr;
+        p.grad_norm = norm;
+        p.step_ms = window_steps > 0 ? 1e3 * window_s / static_cast<double>(window_steps) : 0;
+        p.tokens_per_s = tokens_per_s;
+        p.mfu = model_flops_utilization(tokens_per_s, flops_per_token, ranks, peak_tflops);
+        p.memory_bytes = ctx.backend ? static_cast<double>(ctx.backend->memory_used()) : 0.0;
+        p.tokens = static_cast<std::int64_t>(state.tokens);
+        // The ETA counts everything the steps so far took (validations, checkpoints too).
+        p.model_eta_s = s_per_step * static_cast<double>(state.target_steps - state.step);
+        const double rate_per_rank = static_cast<double>(tokens_per_step) / s_per_step / ranks;
+        p.run_eta_s = ahead.empty() ? -1 : p.model_eta_s + ahead.seconds(rate_per_rank);
+        p.now = std::time(nullptr);
         metrics.append({state.step, static_cast<std::int64_t>(state.tokens), mean_loss, lr, norm,
-                        tokens_per_s, elapsed_before + total_s});
-        char line[256];
-        std::snprintf(
-            line, sizeof(line),
-            "[%s] step %lld/%lld | loss %.4f | lr %.3e | |g| %.3f | %.0f tok/s | ETA %s",
-            name.c_str(), static_cast<long long>(state.step),
-            static_cast<long long>(state.target_steps), mean_loss, lr, norm, tokens_per_s,
-            format_duration(s_per_step * static_cast<double>(state.target_steps - state.step))
-                .c_str());
-        std::cout << line << std::endl;
+                        tokens_per_s, elapsed_before + total_s, p.step_ms, p.mfu,
+                        static_cast<std::int64_t>(p.memory_bytes)});
+        std::cout << format_progress(p) << std::endl;
       }
       window_start = now;
       window_steps = 0;
+    }
+    if (!validation.empty() && budget.validates_at(state.step, state.target_steps)) {
+      const auto begin = Clock::now();
+      const std::vector<double> loss_per_domain = validation_loss(engine, group, validation, B);
+      const auto end = Clock::now();
+      if (leader) {
+        metrics.append_validation(
+            {state.step, static_cast<std::int64_t>(state.tokens), loss_per_domain});
+        std::cout << format_validation(name, state.step, state.target_steps, validation.domains,
+                                       loss_per_domain, static_cast<std::int64_t>(state.tokens),
+                                       std::chrono::duration<double>(end - begin).count())
+                  << std::endl;
+      }
+      window_start += end - begin;  // the window's ms/step and tok/s count training only
     }
     if (state.step % config.run.checkpoint_every == 0 || last) {
       if (leader) {

@@ -6,7 +6,8 @@ in every way the issue lists, each outcome checked against an uninterrupted refe
                 ELMs, dense, evaluation) and inside checkpoint writes (the BTM_FAULT_KILL_AT_COMMIT
                 failpoint dies after the temporary file is complete, before its rename); the same
                 command is run again until it completes, and the forest must equal the reference
-                bit for bit (checkpoints, metrics, eval.h5), with no temporary file left behind
+                bit for bit (checkpoints, metrics with their validation table, eval.h5), with no
+                temporary file left behind
   rank changes  killed in each phase on W ranks, continued on another W (2 -> 1, 1 -> 4, 4 -> 2):
                 the same bits (each model keeps the global batch it started with)
   bad inputs    each must exit with its code, say its message fragment, and change no file of the
@@ -121,7 +122,8 @@ class Suite:
         diffs = []
         for sub, keys, attrs in (("elms", ("params", "adam_m", "adam_v"),
                                   ("step", "target_steps", "tokens", "sampler_position")),
-                                 ("metrics", ("step", "tokens", "loss", "lr", "grad_norm"), ())):
+                                 ("metrics", ("step", "tokens", "loss", "lr", "grad_norm", "valid/step",
+                                              "valid/loss"), ())):
             for name in sorted(os.listdir(os.path.join(ref, sub))):
                 a_path, b_path = os.path.join(ref, sub, name), os.path.join(other, sub, name)
                 if not os.path.exists(b_path):
@@ -129,6 +131,9 @@ class Suite:
                     continue
                 with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
                     for k in keys:
+                        if k not in a or k not in b:
+                            diffs.append(f"{sub}/{name}:/{k} missing")
+                            continue
                         x, y = a[k][()], b[k][()]
                         if x.shape != y.shape or x.tobytes() != y.tobytes():
                             diffs.append(f"{sub}/{name}:/{k}")
@@ -200,8 +205,13 @@ class Suite:
                 where = f"'{prefix}' line {nth}"
 
                 def act(p, one=how.startswith("one")):
-                    if one and self.rank_pids(run_dir):
-                        os.kill(rng.choice(self.rank_pids(run_dir)), signal.SIGKILL)
+                    # One listing: the ranks may exit between two (after the last line).
+                    pids = self.rank_pids(run_dir) if one else []
+                    if pids:
+                        try:
+                            os.kill(rng.choice(pids), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                     else:
                         self.kill_job(p, run_dir)
                 rc, out, hit = self.run_until(2, args, prefix, nth, act)

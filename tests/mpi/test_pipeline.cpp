@@ -5,13 +5,16 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "btm/app/commands.hpp"
+#include "btm/data/corpus.hpp"
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/eval_file.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/io/metrics.hpp"
 #include "btm/method/average.hpp"
+#include "btm/model/backend.hpp"
 #include "btm/pipeline/phases.hpp"
 #include "btm/pipeline/run_context.hpp"
 #include "btm/util/error.hpp"
@@ -374,8 +377,22 @@ TEST(Pipeline, EndToEndForestRerunAndRestart) {
   while (cmd_run(limited, world(), btm::test::backends()) == kExitPreempted) ++stops;
   EXPECT_GE(stops, 2);
   if (world().rank() == 0) {
-    for (const char* n : {"seed", "d0", "d1", "d2"})
+    for (const char* n : {"seed", "d0", "d1", "d2"}) {
       EXPECT_EQ(params_of(dir / "full", n), params_of(dir / "restart", n)) << n;
+      // The metrics too, the validation table (every step here: a quarter of 4 ELM steps) with
+      // them: validation does not disturb what a resume continues.
+      const MetricsLog a = MetricsLog::load(metrics_file(dir / "full", n));
+      const MetricsLog b = MetricsLog::load(metrics_file(dir / "restart", n));
+      ASSERT_EQ(a.rows().size(), b.rows().size()) << n;
+      for (std::size_t i = 0; i < a.rows().size(); ++i)
+        EXPECT_EQ(a.rows()[i].loss, b.rows()[i].loss) << n << " row " << i;
+      ASSERT_EQ(a.validation().size(), 4u) << n;
+      ASSERT_EQ(b.validation().size(), a.validation().size()) << n;
+      for (std::size_t i = 0; i < a.validation().size(); ++i) {
+        EXPECT_EQ(a.validation()[i].step, b.validation()[i].step) << n << " row " << i;
+        EXPECT_EQ(a.validation()[i].loss, b.validation()[i].loss) << n << " row " << i;
+      }
+    }
   }
 
   // Continue on another rank count: 4 ranks train the seed and d0 half way, then one rank
@@ -437,6 +454,112 @@ TEST(Pipeline, StopSignalCheckpointsAndRerunCompletes) {
     const Forest f = load_forest(dir / "run");
     for (const ModelRecord* r : f.elms()) EXPECT_EQ(r->status, ModelStatus::trained);
     EXPECT_EQ(MetricsLog::read(metrics_file(dir / "run", "d1")).back().step, 6);
+  }
+  world().barrier();
+}
+
+namespace {
+
+// The mean loss per token of checkpoint `model` on the first `blocks` blocks of T + 1 tokens of
+// `domain`'s valid split, from the CPU engine's token log-probabilities on one rank, in chunks
+// of `batch` blocks.
+double loss_by_hand(const fs::path& run, const std::string& model, const fs::path& corpus,
+                    const std::string& domain, std::size_t blocks, int batch) {
+  const Checkpoint c = load_checkpoint(checkpoint_file(run, model));
+  EngineOptions options;
+  options.threads = 1;
+  options.max_batch = batch;
+  std::unique_ptr<Engine> engine =
+      btm::test::backends().resolve(Device::cpu).make_engine(c.model, options);
+  engine->set_params(c.params);
+  const DomainCorpus d = load_corpus(corpus_path(corpus, domain), c.model.vocab_size);
+  const TokenArray& valid = d.split(Split::Valid);
+  const int T = c.model.context;
+  double sum = 0;
+  for (std::size_t first = 0; first < blocks; first += static_cast<std::size_t>(batch)) {
+    const int n =
+        static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(batch), blocks - first));
+    std::vector<std::int32_t> inputs(static_cast<std::size_t>(n) * T), targets(inputs.size());
+    for (int b = 0; b < n; ++b)
+      for (int t = 0; t < T; ++t) {
+        const std::size_t at = (first + static_cast<std::size_t>(b)) * static_cast<std::size_t>(T) +
+                               static_cast<std::size_t>(t);
+        inputs[static_cast<std::size_t>(b * T + t)] = valid[at];
+        targets[static_cast<std::size_t>(b * T + t)] = valid[at + 1];
+      }
+    std::vector<float> logprobs(inputs.size());
+    engine->token_logprobs({inputs.data(), targets.data(), n, T}, logprobs.data());
+    for (float lp : logprobs) sum += lp;
+  }
+  return -sum / static_cast<double>(blocks * static_cast<std::size_t>(T));
+}
+
+}  // namespace
+
+// Validation during training (run.eval_every 3, run.eval_blocks 3): after steps 3 and 4 of the
+// seed (its last), 6 and 8 of the ELMs and the dense baseline; each model on its own domain, the
+// seed and dense on both. The last row of each is the loss of its final checkpoint worked out
+// by hand; the tables are the same bits on 2 ranks (one group training both ELMs) and on 4 (two
+// groups); and validating changes no bit of any model (run.eval_blocks 0).
+TEST(Pipeline, ValidationIsTheEnginesLossOnTheFirstValidBlocks) {
+  SharedDir dir(world());
+  make_corpora(world(), dir / "corpus", 2);
+  auto args = [&](const std::string& run, const std::string& blocks) {
+    Args more = flags({{"--data.batch", "2"},
+                       {"--run.steps", "8"},
+                       {"--run.seed_share", "0.5"},
+                       {"--run.ranks_per_elm", "2"},
+                       {"--run.eval_every", "3"},
+                       {"--run.eval_blocks", blocks},
+                       {"--run.dense", "true"}});
+    more.push_back("--no-eval");
+    return tiny_forest_args(dir, "d0,d1", run, more);
+  };
+  std::unique_ptr<MpiComm> two = world().split(world().rank() < 2 ? 0 : 1, world().rank());
+  ASSERT_EQ(cmd_run(args("run4", "3"), world(), btm::test::backends()), kExitOk);
+  ASSERT_EQ(cmd_run(args("off", "0"), world(), btm::test::backends()), kExitOk);
+  if (world().rank() < 2) {
+    ASSERT_EQ(cmd_run(args("run2", "3"), *two, btm::test::backends()), kExitOk);
+  }
+  world().barrier();
+  if (world().rank() == 0) {
+    const std::map<std::string, std::vector<std::string>> domains = {
+        {"seed", {"d0", "d1"}}, {"d0", {"d0"}}, {"d1", {"d1"}}, {"dense", {"d0", "d1"}}};
+    const std::map<std::string, std::vector<std::int64_t>> steps = {
+        {"seed", {3, 4}}, {"d0", {6, 8}}, {"d1", {6, 8}}, {"dense", {6, 8}}};
+    for (const auto& [model, names] : domains) {
+      const MetricsLog log = MetricsLog::load(metrics_file(dir / "run4", model));
+      EXPECT_EQ(log.validation_domains(), names) << model;
+      EXPECT_EQ(log.validation_tokens(), std::vector<std::int64_t>(names.size(), 3 * 16)) << model;
+      std::vector<std::int64_t> at;
+      for (const ValidationRow& r : log.validation()) at.push_back(r.step);
+      EXPECT_EQ(at, steps.at(model)) << model;
+      ASSERT_FALSE(log.validation().empty()) << model;
+      const ValidationRow& last = log.validation().back();
+      EXPECT_EQ(last.tokens, static_cast<std::int64_t>(
+                                 load_checkpoint(checkpoint_file(dir / "run4", model)).tokens));
+      for (std::size_t d = 0; d < names.size(); ++d) {
+        const double expect = loss_by_hand(dir / "run4", model, dir / "corpus", names[d], 3, 2);
+        EXPECT_DOUBLE_EQ(last.loss[d], expect) << model << " on " << names[d];
+        EXPECT_GT(last.loss[d], 0.0);
+      }
+      // The same bits on 2 ranks; no validation table without validation.
+      const MetricsLog other = MetricsLog::load(metrics_file(dir / "run2", model));
+      ASSERT_EQ(other.validation().size(), log.validation().size()) << model;
+      for (std::size_t i = 0; i < log.validation().size(); ++i)
+        EXPECT_EQ(other.validation()[i].loss, log.validation()[i].loss) << model << " row " << i;
+      EXPECT_TRUE(MetricsLog::load(metrics_file(dir / "off", model)).validation().empty());
+      const Checkpoint with = load_checkpoint(checkpoint_file(dir / "run4", model));
+      const Checkpoint without = load_checkpoint(checkpoint_file(dir / "off", model));
+      EXPECT_EQ(with.params, without.params) << model;
+      EXPECT_EQ(with.adam_m, without.adam_m) << model;
+      EXPECT_EQ(with.adam_v, without.adam_v) << model;
+      EXPECT_EQ(with.sampler_position, without.sampler_position) << model;
+    }
+    // The ELMs learn their domain: validation loss falls from the seed's.
+    const MetricsLog seed = MetricsLog::load(metrics_file(dir / "run4", "seed"));
+    const MetricsLog d0 = MetricsLog::load(metrics_file(dir / "run4", "d0"));
+    EXPECT_LT(d0.validation().back().loss[0], seed.validation().back().loss[0]);
   }
   world().barrier();
 }

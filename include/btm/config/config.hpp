@@ -120,6 +120,11 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
   X(run, checkpoint_every, std::int64_t, 50, limits::at_least(1), "checkpoint every N steps")   \
   X(run, log_every, std::int64_t, 10, limits::at_least(1),                                      \
     "progress line and metrics row every N steps")                                              \
+  X(run, eval_every, std::int64_t, 0, limits::at_least(0),                                      \
+    "validation perplexity every N steps and at a model's last step (0: a quarter of an ELM's " \
+    "steps, about 4 times per model)")                                                          \
+  X(run, eval_blocks, std::int64_t, 8, limits::at_least(0),                                     \
+    "validation blocks per domain, the first of its valid split (0: no validation)")            \
   X(run, seed, std::uint64_t, 1234, limits::any, "random seed")                                 \
   X(run, device, Device, Device::automatic, limits::any, "auto | cpu | cuda")                   \
   X(run, threads, int, 0, limits::at_least(0),                                                  \
@@ -245,7 +250,8 @@ std::string to_ini(const Config& config);
 // unknown name.
 std::string get_field(const Config& config, const std::string& name);
 // The settings that make a different forest (not where or how it runs: run.dir, data.corpus,
-// run.device, run.threads, run.share_gpus, run.checkpoint_every, run.log_every) in which `a`
+// run.device, run.threads, run.share_gpus, run.checkpoint_every, run.log_every, run.eval_every,
+// run.eval_blocks) in which `a`
 // and `b` differ, as "key (a value here, b value there)" items.
 std::vector<std::string> differing_settings(const Config& a, const Config& b);
 // "L=12 H=12 d=768 T=1024 V=50257" for messages.

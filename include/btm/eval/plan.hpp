@@ -13,19 +13,12 @@
 
 #include "btm/data/corpus.hpp"
 #include "btm/io/forest.hpp"
+#include "btm/pipeline/blocks.hpp"
 #include "btm/pipeline/run_context.hpp"
 
 namespace btm {
 
-// The blocks scored on one split of one domain: the first `blocks` non-overlapping blocks of
-// the context length (inputs t, targets t+1).
-struct BlockSet {
-  const TokenArray* tokens = nullptr;
-  std::size_t blocks = 0;
-};
-
-// The blocks of T + 1 tokens `tokens` holds, at most `limit` (0: no limit).
-std::size_t usable_blocks(const TokenArray& tokens, int T, std::int64_t limit);
+// BlockSet and usable_blocks: pipeline/blocks.hpp.
 
 // The evaluation domains and their corpora (data.corpus/NAME.h5), the same on every rank.
 struct EvalDomains {

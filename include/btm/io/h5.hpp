@@ -71,6 +71,11 @@ std::vector<std::size_t> shape(hid_t parent, const std::string& name);
 template <typename T>
 void read_range(hid_t parent, const std::string& name, std::size_t start, std::size_t n, T* out);
 
+// The "units" attribute of dataset `dataset` of `parent` (h5py: f[name].attrs["units"]): what
+// its numbers count, e.g. "tokens", "nats/token", "tokens/s", "ms"; units_of gives "" if none.
+void set_units(hid_t parent, const std::string& dataset, const std::string& units);
+std::string units_of(hid_t parent, const std::string& dataset);
+
 // Writes a whole file atomically: the file is built at PATH.tmp.<pid>, flushed, fsync-ed and
 // renamed over PATH (and the directory fsync-ed). If anything throws before commit(), the
 // temporary file is removed and PATH is untouched.

@@ -32,12 +32,20 @@ struct Budget {
   std::int64_t elm_steps = 0;    // S - seed_steps, each ELM after branching
   GlobalBatch elm_batch;         // r x A micro-batches
   GlobalBatch world_batch;       // K r A micro-batches: the seed and the dense baseline
+  // Validation during training: after every step that is a multiple of eval_every and after a
+  // model's last step, on the first eval_blocks blocks of each domain's valid split
+  // (run.eval_every, 0: a quarter of an ELM's steps; run.eval_blocks, 0: none).
+  std::int64_t eval_every = 1;
+  std::int64_t eval_blocks = 0;
 
   std::int64_t tokens_per_step(const GlobalBatch& b) const { return b.sequences() * context; }
   std::int64_t seed_tokens() const { return seed_steps * tokens_per_step(world_batch); }
   std::int64_t elm_tokens() const { return elm_steps * tokens_per_step(elm_batch); }  // one ELM
   std::int64_t forest_tokens() const { return seed_tokens() + elms * elm_tokens(); }
   std::int64_t dense_tokens() const { return total_steps * tokens_per_step(world_batch); }
+  bool validates_at(std::int64_t step, std::int64_t target_steps) const {
+    return eval_blocks > 0 && (step % eval_every == 0 || step == target_steps);
+  }
 };
 
 // The budget of a run of `elms` ELMs (independent of the number of ranks it runs on).

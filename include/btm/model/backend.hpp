@@ -41,6 +41,9 @@ class Backend {
                           int ranks_here) const = 0;
   // Bytes of memory in use for the engine: the device's on GPUs, the peak resident set on cpu.
   virtual std::size_t memory_used() const = 0;
+  // Dense bf16 peak of the current device in TFLOP/s, for MFU (model_flops_utilization); 0 where
+  // unknown (the CPU, GPUs btm has no figure for).
+  virtual double peak_tflops() const { return 0; }
   // Mean milliseconds of one in-place sum of `count` int64 (a step's gradient sums) over
   // `comm`, on buffers of the memory `comm` works on, after `warmup` untimed calls.
   virtual double time_allreduce_ms(Communicator& comm, std::size_t count, int iterations,

@@ -74,5 +74,9 @@ void init_gpt2(const ParamLayout& layout, std::span<float> params, std::uint64_t
 
 // Model FLOPs per token for training, the PaLM/nanoGPT convention: 6N + 12 L d T.
 double train_flops_per_token(const ParamLayout& layout);
+// Model FLOPs utilisation (llm.c, nanoGPT): tokens/s x FLOPs per token over `devices` devices of
+// `peak_tflops` each; NaN where the peak is unknown (<= 0: the CPU).
+double model_flops_utilization(double tokens_per_s, double flops_per_token, int devices,
+                               double peak_tflops);
 
 }  // namespace btm

@@ -48,6 +48,11 @@ struct RunContext {
   std::int64_t max_steps_per_run = 0;
   // Some node runs ranks on one GPU (run.share_gpus): gradients go through MPI, not NCCL.
   bool gpus_shared = false;
+  // The phases the command runs after the current one, for the ETA of the progress lines
+  // (pipeline/progress.hpp): btm run sets them, single-phase commands leave them off.
+  struct Ahead {
+    bool elms = false, dense = false, eval = false;
+  } ahead;
   // Rank 0's lock on the run directory (io/run_lock.hpp) while a command writes it.
   std::shared_ptr<RunLock> lock;
   // The engine the training phases share (training_engine), and the checkpoint whose state it

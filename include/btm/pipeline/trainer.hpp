@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "btm/dist/comm.hpp"
 #include "btm/io/checkpoint.hpp"
@@ -27,8 +28,10 @@ void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file,
 // trained), and adding its time in training steps to ctx.training_s. `group` is the MPI
 // communicator of the ranks training it (control traffic and checkpoint agreement);
 // `grads` averages gradients inside the group (nullptr for one rank). Only group rank 0 prints,
-// writes the checkpoint and the metrics file.
+// writes the checkpoint and the metrics file, and prints the progress and validation lines
+// (pipeline/progress.hpp); `later_elms`, the ELMs the group trains after this one, count in
+// their ETA.
 TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
-                        const std::string& name);
+                        const std::string& name, const std::vector<std::string>& later_elms = {});
 
 }  // namespace btm
