@@ -49,9 +49,10 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
         }
         elm = *seed;  // weights, moments and schedule position continue
       }
+      elm.target_steps = elm.schedule_steps;
+      if (config.run.elm_schedule == ElmSchedule::fresh) restart_schedule(elm, budget.elm_steps);
       elm.name = name;
       elm.domains = {name};
-      elm.target_steps = elm.schedule_steps;
       elm.batch = budget.elm_batch;  // 1/K of the seed's: the paper's compute matching
       elm.sampler_seed = sampler_seed_for(config, name);
       elm.sampler_position = 0;
@@ -65,7 +66,10 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       changed = true;
       std::cout << "[branch] " << name
                 << (own_init ? " <- its own initialisation"
-                             : " <- seed (step " + std::to_string(elm.step) + ")")
+                             : " <- seed (step " + std::to_string(seed->step) + ")")
+                << (config.run.elm_schedule == ElmSchedule::fresh
+                        ? ", a fresh schedule of " + std::to_string(elm.target_steps) + " steps"
+                        : "")
                 << std::endl;
     }
     if (changed) save_forest(ctx.run_dir, forest);
@@ -85,7 +89,8 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
     Forest forest = load_or_new_forest(ctx);
     std::vector<fs::path> files;
     for (const std::string& p : parents) files.push_back(checkpoint_file(ctx.run_dir, p));
-    Checkpoint out = average_checkpoints(files, weights, config.model, true);
+    const bool fresh = config.run.elm_schedule == ElmSchedule::fresh;  // no moments needed
+    Checkpoint out = average_checkpoints(files, weights, config.model, !fresh);
     // The new ELM gets a first-generation ELM's budget: it re-enters the schedule where
     // branching from the seed would have left it, with an ELM's global batch.
     out.name = domain;
@@ -93,6 +98,7 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
     out.step = budget.seed_steps;
     out.target_steps = budget.total_steps;
     out.schedule_steps = budget.total_steps;
+    if (fresh) restart_schedule(out, budget.elm_steps);
     out.batch = budget.elm_batch;
     out.sampler_seed = sampler_seed_for(config, domain);
     out.sampler_position = 0;
