@@ -58,6 +58,11 @@ void check_corpus(const Config& config, const ModelConfig& model, const fs::path
   if (files.empty())
     throw InputError("data.corpus " + corpus.string() + ": no DOMAIN.h5 corpus to check");
   for (const fs::path& f : files) {
+    if (!fs::exists(f)) {  // not prepared yet: the run checks it against the seed later
+      std::cout << "[import] note: " << f.string() << " not found, its vocabulary not checked"
+                << std::endl;
+      continue;
+    }
     const CorpusInfo info = read_corpus_info(f);
     if (info.vocab_size != model.vocab_size)
       throw InputError(f.string() + ": tokenized with " + info.tokenizer + " (" +
@@ -111,6 +116,7 @@ int cmd_import(const Args& args, MpiComm& world, const Backends&) {
   if (c.name.empty()) c.name = "imported";
   config.model = c.model;
   c.config_ini = to_ini(config);
+  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   save_checkpoint(out, c);  // step 0 of 0: trained as far as btm knows, no schedule of its own
   std::cout << "[import] " << dir.string() << " (" << describe_model(c.model) << ", "
             << ParamLayout(c.model).total() << " parameters) -> " << out << "\n"
