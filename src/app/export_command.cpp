@@ -1,8 +1,11 @@
 // btm export: a model of the forest, or an average of its ELMs, as a Hugging Face
 // GPT2LMHeadModel directory (io/hf_gpt2.hpp, data/hf_tokenizer.hpp), written atomically.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
+#include <tuple>
 
 #include "btm/app/cli.hpp"
 #include "btm/app/command_context.hpp"

@@ -112,8 +112,9 @@ int cmd_import(const Args& args, MpiComm& world, const Backends&) {
   c.params = hf::read_weights(dir, c.model);
   c.adam_m.assign(c.params.size(), 0.0f);
   c.adam_v.assign(c.params.size(), 0.0f);
-  c.name = name.empty() ? fs::absolute(dir).lexically_normal().filename().string() : name;
-  if (c.name.empty()) c.name = "imported";
+  fs::path whole = fs::absolute(dir).lexically_normal();
+  if (!whole.has_filename()) whole = whole.parent_path();  // "gpt2/" -> "gpt2"
+  c.name = !name.empty() ? name : whole.has_filename() ? whole.filename().string() : "imported";
   config.model = c.model;
   c.config_ini = to_ini(config);
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
