@@ -532,8 +532,9 @@ TEST(HfExport, ACachedPriorAverage) {
 
 // An imported model as run.seed_checkpoint: the ELMs branch from its weights; with
 // run.elm_schedule = fresh each trains run.steps x (1 - seed_share) steps from step 0 of a
-// schedule of its own, with continue it continues the (empty) step count of the checkpoint.
-// A seed of another vocabulary than the corpus is refused.
+// schedule of its own, and the dense baseline starts from it too; with continue the ELMs continue
+// the (empty) step count of the checkpoint and the dense baseline starts from scratch. A seed of
+// another vocabulary than the corpus is refused.
 TEST(HfImport, ImportedSeedStartsTheForest) {
   test::TempDir dir("btm-hf");
   test::write_synthetic_corpus(dir / "corpus", "a", 1, 3000);
@@ -550,7 +551,7 @@ TEST(HfImport, ImportedSeedStartsTheForest) {
       "--data.corpus " + (dir / "corpus").string() +
       " --data.domains a --model.n_layer 1 --model.d_model 16 --model.n_head 2 "
       "--model.context 8 --model.vocab_multiple 8 --run.steps 4 --run.seed_share 0.5 "
-      "--run.threads 1 --run.device cpu --run.dense false --no-eval --run.seed_checkpoint " +
+      "--run.threads 1 --run.device cpu --no-eval --run.seed_checkpoint " +
       dir.path().string() + "/seed";
   for (const std::string schedule : {"fresh", "continue"}) {
     const fs::path run = dir / ("run-" + schedule);
@@ -563,6 +564,12 @@ TEST(HfImport, ImportedSeedStartsTheForest) {
     EXPECT_EQ(elm.schedule_steps, steps) << schedule;
     EXPECT_EQ(load_checkpoint(run / "elms" / "seed.h5").params,
               load_checkpoint(dir / "seed.h5").params);
+    // The dense baseline starts from the pretrained seed too where the ELMs restart.
+    const Forest f = load_forest(run);
+    ASSERT_NE(f.find("dense"), nullptr);
+    EXPECT_EQ(f.find("dense")->steps, 4);
+    EXPECT_EQ(f.find("dense")->parents,
+              schedule == "fresh" ? std::vector<std::string>{"seed"} : std::vector<std::string>{});
   }
   // The same model with 300 ids against the byte corpus's 257.
   m.vocab_size = 300;

@@ -36,8 +36,18 @@ PhaseResult run_dense_phase(RunContext& ctx) {
             s.schedule_steps == budget.total_steps)
           seed = load_checkpoint(seed_file, &config.model);
       }
+      // A pretrained seed with fresh ELM schedules (c-BTM): the dense baseline starts from the
+      // same pretrained weights with a fresh schedule over run.steps, not from scratch.
+      const bool pretrained =
+          !config.run.seed_checkpoint.empty() && config.run.elm_schedule == ElmSchedule::fresh;
+      if (pretrained) seed = load_checkpoint(config.run.seed_checkpoint, &config.model);
       const bool continues = seed.has_value();
       Checkpoint c = continues ? std::move(*seed) : fresh_model(ctx, "seed", config.run.seed);
+      if (pretrained) {
+        restart_schedule(c, budget.total_steps);
+        c.sampler_seed = sampler_seed_for(config, "seed");  // the seed's data order
+        c.sampler_position = 0;
+      }
       c.name = "dense";
       c.domains = config.data.domains;
       c.target_steps = budget.total_steps;
@@ -53,8 +63,9 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       std::cout << "[dense] baseline: " << budget.total_steps << " steps on "
                 << counted(ctx.world.size(), "rank")
                 << " at the seed's global batch (the forest's tokens)"
-                << (c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
-                               : ", from the initialisation")
+                << (pretrained   ? ", from run.seed_checkpoint with a fresh schedule"
+                    : c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
+                                 : ", from the initialisation")
                 << std::endl;
     });
   }

@@ -138,7 +138,8 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
   X(run, elm_schedule, ElmSchedule, ElmSchedule::continued, limits::any,                        \
     "continue (the paper: an ELM continues the seed's learning-rate schedule and AdamW state) " \
     "| fresh (c-BTM, for a pretrained run.seed_checkpoint: each ELM starts a new warmup and "   \
-    "decay over its run.steps x (1 - run.seed_share) steps, with fresh AdamW moments)")         \
+    "decay over its run.steps x (1 - run.seed_share) steps, with fresh AdamW moments; the "     \
+    "dense baseline starts from the seed checkpoint with a fresh schedule too)")                \
   X(run, dense, bool, true, limits::any,                                                        \
     "also train the compute-matched dense baseline (true | false)")                             \
   X(run, share_gpus, bool, false, limits::any,                                                  \
