@@ -39,6 +39,8 @@ const std::map<std::string, CommandEntry>& commands() {
        {btm::cmd_verify, "check that every file of a run directory is sound (checksums)"}},
       {"bench", {btm::cmd_bench, "throughput benchmark: one JSON line per case"}},
       {"encode", {btm::cmd_encode, "tokenize a string and print the ids"}},
+      {"export", {btm::cmd_export, "a model or an average as a Hugging Face GPT-2 directory"}},
+      {"import", {btm::cmd_import, "a Hugging Face GPT-2 directory as a checkpoint (a seed)"}},
       {"logits", {btm::cmd_logits, "a checkpoint's logits and log-probs on given tokens (HDF5)"}},
   };
   return table;

@@ -384,20 +384,22 @@ fs::path default_gpt2_dir() {
 
 }  // namespace
 
+fs::path gpt2_bpe_dir(const fs::path& bpe_dir) {
+  const fs::path dir = bpe_dir.empty() ? default_gpt2_dir() : bpe_dir;
+  for (const char* file : {"encoder.json", "vocab.bpe"}) {
+    if (!fs::is_regular_file(dir / file))
+      throw InputError("gpt2 tokenizer: " + (dir / file).string() +
+                       " not found: run tools/fetch-gpt2-bpe.sh " + dir.string() +
+                       (bpe_dir.empty() ? " (or point --bpe-dir or BTM_GPT2_DIR at a directory "
+                                          "holding encoder.json and vocab.bpe)"
+                                        : ""));
+  }
+  return dir;
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const fs::path& bpe_dir) {
   if (name == "byte") return std::make_unique<ByteTokenizer>();
-  if (name == "gpt2") {
-    const fs::path dir = bpe_dir.empty() ? default_gpt2_dir() : bpe_dir;
-    for (const char* file : {"encoder.json", "vocab.bpe"}) {
-      if (!fs::is_regular_file(dir / file))
-        throw InputError("gpt2 tokenizer: " + (dir / file).string() +
-                         " not found: run tools/fetch-gpt2-bpe.sh " + dir.string() +
-                         (bpe_dir.empty() ? " (or point --bpe-dir or BTM_GPT2_DIR at a directory "
-                                            "holding encoder.json and vocab.bpe)"
-                                          : ""));
-    }
-    return std::make_unique<Gpt2Tokenizer>(dir);
-  }
+  if (name == "gpt2") return std::make_unique<Gpt2Tokenizer>(gpt2_bpe_dir(bpe_dir));
   throw InputError("unknown tokenizer '" + name + "' (use byte or gpt2)");
 }
 

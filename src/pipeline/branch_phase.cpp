@@ -33,11 +33,12 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
         continue;
       }
       const bool own_init = config.run.elm_init == ElmInit::random;
-      Checkpoint fresh;
+      const bool fresh_schedule = config.run.elm_schedule == ElmSchedule::fresh;
+      Checkpoint full;  // the state written here (not a reference to the seed's)
       if (own_init) {
         // The paper's check that averaging needs a shared seed: an initialisation of its own.
-        fresh = fresh_model(ctx, name, mix64(config.run.seed ^ name_hash(name)));
-        fresh.schedule_steps = budget.total_steps;
+        full = fresh_model(ctx, name, mix64(config.run.seed ^ name_hash(name)));
+        full.schedule_steps = budget.total_steps;
       } else if (!seed) {
         if (!fs::exists(seed_file))
           throw InputError(seed_file.string() + " not found: train the seed first (btm seed)");
@@ -47,23 +48,26 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
               seed_file.string() + ": the seed is at step " + std::to_string(seed->step) + " of " +
               std::to_string(seed->target_steps) + ": finish it first (btm seed continues it)");
       }
-      // A branch of the seed continues its weights, moments and schedule position.
-      CheckpointInfo elm = own_init ? static_cast<const CheckpointInfo&>(fresh) : *seed;
+      // A branch of the seed continues its weights, moments and schedule position; with
+      // run.elm_schedule fresh (c-BTM) its weights only, with a schedule of its own.
+      if (!own_init && fresh_schedule) full = load_checkpoint(seed_file, &config.model, false);
+      CheckpointInfo elm = own_init || fresh_schedule ? full : *seed;
+      elm.target_steps = elm.schedule_steps;
       elm.name = name;
       elm.domains = {name};
-      elm.target_steps = elm.schedule_steps;
       elm.batch = budget.elm_batch;  // 1/K of the seed's: the paper's compute matching
       elm.sampler_seed = sampler_seed_for(config, name);
       elm.sampler_position = 0;
       elm.config_ini = ctx.config_ini;
-      if (own_init) {
-        static_cast<CheckpointInfo&>(fresh) = elm;
-        save_checkpoint(file, fresh);
+      if (own_init || fresh_schedule) {
+        static_cast<CheckpointInfo&>(full) = elm;
+        if (fresh_schedule) restart_schedule(full, budget.elm_steps);
+        save_checkpoint(file, full);
       } else {
         // No copy of the seed: the branch refers to its state until its first checkpoint.
         save_checkpoint_reference(file, elm, seed_file);
-        elm = peek_checkpoint(file);
       }
+      elm = peek_checkpoint(file);
       forest.upsert(
           record_from(elm, ModelKind::elm,
                       own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
@@ -71,8 +75,11 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       changed = true;
       std::cout << "[branch] " << name
                 << (own_init ? " <- its own initialisation"
-                             : " <- seed (step " + std::to_string(elm.step) +
-                                   "; its state until the first checkpoint, no copy)")
+                             : " <- seed (step " + std::to_string(seed->step) + ")")
+                << (fresh_schedule ? ", a fresh schedule of " + std::to_string(elm.target_steps) +
+                                         " steps"
+                                   : "")
+                << (elm.state_from.empty() ? "" : "; its state until the first checkpoint, no copy")
                 << std::endl;
     }
     if (changed) save_forest(ctx.run_dir, forest);
@@ -92,7 +99,8 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
     Forest forest = load_or_new_forest(ctx);
     std::vector<fs::path> files;
     for (const std::string& p : parents) files.push_back(checkpoint_file(ctx.run_dir, p));
-    Checkpoint out = average_checkpoints(files, weights, config.model, true);
+    const bool fresh = config.run.elm_schedule == ElmSchedule::fresh;  // no moments needed
+    Checkpoint out = average_checkpoints(files, weights, config.model, !fresh);
     // The new ELM gets a first-generation ELM's budget: it re-enters the schedule where
     // branching from the seed would have left it, with an ELM's global batch.
     out.name = domain;
@@ -100,6 +108,7 @@ void branch_from_average(RunContext& ctx, const std::string& domain,
     out.step = budget.seed_steps;
     out.target_steps = budget.total_steps;
     out.schedule_steps = budget.total_steps;
+    if (fresh) restart_schedule(out, budget.elm_steps);
     out.batch = budget.elm_batch;
     out.sampler_seed = sampler_seed_for(config, domain);
     out.sampler_position = 0;

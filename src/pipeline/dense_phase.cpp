@@ -34,9 +34,20 @@ PhaseResult run_dense_phase(RunContext& ctx) {
         continues = s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
                     s.schedule_steps == budget.total_steps && s.state_from.empty();
       }
-      Checkpoint fresh;
-      if (!continues) fresh = fresh_model(ctx, "seed", config.run.seed);
-      CheckpointInfo c = continues ? peek_checkpoint(seed_file) : fresh;
+      // A pretrained seed with fresh ELM schedules (c-BTM): the dense baseline starts from the
+      // same pretrained weights with a fresh schedule over run.steps, not from scratch.
+      const bool pretrained =
+          !config.run.seed_checkpoint.empty() && config.run.elm_schedule == ElmSchedule::fresh;
+      Checkpoint full;  // the state written here (not a reference to the seed's)
+      if (pretrained) {
+        full = load_checkpoint(config.run.seed_checkpoint, &config.model);
+        restart_schedule(full, budget.total_steps);
+        full.sampler_seed = sampler_seed_for(config, "seed");  // the seed's data order
+        full.sampler_position = 0;
+      } else if (!continues) {
+        full = fresh_model(ctx, "seed", config.run.seed);
+      }
+      CheckpointInfo c = continues ? peek_checkpoint(seed_file) : full;
       c.name = "dense";
       c.domains = config.data.domains;
       c.target_steps = budget.total_steps;
@@ -47,19 +58,21 @@ PhaseResult run_dense_phase(RunContext& ctx) {
         save_checkpoint_reference(file, c, seed_file);  // the seed's state, no copy
         c = peek_checkpoint(file);
       } else {
-        static_cast<CheckpointInfo&>(fresh) = c;
-        save_checkpoint(file, fresh);
+        static_cast<CheckpointInfo&>(full) = c;
+        save_checkpoint(file, full);
       }
       forest.upsert(
           record_from(c, ModelKind::dense,
-                      continues ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
-                      continues ? std::vector<double>{1.0} : std::vector<double>{}));
+                      continues || pretrained ? std::vector<std::string>{"seed"}
+                                              : std::vector<std::string>{},
+                      continues || pretrained ? std::vector<double>{1.0} : std::vector<double>{}));
       save_forest(ctx.run_dir, forest);
       std::cout << "[dense] baseline: " << budget.total_steps << " steps on "
                 << counted(ctx.world.size(), "rank")
                 << " at the seed's global batch (the forest's tokens)"
-                << (c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
-                               : ", from the initialisation")
+                << (pretrained   ? ", from run.seed_checkpoint with a fresh schedule"
+                    : c.step > 0 ? ", continuing the seed at step " + std::to_string(c.step)
+                                 : ", from the initialisation")
                 << std::endl;
     });
   }

@@ -90,6 +90,16 @@ Checkpoint fresh_model(const RunContext& ctx, const std::string& name, std::uint
   return c;
 }
 
+void restart_schedule(Checkpoint& c, std::int64_t steps) {
+  c.step = 0;
+  c.target_steps = steps;
+  c.schedule_steps = steps;
+  // Moments built under the seed's schedule, with its bias correction at step t, do not fit
+  // a restart at t = 1.
+  c.adam_m.assign(c.params.size(), 0.0f);
+  c.adam_v.assign(c.params.size(), 0.0f);
+}
+
 Budget budget_of(const RunContext& ctx) {
   return make_budget(ctx.config, static_cast<int>(ctx.config.data.domains.size()));
 }

@@ -1,6 +1,7 @@
 // seed_phase.cpp: the seed phase: the whole world trains one LM on all train domains.
 #include <iostream>
 
+#include "btm/data/corpus.hpp"
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/pipeline/phase_support.hpp"
@@ -20,6 +21,31 @@ std::vector<std::string> elm_names(const Config& config) {
   return names;
 }
 
+namespace {
+
+// A given seed (a pretrained model above all) reads ids of its own tokenizer: every corpus must
+// have exactly its vocabulary, not merely fit in it (a byte corpus fits in GPT-2's 50,257 ids
+// and would train it on meaningless ids).
+void check_seed_vocabulary(const RunContext& ctx) {
+  const Config& config = ctx.config;
+  const int vocab = peek_checkpoint(config.run.seed_checkpoint).model.vocab_size;
+  std::vector<std::string> all = config.data.domains;
+  all.insert(all.end(), config.data.eval_domains.begin(), config.data.eval_domains.end());
+  for (const std::string& d : all) {
+    const fs::path file = domain_corpus(ctx, d);
+    const CorpusInfo info = read_corpus_info(file);
+    if (info.vocab_size != vocab)
+      throw InputError(file.string() + ": tokenized with " + info.tokenizer + " (" +
+                       std::to_string(info.vocab_size) + " ids), but run.seed_checkpoint " +
+                       config.run.seed_checkpoint + " has a vocabulary of " +
+                       std::to_string(vocab) +
+                       " ids: prepare the corpus with the seed's tokenizer (--tokenizer gpt2 "
+                       "for a GPT-2), or give a seed of the corpus's vocabulary");
+  }
+}
+
+}  // namespace
+
 PhaseResult run_seed_phase(RunContext& ctx) {
   const Config& config = ctx.config;
   const Budget budget = budget_of(ctx);
@@ -37,8 +63,10 @@ PhaseResult run_seed_phase(RunContext& ctx) {
     on_leader(ctx, [&] {
       Checkpoint c;
       if (!config.run.seed_checkpoint.empty()) {
+        check_seed_vocabulary(ctx);
         c = load_checkpoint(config.run.seed_checkpoint, &config.model);
-        if (c.step >= budget.total_steps)
+        // A fresh ELM schedule does not continue the checkpoint's step count.
+        if (config.run.elm_schedule == ElmSchedule::continued && c.step >= budget.total_steps)
           throw InputError(config.run.seed_checkpoint + ": it is at step " +
                            std::to_string(c.step) +
                            ", not before run.steps = " + std::to_string(budget.total_steps) +

@@ -31,5 +31,9 @@ int cmd_encode(const Args& args, MpiComm& world,
                const Backends& backends);  // tokenize a string (debugging)
 int cmd_logits(const Args& args, MpiComm& world,
                const Backends& backends);  // a checkpoint's logits on given tokens
+int cmd_export(const Args& args, MpiComm& world,
+               const Backends& backends);  // a model as a Hugging Face directory
+int cmd_import(const Args& args, MpiComm& world,
+               const Backends& backends);  // a Hugging Face GPT-2 as a checkpoint
 
 }  // namespace btm

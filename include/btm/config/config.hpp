@@ -19,6 +19,7 @@ enum class Decay { linear, cosine };
 enum class Device { automatic, cpu, cuda };
 enum class SplitMode { domain, random };
 enum class ElmInit { seed, random };
+enum class ElmSchedule { continued, fresh };
 enum class Posterior { prefix, prev_token };
 
 template <>
@@ -40,6 +41,11 @@ template <>
 struct EnumWords<ElmInit> {
   static constexpr std::array<std::pair<ElmInit, std::string_view>, 2> words{
       {{ElmInit::seed, "seed"}, {ElmInit::random, "random"}}};
+};
+template <>
+struct EnumWords<ElmSchedule> {
+  static constexpr std::array<std::pair<ElmSchedule, std::string_view>, 2> words{
+      {{ElmSchedule::continued, "continue"}, {ElmSchedule::fresh, "fresh"}}};
 };
 template <>
 struct EnumWords<Posterior> {
@@ -134,6 +140,11 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
   X(run, elm_init, ElmInit, ElmInit::seed, limits::any,                                         \
     "seed (ELMs branch from the seed LM) | random (each ELM from its own initialisation, with " \
     "run.seed_share 0: the check that averaging needs a shared seed)")                          \
+  X(run, elm_schedule, ElmSchedule, ElmSchedule::continued, limits::any,                        \
+    "continue (the paper: an ELM continues the seed's learning-rate schedule and AdamW state) " \
+    "| fresh (c-BTM, for a pretrained run.seed_checkpoint: each ELM starts a new warmup and "   \
+    "decay over its run.steps x (1 - run.seed_share) steps, with fresh AdamW moments; the "     \
+    "dense baseline starts from the seed checkpoint with a fresh schedule too)")                \
   X(run, dense, bool, true, limits::any,                                                        \
     "also train the compute-matched dense baseline (true | false)")                             \
   X(run, share_gpus, bool, false, limits::any,                                                  \

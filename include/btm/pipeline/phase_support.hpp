@@ -34,6 +34,9 @@ PhaseResult train_on_world(RunContext& ctx, const std::string& name);
 void update_record(RunContext& ctx, const std::string& name);
 // A model at its initialisation: init_gpt2 with `init_seed`, zero moments, at step 0.
 Checkpoint fresh_model(const RunContext& ctx, const std::string& name, std::uint64_t init_seed);
+// run.elm_schedule = fresh: the ELM `c` starts its own schedule of `steps` updates at step 0
+// (a new warmup and decay) with zero AdamW moments, as c-BTM trains from a pretrained model.
+void restart_schedule(Checkpoint& c, std::int64_t steps);
 // The run's budget (K = the train domains).
 Budget budget_of(const RunContext& ctx);
 
