@@ -39,6 +39,8 @@ const std::map<std::string, CommandEntry>& commands() {
        {btm::cmd_verify, "check that every file of a run directory is sound (checksums)"}},
       {"bench", {btm::cmd_bench, "throughput benchmark: one JSON line per case"}},
       {"encode", {btm::cmd_encode, "tokenize a string and print the ids"}},
+      {"generate",
+       {btm::cmd_generate, "sample text from a model, an average or the forest's ensemble"}},
       {"logits", {btm::cmd_logits, "a checkpoint's logits and log-probs on given tokens (HDF5)"}},
   };
   return table;

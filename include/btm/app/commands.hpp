@@ -31,5 +31,7 @@ int cmd_encode(const Args& args, MpiComm& world,
                const Backends& backends);  // tokenize a string (debugging)
 int cmd_logits(const Args& args, MpiComm& world,
                const Backends& backends);  // a checkpoint's logits on given tokens
+int cmd_generate(const Args& args, MpiComm& world,
+                 const Backends& backends);  // sample text from a model, average or ensemble
 
 }  // namespace btm
