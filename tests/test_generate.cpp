@@ -539,6 +539,7 @@ TEST(GenerateCommand, BadInputIsAClearErrorWithExitCode2) {
       {"--ensemble --experts 3 --prompt ab", "--experts 3"},
       {"--average --weights 1 --prompt ab", "--weights"},
       {"--model d0 --prompt ab --format xml", "--format xml"},
+      {"--model d0 --experts 1 --prompt ab", "leave them out with --model"},
   };
   for (const auto& [args, words] : cases) {
     const auto r = test::run_btm(generate_args(f, args));

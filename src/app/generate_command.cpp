@@ -169,7 +169,8 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
        "sample from the forest's ensemble: per token, the experts' next-token distributions "
        "mixed by the domain posterior over the text so far")
       ("parents", po::value(&o.parents), "the ELMs of --average or --ensemble (default: every trained ELM)")
-      ("weights", po::value(&o.weights), "--average: their weights, comma separated (default: uniform)")
+      ("weights", po::value(&o.weights),
+       "their weights, comma separated: the average's, or the ensemble's prior (default: uniform)")
       ("prior", po::value(&o.prior)->default_value(o.prior),
        "uniform, or a domain whose cached prior (RUN/eval.h5) starts the posterior (--ensemble) "
        "or weighs the average (--average)")
@@ -210,6 +211,11 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
     const int modes = (vm.count("model") ? 1 : 0) + (o.average ? 1 : 0) + (o.ensemble ? 1 : 0);
     if (modes != 1)
       throw InputError("btm generate: give one of --model NAME, --average or --ensemble");
+    if (vm.count("model") &&
+        (!o.parents.empty() || !o.weights.empty() || o.prior != "uniform" || o.experts != 0))
+      throw InputError(
+          "--parents, --weights, --prior and --experts choose the ELMs of --average or "
+          "--ensemble: leave them out with --model");
     if (o.format != "text" && o.format != "jsonl")
       throw InputError("--format " + o.format + ": use text or jsonl");
     sampling::check(r.sampling);

@@ -151,12 +151,14 @@ Generated generate_from_model(Engine& engine, const GenerateRequest& request) {
   const int B = request.samples, V = model.vocab_size;
   const std::size_t Vp = static_cast<std::size_t>(model.padded_vocab());
   engine.begin_decode(B, static_cast<int>(request.prompt.size()) + request.max_tokens);
-  std::vector<float> logits(static_cast<std::size_t>(B) * Vp), row(static_cast<std::size_t>(V));
+  std::vector<float> logits(static_cast<std::size_t>(B) * Vp), rows_f(logits.size());
   auto to_logp = [&](const float* rows, int n, std::vector<double>& logp) {
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < B; ++b) {
+      float* row = rows_f.data() + static_cast<std::size_t>(b) * Vp;
       logprob_row(rows + (static_cast<std::size_t>(b) * n + static_cast<std::size_t>(n - 1)) * Vp,
-                  V, row.data());
-      std::copy(row.begin(), row.end(), logp.begin() + static_cast<std::ptrdiff_t>(b) * V);
+                  V, row);
+      std::copy(row, row + V, logp.begin() + static_cast<std::ptrdiff_t>(b) * V);
     }
   };
   return token_loop(request, V, true, nullptr,
@@ -237,8 +239,10 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
       float* dist_out = out + prompt_part;
       if (!prompt_call) {
         engines[s]->decode(feed.data(), 1, logits.data());
-        for (std::size_t b = 0; b < Bs; ++b)
-          logprob_row(logits.data() + b * Vp, V, dist_out + b * Vs);
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; ++b)
+          logprob_row(logits.data() + static_cast<std::size_t>(b) * Vp, V,
+                      dist_out + static_cast<std::size_t>(b) * Vs);
         continue;
       }
       std::vector<float> row(Vs);

@@ -46,6 +46,25 @@ int sample(std::span<const double> logp, const Options& options, Rng& rng) {
       if (before(i, best)) best = i;
     return static_cast<int>(best);
   }
+  const double inv_t = 1.0 / options.temperature;
+  if ((options.top_k == 0 || static_cast<std::size_t>(options.top_k) >= V) && options.top_p >= 1) {
+    // Nothing filtered: the general path's arithmetic (the same order) without its buffers.
+    double top = -std::numeric_limits<double>::infinity();
+    for (double x : logp) top = std::max(top, x);
+    double total = 0;
+    for (double x : logp) total += std::exp((x - top) * inv_t);
+    const double u = rng.uniform() * total;
+    double cumulative = 0;
+    int last = -1;
+    for (std::size_t i = 0; i < V; ++i) {
+      const double w = std::exp((logp[i] - top) * inv_t);
+      if (w <= 0) continue;
+      cumulative += w;
+      last = static_cast<int>(i);
+      if (u < cumulative) return last;
+    }
+    return last;
+  }
   std::vector<std::size_t> ids(V);
   std::iota(ids.begin(), ids.end(), std::size_t{0});
   std::size_t kept = V;
@@ -54,7 +73,6 @@ int sample(std::span<const double> logp, const Options& options, Rng& rng) {
     std::nth_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(kept - 1), ids.end(),
                      before);
   }
-  const double inv_t = 1.0 / options.temperature;
   const double top =
       logp[*std::min_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(kept), before)];
   std::vector<double> w(V, 0.0);  // unnormalised probabilities of the kept ids
