@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <span>
 #include <string>
@@ -227,6 +228,19 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
   std::vector<std::vector<std::vector<float>>> history(ctx.leader() ? Bs : 0,
                                                        std::vector<std::vector<float>>(K));
   const bool draws = ctx.leader();
+  // The mixture of every expert's next-token distribution for sample bs under its posterior.
+  auto mix_sample = [&](std::size_t bs, std::vector<double>& logp) {
+    const std::size_t len = history[bs][0].size();
+    std::vector<std::span<const float>> h, rows;
+    for (std::size_t i = 0; i < K; ++i) {
+      h.emplace_back(history[bs][i]);
+      rows.emplace_back(dist[i].data() + bs * Vs, Vs);
+    }
+    const ensemble::LogProbView view(h, std::max<std::size_t>(1, len));
+    const std::vector<double> log_post = ensemble::next_log_posterior(view, spec.prior, spec.form);
+    const std::vector<double> mixed = ensemble::mixture_next_token(log_post, rows);
+    std::copy(mixed.begin(), mixed.end(), logp.begin() + static_cast<std::ptrdiff_t>(bs * Vs));
+  };
   bool started = false;  // the first call is the prompt's
   auto next = [&](const std::vector<std::int32_t>& feed, int n, std::vector<double>& logp) {
     const bool prompt_call = !started;
@@ -277,21 +291,28 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
         for (std::size_t b = 0; b < Bs; ++b) history[b][i].assign(from, from + prompt_part);
       dist[i].assign(from + prompt_part, from + per_slot);
     }
+    // An exception must not leave the OpenMP region (a non-finite log-probability of a
+    // diverged expert is an InputError): the first one is thrown after it.
+    std::exception_ptr failed;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; ++b) {
-      const std::size_t bs = static_cast<std::size_t>(b);
-      const std::size_t len = history[bs][0].size();
-      std::vector<std::span<const float>> h, rows;
-      for (std::size_t i = 0; i < K; ++i) {
-        h.emplace_back(history[bs][i]);
-        rows.emplace_back(dist[i].data() + bs * Vs, Vs);
+      try {
+        mix_sample(static_cast<std::size_t>(b), logp);
+      } catch (...) {
+#pragma omp critical
+        if (!failed) failed = std::current_exception();
       }
-      const ensemble::LogProbView view(h, std::max<std::size_t>(1, len));
-      const std::vector<double> log_post =
-          ensemble::next_log_posterior(view, spec.prior, spec.form);
-      const std::vector<double> mixed = ensemble::mixture_next_token(log_post, rows);
-      std::copy(mixed.begin(), mixed.end(), logp.begin() + static_cast<std::ptrdiff_t>(bs * Vs));
     }
+    if (failed && groups.leaders->size() > 1) {
+      // The other leaders wait in the next step's collectives: not a clean exit 2 but the
+      // job's end (main aborts on a SystemError).
+      try {
+        std::rethrow_exception(failed);
+      } catch (const std::exception& e) {
+        throw SystemError(std::string(e.what()) + " (generation stops on every rank)");
+      }
+    }
+    if (failed) std::rethrow_exception(failed);
   };
   return token_loop(request, V, draws, groups.leaders.get(), next);
 }
