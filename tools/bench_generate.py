@@ -8,6 +8,7 @@ Sampling: temperature 1, no top-k/top-p, a fixed number of new tokens (no end-of
 usage (GPU machine, repository root, after `source tools/gpu-env.sh`):
   python3 tools/bench_generate.py --btm .carry/btm [--run DIR] [--new-tokens 256]
           [--prompt-words 24] [--out DIR]
+  (--no-hf --device cpu --config inputs/tiny.cfg: btm's half alone, without torch, anywhere)
 Without --run it makes a forest of 4 ELMs of GPT-2 small's shape in a temporary directory: btm
 prepare on generated text and a 2-step btm run (the weights do not matter for speed). The HF
 model is built from the btm checkpoint by tools/compare_hf.py's mapping (bf16 on the GPU, as
@@ -16,8 +17,6 @@ docs/performance.md. Needs torch, transformers and h5py."""
 import argparse, json, os, random, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch  # noqa: E402
-from compare_hf import hf_model_from_checkpoint  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--btm", required=True)
@@ -28,7 +27,13 @@ p.add_argument("--prompt-words", type=int, default=24)
 p.add_argument("--batches", default="1,32")
 p.add_argument("--bpe-dir", default="")
 p.add_argument("--out", default="")
+p.add_argument("--config", default="", help="the forest's shape (default: inputs/gpt2-124m.cfg)")
+p.add_argument("--device", default="cuda")
+p.add_argument("--no-hf", action="store_true", help="btm alone (no torch needed)")
 a = p.parse_args()
+if not a.no_hf:
+    import torch
+    from compare_hf import hf_model_from_checkpoint
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 bpe = a.bpe_dir or next((d for d in (os.path.join(root, ".carry", "gpt2"), os.path.join(root, "data", "gpt2"))
@@ -62,9 +67,9 @@ def make_forest(tmp):
                 f.write(" ".join(rng.choice(words) for _ in range(1500)))
     corpus, run = os.path.join(tmp, "corpus"), os.path.join(tmp, "run")
     btm("prepare", "--input", text, "--out", corpus, "--tokenizer", "gpt2", "--bpe-dir", bpe)
-    btm("run", "--config", os.path.join(root, "inputs", "gpt2-124m.cfg"), "--data.corpus", corpus,
-        "--data.domains", ",".join(names), "--data.eval_domains", "", "--run.dir", run,
-        "--run.steps", "2", "--run.dense", "false", "--data.batch", "1", "--run.device", "cuda",
+    btm("run", "--config", a.config or os.path.join(root, "inputs", "gpt2-124m.cfg"), "--data.corpus",
+        corpus, "--data.domains", ",".join(names), "--data.eval_domains", "", "--run.dir", run,
+        "--run.steps", "2", "--run.dense", "false", "--data.batch", "1", "--run.device", a.device,
         "--no-eval")
     return run
 
@@ -75,7 +80,7 @@ with tempfile.TemporaryDirectory() as tmp:
                                                "tree", "learns", "its", "domain"]) for _ in range(a.prompt_words))
     ids = [int(x) for x in btm("encode", "--tokenizer", "gpt2", "--bpe-dir", bpe, "--text", prompt).split()]
     N = a.new_tokens
-    common = ["--run.dir", run, "--run.device", "cuda", "--prompt", prompt, "--max-tokens", str(N),
+    common = ["--run.dir", run, "--run.device", a.device, "--prompt", prompt, "--max-tokens", str(N),
               "--ignore-eot", "--format", "jsonl", "--tokenizer", "gpt2", "--bpe-dir", bpe, "--seed", "1"]
 
     def btm_case(case, batch, source):
@@ -151,13 +156,16 @@ with tempfile.TemporaryDirectory() as tmp:
         return N / t
 
     table = []
+    none = lambda *_: float("nan")
     for b in [int(x) for x in a.batches.split(",")]:
-        table.append((f"one model (124M), batch {b}", btm_case("model", b, ["--model", names[0]]), hf_case("model", b)))
+        table.append((f"one model, batch {b}", btm_case("model", b, ["--model", names[0]]),
+                      none() if a.no_hf else hf_case("model", b)))
     table.append((f"{len(names)}-ELM ensemble, batch 1",
-                  btm_case(f"ensemble-{len(names)}", 1, ["--ensemble", "--parents", ",".join(names)]), hf_ensemble()))
+                  btm_case(f"ensemble-{len(names)}", 1, ["--ensemble", "--parents", ",".join(names)]),
+                  none() if a.no_hf else hf_ensemble()))
 
-print(f"\n{len(ids)}-token prompt, {N} new tokens, sampling at temperature 1, one GPU "
-      f"({torch.cuda.get_device_name(0)}), bf16 weights in both:\n")
+where = "btm alone" if a.no_hf else f"one GPU ({torch.cuda.get_device_name(0)}), bf16 weights in both"
+print(f"\n{len(ids)}-token prompt, {N} new tokens, sampling at temperature 1, {where}:\n")
 print("| case | btm tokens/s | HF tokens/s | btm / HF |\n|---|---:|---:|---:|")
 for name, ours, theirs in table:
     print(f"| {name} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f} |")
