@@ -116,9 +116,10 @@ class Engine {
   int decode_length() const { return decode_length_; }
 
  protected:
-  // begin_decode's checks and bookkeeping for the implementations: B and capacity valid
-  // (std::invalid_argument otherwise); advance_decode(n) refuses n < 1 or growing past the
-  // capacity and advances the length, returning the position of the first new token.
+  // begin_decode's checks and bookkeeping for the implementations: B within max_batch (0: any;
+  // std::invalid_argument otherwise) and a capacity within the context (InputError);
+  // advance_decode(n) refuses n < 1 (std::invalid_argument) or growing past the capacity
+  // (InputError) and advances the length, returning the position of the first new token.
   void start_decode(int B, int capacity, int max_batch, const std::string& engine);
   int advance_decode(int n, const std::string& engine);
   // The parameters set to a host fixed-point sum over add_parents (std::runtime_error for a
