@@ -41,6 +41,8 @@ const std::map<std::string, CommandEntry>& commands() {
       {"encode", {btm::cmd_encode, "tokenize a string and print the ids"}},
       {"export", {btm::cmd_export, "a model or an average as a Hugging Face GPT-2 directory"}},
       {"import", {btm::cmd_import, "a Hugging Face GPT-2 directory as a checkpoint (a seed)"}},
+      {"generate",
+       {btm::cmd_generate, "sample text from a model, an average or the forest's ensemble"}},
       {"logits", {btm::cmd_logits, "a checkpoint's logits and log-probs on given tokens (HDF5)"}},
   };
   return table;

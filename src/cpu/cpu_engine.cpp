@@ -216,7 +216,76 @@ class CpuEngine final : public Engine {
     std::copy(acts_.logits.begin(), acts_.logits.begin() + static_cast<std::ptrdiff_t>(n), out);
   }
 
+  // The key/value cache of every layer, [L][B, NH, capacity, hs] each, and the scratch of the
+  // new positions' forward (apart from the training activations).
+  void begin_decode(int B, int capacity) override {
+    start_decode(B, capacity, 0, "cpu");
+    const size_t per_layer = static_cast<size_t>(B) * static_cast<size_t>(model_.d_model) *
+                             static_cast<size_t>(capacity);
+    decode_.capacity = capacity;
+    decode_.k.assign(static_cast<size_t>(model_.n_layer) * per_layer, 0.0f);
+    decode_.v.assign(decode_.k.size(), 0.0f);
+  }
+
+  void decode(const std::int32_t* tokens, int n, float* out) override {
+    const int B = decode_batch();
+    const int pos = advance_decode(n, "cpu");
+    const ModelConfig& m = model_;
+    const Batch batch{tokens, nullptr, B, n};
+    check_batch(batch, false);
+    use_threads();
+    const int C = m.d_model, NH = m.n_head, L = m.n_layer, Vp = m.padded_vocab();
+    const size_t N = static_cast<size_t>(B) * n, Cs = static_cast<size_t>(C);
+    const int Ni = static_cast<int>(N);
+    DecodeScratch& d = decode_;
+    d.x.resize(N * Cs);
+    d.ln.resize(N * Cs);
+    d.mean.resize(N);
+    d.rstd.resize(N);
+    d.qkv.resize(N * 3 * Cs);
+    d.atty.resize(N * Cs);
+    d.proj.resize(N * Cs);
+    d.fch.resize(N * 4 * Cs);
+    d.fch_gelu.resize(N * 4 * Cs);
+    const float* p = params_.data();
+    const size_t per_layer = static_cast<size_t>(B) * Cs * static_cast<size_t>(d.capacity);
+    // The new tokens sit at positions pos..pos+n-1: their position embeddings start at row pos.
+    cpu::encoder_forward(d.x.data(), tokens, p + layout_.wte(),
+                         p + layout_.wpe() + static_cast<size_t>(pos) * Cs, B, n, C);
+    for (int l = 0; l < L; ++l) {
+      const BlockOffsets& o = layout_.block(l);
+      const size_t ls = static_cast<size_t>(l);
+      cpu::layernorm_forward(d.ln.data(), d.mean.data(), d.rstd.data(), d.x.data(), p + o.ln1_w,
+                             p + o.ln1_b, Ni, C);
+      cpu::matmul_forward(d.qkv.data(), d.ln.data(), p + o.qkv_w, p + o.qkv_b, Ni, C, 3 * C);
+      cpu::kv_attention_forward(d.atty.data(), d.k.data() + ls * per_layer,
+                                d.v.data() + ls * per_layer, d.qkv.data(), B, n, pos, d.capacity, C,
+                                NH);
+      cpu::matmul_forward(d.proj.data(), d.atty.data(), p + o.proj_w, p + o.proj_b, Ni, C, C);
+      cpu::residual_forward(d.x.data(), d.x.data(), d.proj.data(), N * Cs);
+      cpu::layernorm_forward(d.ln.data(), d.mean.data(), d.rstd.data(), d.x.data(), p + o.ln2_w,
+                             p + o.ln2_b, Ni, C);
+      cpu::matmul_forward(d.fch.data(), d.ln.data(), p + o.fc_w, p + o.fc_b, Ni, C, 4 * C);
+      cpu::gelu_forward(d.fch_gelu.data(), d.fch.data(), N * 4 * Cs);
+      cpu::matmul_forward(d.proj.data(), d.fch_gelu.data(), p + o.fcproj_w, p + o.fcproj_b, Ni,
+                          4 * C, C);
+      cpu::residual_forward(d.x.data(), d.x.data(), d.proj.data(), N * Cs);
+    }
+    cpu::layernorm_forward(d.ln.data(), d.mean.data(), d.rstd.data(), d.x.data(),
+                           p + layout_.lnf_w(), p + layout_.lnf_b(), Ni, C);
+    cpu::matmul_forward(out, d.ln.data(), p + layout_.wte(), nullptr, Ni, C, Vp);
+  }
+
+  std::string decode_mode() const override { return "kv-cache"; }
+
  private:
+  // The decoding state: the caches and the new positions' activations.
+  struct DecodeScratch {
+    int capacity = 0;
+    std::vector<float> k, v;  // [L][B, NH, capacity, hs]
+    std::vector<float> x, ln, mean, rstd, qkv, atty, proj, fch, fch_gelu;
+  };
+
   // The kernels split every sgemm over OpenMP threads themselves and run OpenBLAS on one thread
   // inside (OpenBLAS's own threads, next to spinning OpenMP threads, made 2 cores slower than
   // 1), so the OpenMP thread count is the engine's whole parallelism. OpenBLAS is set too, for
@@ -365,6 +434,7 @@ class CpuEngine final : public Engine {
   std::vector<std::int64_t> step_sum_;  // its exact sum when micro_batches_ > 1
   bool finished_ = false;               // grads_ holds the step's mean gradient
   Activations acts_;
+  DecodeScratch decode_;
 };
 
 }  // namespace

@@ -402,6 +402,52 @@ class CudaEngine final : public Engine {
     sync();
   }
 
+  // Decoding: the keys and values of every layer in bf16 caches [L][B, NH, capacity, hs]
+  // (allocated by the first begin_decode that needs them, kept for later ones), the new
+  // positions through the training forward's kernels and buffers with the attention over the
+  // cache (kv_attention_forward), the fp32 logits as in evaluation.
+  void begin_decode(int B, int capacity) override {
+    start_decode(B, capacity, max_batch_, "cuda");
+    if (capacity > cuda::kKvAttentionMaxCapacity)
+      throw InputError("cuda engine: decoding " + std::to_string(capacity) +
+                       " positions; the key/value attention takes at most " +
+                       std::to_string(cuda::kKvAttentionMaxCapacity));
+    use_device();
+    sync();
+    const size_t need = static_cast<size_t>(model_.n_layer) * static_cast<size_t>(B) *
+                        static_cast<size_t>(capacity) * static_cast<size_t>(C());
+    if (k_cache_.size() < need) {
+      k_cache_.allocate(need);
+      v_cache_.allocate(need);
+    }
+    decode_capacity_ = capacity;
+  }
+
+  void decode(const std::int32_t* tokens, int n, float* out) override {
+    const int B = decode_batch();
+    const int pos = advance_decode(n, "cuda");
+    const Batch batch{tokens, nullptr, B, n};
+    check_batch(batch, false);
+    use_device();
+    upload_tokens(batch, false);
+    decode_forward(B, n, pos);
+    const int N = B * n;
+    const size_t Vp = static_cast<size_t>(model_.padded_vocab());
+    float* logits = reinterpret_cast<float*>(logits_.get());
+    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
+      const int rows = std::min(eval_chunk_rows_, N - r0);
+      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
+                                  params_bf16_.get() + layout_.wte(), rows, C(),
+                                  model_.padded_vocab(), stream_);
+      BTM_CUDA_CHECK(cudaMemcpyAsync(out + static_cast<size_t>(r0) * Vp, logits,
+                                     static_cast<size_t>(rows) * Vp * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+      sync();
+    }
+  }
+
+  std::string decode_mode() const override { return "kv-cache"; }
+
   void limit_parent_memory(size_t bytes) { device_parent_limit_ = bytes; }
   size_t device_parents() const { return device_parents_.size(); }
 
@@ -643,6 +689,51 @@ class CudaEngine final : public Engine {
     }
   }
 
+  // The forward of n new positions per sequence (pos.. of B sequences) over the key/value
+  // cache, into lnf_: forward()'s kernels on the same buffers (nothing kept for a backward).
+  void decode_forward(int B, int n, int pos) {
+    const int C = this->C(), L = model_.n_layer, NH = model_.n_head;
+    const int N = B * n;
+    const size_t bc = max_bt_ * C, bt = max_bt_;
+    const size_t cache_layer = static_cast<size_t>(B) * static_cast<size_t>(decode_capacity_) * C;
+    const bf16* p = params_bf16_.get();
+    cudaStream_t s = stream_;
+    // Their position embeddings start at row pos.
+    cuda::encoder_forward(encoded_.get(), tokens_.get(), p + layout_.wte(),
+                          p + layout_.wpe() + static_cast<size_t>(pos) * C, B, n, C, s);
+    for (int l = 0; l < L; ++l) {
+      const BlockOffsets& o = layout_.block(l);
+      const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
+      bf16* ln1 = layer(ln1_, l, bc);
+      bf16* atty = layer(atty_, l, bc);
+      bf16* residual2 = layer(residual2_, l, bc);
+      bf16* ln2 = layer(ln2_, l, bc);
+      bf16* fch = layer(fch_, l, 4 * bc);
+      bf16* fch_gelu = layer(fch_gelu_, l, 4 * bc);
+      cuda::layernorm_forward(ln1, layer(ln1_mean_, l, bt), layer(ln1_rstd_, l, bt), residual,
+                              p + o.ln1_w, p + o.ln1_b, N, C, s);
+      blas_->linear_forward(qkv_.get(), ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
+      cuda::kv_attention_forward(atty, k_cache_.get() + static_cast<size_t>(l) * cache_layer,
+                                 v_cache_.get() + static_cast<size_t>(l) * cache_layer, qkv_.get(),
+                                 B, n, pos, decode_capacity_, C, NH, s);
+      blas_->linear_residual_forward(residual2, residual, atty, p + o.proj_w, p + o.proj_b, N, C, C,
+                                     s);
+      cuda::layernorm_forward(ln2, layer(ln2_mean_, l, bt), layer(ln2_rstd_, l, bt), residual2,
+                              p + o.ln2_w, p + o.ln2_b, N, C, s);
+      if (fuse_gelu_) {
+        blas_->linear_gelu_forward(fch_gelu, nullptr, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+      } else {
+        blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+        cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
+      }
+      blas_->linear_residual_forward(layer(residual3_, l, bc), residual2, fch_gelu, p + o.fcproj_w,
+                                     p + o.fcproj_b, N, 4 * C, C, s);
+    }
+    cuda::layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(),
+                            layer(residual3_, L - 1, bc), p + layout_.lnf_w(), p + layout_.lnf_b(),
+                            N, C, s);
+  }
+
   // Logits, loss and (with backward) the head's gradients, in row chunks of bounded memory.
   // d(loss)/d(ln_f output) goes to dsmall_.
   void classifier(int N, float dloss, bool backward) {
@@ -865,6 +956,8 @@ class CudaEngine final : public Engine {
       loss_;
   DeviceArray<bf16> qkv_, vaccum_, dresidual_, dsmall_, dfch_, dqkvr_, datt_;
   DeviceArray<float> layernorm_scratch_, bias_scratch_, lse_, dvec_;
+  DeviceArray<bf16> k_cache_, v_cache_;  // decoding: [L][B, NH, capacity, hs]
+  int decode_capacity_ = 0;
   DeviceArray<double> sumsq_, sumsq_scratch_;
   DeviceArray<std::int32_t> tokens_;
   PinnedArray<std::int32_t> tokens_host_;

@@ -310,6 +310,18 @@ std::vector<KernelCase> make_table() {
           {{"dqkv", T::close(5e-2, 2.5e-2)}});
     }
 
+  // ---- attention over the key/value cache (decoding): a prompt into an empty cache, one step
+  // late in a partly filled one, hs 12 (no power of two), hs 256 (more dimensions than
+  // threads), GPT-2 small's heads at batch 32 one step at position 1000
+  struct KvShape {
+    int B, n, pos, cap, C, NH;
+  };
+  for (const KvShape s :
+       {KvShape{2, 37, 0, 64, 128, 2}, KvShape{3, 1, 50, 64, 128, 2}, KvShape{2, 5, 9, 20, 36, 3},
+        KvShape{1, 3, 4, 8, 512, 2}, KvShape{32, 1, 1000, 1024, 768, 12}})
+    add(kv_attention_forward_case(s.B, s.n, s.pos, s.cap, s.C, s.NH),
+        {{"out", T::close(3e-2, 1.5e-2)}, {"k_cache", T::bits()}, {"v_cache", T::bits()}});
+
   // ---- cross-entropy. Vp % 8 == 0 runs the register kernel (each row read once): V = 100 of
   // Vp = 128 in one warp, 1 pack per thread, padding from inside a pack through three whole
   // packs; 4000 without padding, 1 pack per thread over 16 warps, the last warp's tail holding

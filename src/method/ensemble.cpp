@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 #include <sstream>
+#include <utility>
 
 #include "btm/util/error.hpp"
 
@@ -58,11 +59,13 @@ double checked_logp(const LogProbView& logp, std::size_t j, std::size_t n) {
 }
 
 // Walks every position n of `logp` in order and calls visit(n, log_post), where log_post[j] is
-// log P(D=j | x_<t) (-inf for ELMs with prior 0), and `active` lists the ELMs with prior > 0.
+// log P(D=j | x_<t) (-inf for ELMs with prior 0), and `active` lists the ELMs with prior > 0;
+// after each block's last position, block_end(log_post) gets the posterior of the position
+// after it (what generation samples the next token with).
 // `weight[j]` is the unnormalised log-posterior: log pi_j plus the likelihood term of the form.
-template <typename Visit>
+template <typename Visit, typename BlockEnd>
 void for_each_posterior(const LogProbView& logp, std::span<const double> prior, PosteriorForm form,
-                        Visit&& visit) {
+                        Visit&& visit, BlockEnd&& block_end) {
   check_prior(logp, prior);
   const std::size_t K = logp.elms(), T = logp.block_length();
   std::vector<std::size_t> active;
@@ -74,19 +77,31 @@ void for_each_posterior(const LogProbView& logp, std::span<const double> prior, 
     }
   }
   std::vector<double> weight(K, kNegInf), log_post(K, kNegInf);
+  const auto normalise = [&] {
+    const double norm = logsumexp(weight, active);
+    for (std::size_t j : active) log_post[j] = norm == kNegInf ? log_prior[j] : weight[j] - norm;
+  };
   for (std::size_t b = 0; b < logp.blocks(); ++b) {
     for (std::size_t j : active) weight[j] = log_prior[j];  // t = 0: the prior
     for (std::size_t t = 0; t < T; ++t) {
       const std::size_t n = b * T + t;
-      const double norm = logsumexp(weight, active);
-      for (std::size_t j : active) log_post[j] = norm == kNegInf ? log_prior[j] : weight[j] - norm;
+      normalise();
       visit(n, log_post, active);
       for (std::size_t j : active) {
         const double x = checked_logp(logp, j, n);
         weight[j] = form == PosteriorForm::prefix ? weight[j] + x : log_prior[j] + x;
       }
     }
+    normalise();
+    block_end(log_post);
   }
+}
+
+template <typename Visit>
+void for_each_posterior(const LogProbView& logp, std::span<const double> prior, PosteriorForm form,
+                        Visit&& visit) {
+  for_each_posterior(logp, prior, form, std::forward<Visit>(visit),
+                     [](const std::vector<double>&) {});
 }
 
 }  // namespace
@@ -167,6 +182,49 @@ std::vector<double> log_posterior(const LogProbView& logp, std::span<const doubl
                          const std::vector<std::size_t>& active) {
                        for (std::size_t j : active) out[n * K + j] = log_post[j];
                      });
+  return out;
+}
+
+std::vector<double> next_log_posterior(const LogProbView& history, std::span<const double> prior,
+                                       PosteriorForm form) {
+  if (history.blocks() > 1)
+    throw InputError("the next-token posterior is of one sequence, not of " +
+                     std::to_string(history.blocks()) + " blocks");
+  check_prior(history, prior);
+  std::vector<double> out(prior.size(), kNegInf);
+  for (std::size_t j = 0; j < prior.size(); ++j)
+    if (prior[j] > 0) out[j] = std::log(prior[j]);  // no token yet: the prior
+  for_each_posterior(
+      history, prior, form,
+      [](std::size_t, const std::vector<double>&, const std::vector<std::size_t>&) {},
+      [&](const std::vector<double>& log_post) {
+        for (std::size_t j = 0; j < prior.size(); ++j)
+          if (prior[j] > 0) out[j] = log_post[j];
+      });
+  return out;
+}
+
+std::vector<double> mixture_next_token(std::span<const double> log_post,
+                                       const std::vector<std::span<const float>>& logp) {
+  if (log_post.size() != logp.size() || logp.empty())
+    throw InputError("the next-token mixture has " + std::to_string(log_post.size()) +
+                     " posterior weights for " + std::to_string(logp.size()) +
+                     " ELMs: give one per ELM");
+  std::vector<std::size_t> active;
+  for (std::size_t j = 0; j < log_post.size(); ++j)
+    if (log_post[j] != kNegInf) active.push_back(j);
+  if (active.empty()) throw InputError("the next-token mixture has no ELM with a weight");
+  const std::size_t V = logp[active[0]].size();
+  for (std::size_t j : active)
+    if (logp[j].size() != V)
+      throw InputError("the next-token mixture: ELM " + std::to_string(j) + " gives " +
+                       std::to_string(logp[j].size()) + " log-probabilities, ELM " +
+                       std::to_string(active[0]) + " " + std::to_string(V));
+  std::vector<double> out(V), joint(log_post.size(), kNegInf);
+  for (std::size_t v = 0; v < V; ++v) {
+    for (std::size_t j : active) joint[j] = log_post[j] + static_cast<double>(logp[j][v]);
+    out[v] = logsumexp(joint, active);
+  }
   return out;
 }
 

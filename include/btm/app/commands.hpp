@@ -35,5 +35,7 @@ int cmd_export(const Args& args, MpiComm& world,
                const Backends& backends);  // a model as a Hugging Face directory
 int cmd_import(const Args& args, MpiComm& world,
                const Backends& backends);  // a Hugging Face GPT-2 as a checkpoint
+int cmd_generate(const Args& args, MpiComm& world,
+                 const Backends& backends);  // sample text from a model, average or ensemble
 
 }  // namespace btm

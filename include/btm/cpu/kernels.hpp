@@ -15,6 +15,7 @@
 #include "btm/cpu/kernels/crossentropy.hpp"  // softmax and cross-entropy
 #include "btm/cpu/kernels/encoder.hpp"       // token and position embeddings
 #include "btm/cpu/kernels/gelu.hpp"          // GELU (tanh approximation)
+#include "btm/cpu/kernels/kv_attention.hpp"  // attention over a key/value cache (decoding)
 #include "btm/cpu/kernels/layernorm.hpp"     // LayerNorm
 #include "btm/cpu/kernels/matmul.hpp"        // linear layers
 #include "btm/cpu/kernels/reductions.hpp"    // sum of squares

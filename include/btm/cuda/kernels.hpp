@@ -19,5 +19,6 @@
 #include "btm/cuda/kernels/fixed_point.hpp"      // exact 64-bit fixed-point sums
 #include "btm/cuda/kernels/flash_attention.hpp"  // fused causal attention (head dim 64)
 #include "btm/cuda/kernels/gelu.hpp"             // GELU
+#include "btm/cuda/kernels/kv_attention.hpp"     // attention over the key/value cache
 #include "btm/cuda/kernels/layernorm.hpp"        // LayerNorm
 #include "btm/cuda/kernels/reductions.hpp"       // mean, sum of squares

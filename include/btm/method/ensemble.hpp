@@ -78,6 +78,19 @@ void check_distribution(std::span<const double> weights, std::string_view what);
 std::vector<double> log_posterior(const LogProbView& logp, std::span<const double> prior,
                                   PosteriorForm form);
 
+// Generation (eval/generate). The posterior for the token after the N tokens of `history` (one
+// sequence: history(j, t) = logp_j(t) of its scored tokens, block_length N, or no token at
+// all): log P(D=j | x_<=N), what position N of a block that holds `history` would get; -inf
+// where pi_j = 0. With no token it is log pi.
+std::vector<double> next_log_posterior(const LogProbView& history, std::span<const double> prior,
+                                       PosteriorForm form);
+
+// The mixture of the ELMs' next-token distributions under a posterior:
+// out[v] = logsumexp_j(log_post[j] + logp[j][v]) over the ELMs with log_post[j] > -inf (the rows
+// of the others are not read and may be empty). One log_post entry per row of logp.
+std::vector<double> mixture_next_token(std::span<const double> log_post,
+                                       const std::vector<std::span<const float>>& logp);
+
 // The mixture log-likelihood log p(x_t | x_<t) of every position (N entries), with the
 // posterior computed from `prior` (fixed: it is not updated along the way).
 std::vector<double> mixture_log_likelihood(const LogProbView& logp, std::span<const double> prior,

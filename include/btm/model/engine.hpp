@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "btm/config/config.hpp"
 #include "btm/dist/comm.hpp"
@@ -104,7 +105,32 @@ class Engine {
   virtual void add_parents(std::span<const double> weights, fixed::Sum& sum);
   virtual void set_params_to_average(std::span<const double> weights);
 
+  // Incremental decoding (text generation, eval/generate) with a key/value cache.
+  // begin_decode(B, capacity) starts B empty sequences of at most `capacity` tokens each
+  // (1 <= capacity <= model.context; B within the engine's max_batch), dropping any earlier
+  // ones. decode(tokens, n, out) appends n tokens to every sequence (tokens row-major [B, n]) and
+  // writes the logits of the n new positions, out[(b*n + i) * padded_vocab + j]: the logits()
+  // of the sequences so far at those positions, up to the engine's arithmetic. A sequence
+  // never grows past its capacity: positions past model.context have no position embedding,
+  // so callers refuse them before they start (InputError here). The cache is apart from the
+  // training state; other calls leave it alone, set_params makes it stale (begin again).
+  // This default keeps the tokens and runs logits() on the whole sequences at every call (no
+  // cache: the fallback of an engine without one); the CPU and CUDA engines keep the keys and
+  // values of every layer instead and run only the new positions.
+  virtual void begin_decode(int B, int capacity);
+  virtual void decode(const std::int32_t* tokens, int n, float* out);
+  // Whether decode reuses a key/value cache ("kv-cache") or recomputes ("full-forward").
+  virtual std::string decode_mode() const { return "full-forward"; }
+  int decode_batch() const { return decode_batch_; }
+  int decode_length() const { return decode_length_; }
+
  protected:
+  // begin_decode's checks and bookkeeping for the implementations: B within max_batch (0: any;
+  // std::invalid_argument otherwise) and a capacity within the context (InputError);
+  // advance_decode(n) refuses n < 1 (std::invalid_argument) or growing past the capacity
+  // (InputError) and advances the length, returning the position of the first new token.
+  void start_decode(int B, int capacity, int max_batch, const std::string& engine);
+  int advance_decode(int n, const std::string& engine);
   // The parameters set to a host fixed-point sum over add_parents (std::runtime_error for a
   // parent value outside the fixed-point range).
   void set_params_to_sum_of_parents(std::span<const double> weights);
@@ -112,6 +138,10 @@ class Engine {
   std::map<std::size_t, std::vector<float>> held_parents_;
   // The kept state of the host-memory defaults (params, m, v; empty: none).
   std::vector<float> kept_params_, kept_m_, kept_v_;
+
+ private:
+  int decode_batch_ = 0, decode_length_ = 0, decode_capacity_ = 0;
+  std::vector<std::int32_t> decode_tokens_;  // the default decode's sequences, [B, capacity]
 };
 
 struct EngineOptions {

@@ -95,6 +95,8 @@ KernelCase attention_forward_case(int B, int T, int C, int NH);
 KernelCase attention_backward_case(int B, int T, int C, int NH);
 KernelCase flash_attention_forward_case(int B, int T, int C, int NH, FlashKernels kernels);
 KernelCase flash_attention_backward_case(int B, int T, int C, int NH, FlashKernels kernels);
+// n new positions per sequence after pos cached ones, in a cache of cap positions.
+KernelCase kv_attention_forward_case(int B, int n, int pos, int cap, int C, int NH);
 
 // How the training cross-entropy runs: the loss alone, or with the gradient written over the
 // logits (the engine's way; it also checks the out-of-place and loss-only runs give its bits).
