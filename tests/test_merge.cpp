@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "btm/app/cli.hpp"
 #include "btm/method/merge.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
@@ -290,6 +291,31 @@ TEST(Merge, BadOptionsAreInputErrors) {
   EXPECT_THROW(make(options(MergeMethod::task_arithmetic, NAN), one), InputError);
   EXPECT_THROW(make(options(MergeMethod::ties), not_a_distribution), InputError);
   EXPECT_NO_THROW(make(options(MergeMethod::ties, 1.0, 0.2), one));
+}
+
+// eval.merges is checked with the other settings, before any work: known method words, once
+// each, and a shared seed to merge from.
+TEST(Merge, EvalMergesSettingsAreChecked) {
+  const auto problem = [](std::vector<std::string> args) -> std::string {
+    Config c;
+    try {
+      parse_command("test", "", args, po::options_description(), &c, false);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(problem({"--eval.merges", "ties,dare-ties,task-arithmetic,dare"}), "");
+  EXPECT_NE(problem({"--eval.merges", "ties,mean"}).find("'mean' is not a merge method"),
+            std::string::npos);
+  EXPECT_NE(problem({"--eval.merges", "average"}).find("the averages are evaluated anyway"),
+            std::string::npos);
+  EXPECT_NE(problem({"--eval.merges", "ties,ties"}).find("lists 'ties' twice"), std::string::npos);
+  EXPECT_NE(problem({"--eval.merges", "ties", "--run.elm_init", "random", "--run.seed_share", "0"})
+                .find("run.elm_init = random"),
+            std::string::npos);
+  EXPECT_NE(problem({"--eval.merge_density", "0"}).find("eval.merge_density"), std::string::npos);
+  EXPECT_NE(problem({"--eval.merge_drop", "1"}).find("eval.merge_drop"), std::string::npos);
 }
 
 }  // namespace

@@ -190,6 +190,9 @@ void validate(const Config& c) {
                 "averages are evaluated anyway)");
     require(merges.insert(m).second, "eval.merges lists '" + m + "' twice");
   }
+  require(c.eval.merges.empty() || c.run.elm_init == ElmInit::seed,
+          "eval.merges merges task vectors from the ELMs' shared seed: with run.elm_init = random "
+          "there is none (leave eval.merges empty)");
 }
 
 std::string to_ini(const Config& c) {

@@ -150,8 +150,10 @@ void TaskVectorMerge::elect_signs(Merge& m) {
   // The sign of sum_j w_j tau_j, + where it is 0 (mergekit's majority sign); then the sum is
   // reused for the agreeing entries.
   std::span<std::int64_t> acc = m.sum.raw();
-  m.sign.resize(acc.size());
-  for (std::size_t i = 0; i < acc.size(); ++i) m.sign[i] = acc[i] >= 0 ? 1 : -1;
+  const std::size_t n = acc.size();
+  m.sign.resize(n);
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) m.sign[i] = acc[i] >= 0 ? 1 : -1;
   std::fill(acc.begin(), acc.end(), 0);
   m.weight_sum.assign(acc.size(), 0);
 }
