@@ -17,7 +17,8 @@
 // threshold over the whole model would trim some tensors to nothing. It keeps exactly
 // floor(density x size) entries of each tensor (std::nth_element; ties at the threshold go to
 // the lower index). DARE's drop of entry i of parent j is the i-th draw of an Rng seeded from
-// (seed, j), so a merge is the same on every machine, thread count and rank.
+// (seed, j), so a merge is the same on every machine, thread count and rank (j is the parent's
+// position: the manifest's order of the trained ELMs in eval and in btm average's default).
 // The sums over parents are fixed-point sums (fixed_point.hpp): the same bits in any order.
 // Parents stream from their checkpoints one at a time (TIES and DARE-TIES read each twice: the
 // sign election needs every parent before the mean), so K models are never in memory together.
