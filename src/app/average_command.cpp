@@ -41,7 +41,8 @@ int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
       "Average ELM parameters, theta = sum_j w_j theta_j, or merge their task vectors\n"
       "tau_j = theta_j - theta_seed (--method), into one checkpoint that is added to the\n"
       "forest as kind 'average' (evaluate it with btm logits, or branch from it). The merge\n"
-      "parameters default to the eval.merge_* settings, so a merge equals its btm eval row.",
+      "parameters default to the eval.merge_* settings: --method ties of every ELM with\n"
+      "uniform weights is the model btm eval scores as merge:ties:uniform.",
       args, options, &config, world.rank() == 0);
   const std::optional<MergeMethod> method = from_word<MergeMethod>(method_text);
   if (!method) throw InputError("--method " + method_text + ": give " + word_list<MergeMethod>());

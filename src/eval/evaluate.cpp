@@ -71,7 +71,8 @@ void run_eval_phase(RunContext& ctx) {
   const double average_s = seconds_since(average_start);
 
   // 3b. Merges of the task vectors (eval.merges): one model per method and distinct weight
-  //     vector, formed from the checkpoints by the leader of group (u % G) and scored there.
+  //     vector, formed from the checkpoints in batches, batch b by the leader of group (b % G),
+  //     and scored by that group.
   const auto merge_start = Clock::now();
   const MergePlan merges = plan_merges(ctx, plan, averages);
   if (ctx.leader() && merges.size() > 0) {

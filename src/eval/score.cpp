@@ -5,7 +5,6 @@
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/method/merge.hpp"
-#include "btm/util/error.hpp"
 
 namespace btm {
 
