@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -303,6 +304,44 @@ TEST_F(ReportTool, CppReaderChecksFormatAndVersion) {
   EXPECT_NE(read_error(no_ranks).find(no_ranks.string() + ": missing attribute 'ranks'"),
             std::string::npos)
       << read_error(no_ranks);
+}
+
+// The merge rows' parameters (/merges): the C++ reader reads what tools/btm_files.py writes, the
+// C++ writer writes them back, and report.py lists them under "Merges".
+TEST_F(ReportTool, MergeRowsAndTheirParameters) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()) + " --merges", log), 0)
+      << read_text(log);
+  const EvalResults fake = read_eval_file(run / "eval.h5");
+  ASSERT_TRUE(fake.merges);
+  const std::vector<std::string> rows = {"merge:ties:uniform", "merge:ties:cached-prior",
+                                         "merge:dare:uniform", "merge:dare:cached-prior"};
+  EXPECT_EQ(fake.merges->rows, rows);
+  EXPECT_EQ(fake.merges->method, (std::vector<std::string>{"ties", "ties", "dare", "dare"}));
+  EXPECT_EQ(fake.merges->density[0], 0.2);
+  EXPECT_TRUE(std::isnan(fake.merges->density[2]));
+  EXPECT_EQ(fake.merges->drop[3], 0.9);
+  EXPECT_EQ(fake.merges->seed, 1);
+  for (const std::string& r : rows)
+    EXPECT_NE(std::find(fake.methods.begin(), fake.methods.end(), r), fake.methods.end()) << r;
+
+  const fs::path copy = dir_ / "copy";
+  write_eval_file(copy / "eval.h5", fake);
+  const EvalResults back = read_eval_file(copy / "eval.h5");
+  ASSERT_TRUE(back.merges);
+  EXPECT_EQ(back.merges->rows, rows);
+  EXPECT_EQ(back.merges->scheme, fake.merges->scheme);
+  EXPECT_EQ(back.merges->lambda, fake.merges->lambda);
+  EXPECT_EQ(back.merges->seconds, 1.5);
+  fs::copy(run / "metrics", copy / "metrics");
+  ASSERT_EQ(tool("report.py", shell_quote(copy.string()), log), 0) << read_text(log);
+  const std::string md = read_text(copy / "report" / "report.md");
+  EXPECT_NE(md.find("## Merges"), std::string::npos) << md;
+  EXPECT_NE(md.find("| merge:ties:uniform | ties | uniform | 1 | 0.2 | – |"), std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| merge:dare:cached-prior | dare | cached-prior | 1 | – | 0.9 |"),
+            std::string::npos)
+      << md;
 }
 
 }  // namespace

@@ -61,6 +61,31 @@ class EvalCompute:
 
 
 @dataclasses.dataclass
+class EvalMerges:
+    """/merges: the parameters of the merge rows "merge:METHOD:SCHEME" of /perplexity, one entry
+    per row (NaN where the method has no such parameter)."""
+    rows: list
+    method: list  # task-arithmetic | ties | dare | dare-ties
+    scheme: list  # the average scheme whose weights it merges with
+    lambda_: np.ndarray  # attribute "lambda"
+    density: np.ndarray  # ties
+    drop: np.ndarray  # dare, dare-ties
+    seed: int  # of the DARE masks
+    base: str = "seed"  # the model the task vectors start from
+    seconds: float = 0.0
+
+    def by_row(self):
+        """{row: {method, scheme, lambda, density, drop}}, in order."""
+        return {r: {"method": self.method[i], "scheme": self.scheme[i],
+                    "lambda": float(self.lambda_[i]), "density": float(self.density[i]),
+                    "drop": float(self.drop[i])} for i, r in enumerate(self.rows)}
+
+
+MERGE_LISTS = ("rows", "method", "scheme")
+MERGE_NUMBERS = ("lambda", "density", "drop")
+
+
+@dataclasses.dataclass
 class EvalResults:
     """The contents of one eval.h5 (field names as in include/btm/io/eval_file.hpp).
     K ELMs, D domains, M methods, S schemes."""
@@ -76,6 +101,7 @@ class EvalResults:
     schemes: list = dataclasses.field(default_factory=lambda: list(AVERAGE_SCHEMES))
     average_weights: np.ndarray = None  # [S, D, K]
     compute: EvalCompute = None  # None in format version 1
+    merges: EvalMerges = None  # None without eval.merges
     posterior: str = "?"
     config: str = ""  # the run's INI text
     ranks: int = 1
@@ -97,7 +123,7 @@ def read_eval(path):
     HDF5, not a btm eval file, of another format version, or incomplete. Required: format,
     format_version, elms, domains, in_domain, /perplexity (attribute methods), /mean_in_domain,
     /mean_out_domain, /priors, /tokens; read where present (and then checked): posterior,
-    config, ranks, the timings, /average_weights, /compute."""
+    config, ranks, the timings, /average_weights, /compute, /merges."""
     if not os.path.exists(path):
         raise BadInput(f"{path}: file not found (run `btm eval` first)")
     if not os.path.isfile(path):
@@ -178,7 +204,25 @@ def _read(path, f):
                            f"({len(ev.schemes)} schemes, {D}, {K})")
     if version >= 2 and "compute" in f:
         ev.compute = _read_compute(path, f["compute"])
+    if "merges" in f:
+        ev.merges = _read_merges(path, f["merges"])
     return ev
+
+
+def _read_merges(path, g):
+    for name in MERGE_LISTS + MERGE_NUMBERS + ("seed",):
+        if name not in g.attrs:
+            raise BadInput(f"{path}: /merges has no '{name}' attribute")
+    lists = {name: as_str_list(g.attrs[name]) for name in MERGE_LISTS}
+    numbers = {name: np.asarray(g.attrs[name], dtype=float).reshape(-1) for name in MERGE_NUMBERS}
+    n = len(lists["rows"])
+    for name, values in list(lists.items()) + list(numbers.items()):
+        if len(values) != n:
+            raise BadInput(f"{path}: /merges lists {n} rows but {len(values)} '{name}' entries")
+    return EvalMerges(rows=lists["rows"], method=lists["method"], scheme=lists["scheme"],
+                      lambda_=numbers["lambda"], density=numbers["density"], drop=numbers["drop"],
+                      seed=int(g.attrs["seed"]), base=as_str(g.attrs.get("base", "seed")),
+                      seconds=float(g.attrs.get("seconds", 0.0)))
 
 
 def _read_compute(path, g):
@@ -257,6 +301,16 @@ def write_eval(path, ev):
                     raise ValueError(f"write_eval {path}: compute {key} is {values.shape}, "
                                      f"expected ({len(c.models)},)")
                 g[key] = values
+            if ev.merges is not None:
+                m = ev.merges
+                g = f.create_group("merges")
+                for name in MERGE_LISTS:
+                    _str_list(g, name, getattr(m, name))
+                for name, values in zip(MERGE_NUMBERS, (m.lambda_, m.density, m.drop)):
+                    g.attrs[name] = np.asarray(values, dtype=np.float64)
+                g.attrs["seed"] = np.int64(m.seed)
+                g.attrs["base"] = m.base
+                g.attrs["seconds"] = np.float64(m.seconds)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -5,6 +5,7 @@ RUN/metrics/NAME.h5 for the seed and each ELM (the format of include/btm/io/metr
 the dense baseline with --dense.
 
 usage: python3 tools/make_fake_eval.py RUN [--elms legal,code] [--heldout covid,tweets] [--dense]
+                                           [--merges]
 The numbers are made up (deterministic, seeded) but shaped like a real run: each ELM is best on
 its own domain, the ensemble improves with k, held-out domains are harder."""
 import argparse
@@ -14,7 +15,7 @@ import sys
 try:
     import h5py
     import numpy as np
-    from btm_files import AVERAGE_SCHEMES, EvalCompute, EvalResults, write_eval
+    from btm_files import AVERAGE_SCHEMES, EvalCompute, EvalMerges, EvalResults, write_eval
 except ImportError as e:
     sys.exit(f"make_fake_eval.py: {e.name} is missing for {sys.executable}: "
              "install python3-h5py and python3-numpy (Debian) or run /usr/bin/python3")
@@ -63,6 +64,7 @@ def main():
     p.add_argument("--elms", default="legal,code", help="train domains = ELM names")
     p.add_argument("--heldout", default="covid,tweets", help="held-out evaluation domains")
     p.add_argument("--dense", action="store_true", help="also a dense baseline")
+    p.add_argument("--merges", action="store_true", help="also TIES and DARE merge rows")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
 
@@ -95,6 +97,18 @@ def main():
     for name, factor in extra.items():
         methods.append(name)
         rows.append(base * factor)
+    merges = None
+    if a.merges:
+        merges = EvalMerges(rows=[], method=[], scheme=[], lambda_=np.ones(4),
+                            density=np.array([0.2, 0.2, np.nan, np.nan]),
+                            drop=np.array([np.nan, np.nan, 0.9, 0.9]), seed=1, seconds=1.5)
+        for method, factor in (("ties", 0.9), ("dare", 1.0)):
+            for scheme in ("uniform", "cached-prior"):
+                merges.rows.append(f"merge:{method}:{scheme}")
+                merges.method.append(method)
+                merges.scheme.append(scheme)
+                methods.append(merges.rows[-1])
+                rows.append(base * factor * (0.85 if scheme == "cached-prior" else 1.0))
     if a.dense:
         methods.append("dense")
         rows.append(base * 0.85)
@@ -129,7 +143,7 @@ def main():
         in_domain=in_domain, posterior="prefix", methods=methods, perplexity=ppl,
         mean_in_domain=group_mean(in_domain == 1.0), mean_out_domain=group_mean(in_domain == 0.0),
         priors=priors, schemes=list(AVERAGE_SCHEMES), average_weights=weights,
-        tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute))
+        tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute, merges=merges))
 
     mdir = os.path.join(a.run, "metrics")
     write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng, elms, elms)

@@ -114,6 +114,19 @@ def ordered_domains(ev):
     return ev.train_domains() + ev.heldout_domains()
 
 
+def merge_lines(merges):
+    """The parameters of the merge rows (eval.h5's /merges)."""
+    def num(x):
+        return "–" if not math.isfinite(x) else f"{x:g}"
+    rows = [[r, v["method"], v["scheme"], num(v["lambda"]), num(v["density"]), num(v["drop"])]
+            for r, v in merges.by_row().items()]
+    return ["## Merges", "",
+            f"Task vectors relative to the {merges.base}, merged with the weights of the average "
+            f"scheme named (DARE seed {merges.seed}; {merges.seconds:.1f} s to form and score).",
+            "", markdown_table(["Row", "Method", "Weights", "Lambda", "Density", "Drop"], rows,
+                               [[False] * 6 for _ in rows]), ""]
+
+
 def write_markdown(ev, curves, out_dir, plots):
     order = ordered_domains(ev)
     heldout = set(ev.heldout_domains())
@@ -140,6 +153,9 @@ def write_markdown(ev, curves, out_dir, plots):
     lines += ["", "## Perplexity", "",
               "Lower is better; the best value of each column is in bold; – = not evaluated.", "",
               markdown_table(header, rows, bold), ""]
+
+    if ev.merges and ev.merges.rows:
+        lines += merge_lines(ev.merges)
 
     if ev.compute and ev.compute.models:
         lines += ["## Compute", "",

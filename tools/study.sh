@@ -8,6 +8,9 @@
 #   own-init  ELMs from their own random initialisations, no seed (run.elm_init random): the
 #             check that averaging needs a shared seed
 #   table     RUNS/study.md: one table of the rows docs/results.md shows (tools/report.py --merge)
+#   merges    btm eval of main again with the task-vector merges (eval.merges: task arithmetic,
+#             TIES, DARE, DARE-TIES), then RUNS/merges.md: the merges beside dense, the ensemble
+#             and the averages (needs main's checkpoints)
 # Every piece has the same total compute: each model path 500 steps, the seed's and the dense's
 # global batch 8 times an ELM's (inputs/study-124m.cfg). The dense baseline is the same model for
 # every piece (it is the seed's trajectory to the end), so only `main` trains it.
@@ -76,6 +79,33 @@ table() {
     "own inits, average (cached prior)|$o|average:cached-prior|useless: averaging needs a shared seed"
 }
 
+merges() {
+  local dir=$RUNS/main m=$RUNS/main/eval.h5
+  [[ -f $dir/forest.h5 ]] || { echo "study: no forest at $dir (run the main piece first)" >&2; exit 2; }
+  local start=$SECONDS
+  mpirun -np "$RANKS" "$BTM" eval --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
+    --data.corpus "$CORPUS" --run.dir "$dir" \
+    --eval.merges task-arithmetic,ties,dare,dare-ties ${ARGS:-} 2>&1 | tee "$dir/merges-log.txt"
+  echo "[study] merges: $((SECONDS - start)) s" | tee -a "$dir/merges-log.txt"
+  /usr/bin/python3 tools/report.py --merge "$RUNS/merges.md" \
+    "dense|$m|dense|the baseline" \
+    "forest, top-1 (cached prior)|$m|ensemble:top-1|k=1 experts' inference" \
+    "forest, all 8 (cached prior)|$m|ensemble:top-8|8 experts' inference" \
+    "average, uniform|$m|average:uniform|one model" \
+    "average, cached prior|$m|average:cached-prior|one model per domain" \
+    "task arithmetic, uniform|$m|merge:task-arithmetic:uniform|lambda 1: the uniform average" \
+    "task arithmetic, cached prior|$m|merge:task-arithmetic:cached-prior|" \
+    "TIES, uniform|$m|merge:ties:uniform|density 0.2" \
+    "TIES, cached prior|$m|merge:ties:cached-prior|density 0.2" \
+    "DARE, uniform|$m|merge:dare:uniform|drop 0.9" \
+    "DARE, cached prior|$m|merge:dare:cached-prior|drop 0.9" \
+    "DARE-TIES, uniform|$m|merge:dare-ties:uniform|drop 0.9" \
+    "DARE-TIES, cached prior|$m|merge:dare-ties:cached-prior|drop 0.9"
+  if [[ -n ${OUT:-} ]]; then
+    tar czf "$OUT/merges.tar.gz" -C "$RUNS" main/eval.h5 main/merges-log.txt merges.md
+  fi
+}
+
 for piece in "${pieces[@]}"; do
   case $piece in
     main) prepare; run main ;;
@@ -84,6 +114,7 @@ for piece in "${pieces[@]}"; do
     share07) prepare; run share07 --run.seed_share 0.7 --run.dense false ;;
     own-init) prepare; run own-init --run.seed_share 0 --run.elm_init random --run.dense false ;;
     table) table ;;
-    *) echo "study: unknown piece '$piece' (main random share03 share07 own-init table)" >&2; exit 2 ;;
+    merges) merges ;;
+    *) echo "study: unknown piece '$piece' (main random share03 share07 own-init table merges)" >&2; exit 2 ;;
   esac
 done

@@ -9,6 +9,7 @@
 #include "btm/io/forest.hpp"
 #include "btm/method/average.hpp"
 #include "btm/method/ensemble.hpp"
+#include "btm/method/merge.hpp"
 #include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 
@@ -18,20 +19,39 @@ namespace fs = std::filesystem;
 
 int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
   Config config;
-  std::string name, parents_text, weights_text;
+  std::string name, parents_text, weights_text, method_text = "average";
+  MergeOptions merge;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("name", po::value(&name)->required(), "name of the averaged model (RUN/elms/NAME.h5)")
       ("parents", po::value(&parents_text), "ELMs to average (default: every trained ELM)")
       ("weights", po::value(&weights_text),
-       "their weights, comma separated, normalised to sum 1 (default: uniform)");
+       "their weights, comma separated, normalised to sum 1 (default: uniform)")
+      ("method", po::value(&method_text)->default_value(method_text),
+       "average | task-arithmetic | ties | dare | dare-ties (README: merges)")
+      ("lambda", po::value(&merge.lambda), "merges: scale of the task vector (eval.merge_lambda)")
+      ("density", po::value(&merge.density),
+       "ties: share of each tensor's task vector kept (eval.merge_density)")
+      ("drop", po::value(&merge.drop), "dare, dare-ties: drop probability (eval.merge_drop)")
+      ("seed", po::value(&merge.seed), "dare, dare-ties: seed of the drop masks (eval.merge_seed)");
   // clang-format on
-  parse_command(
+  const po::variables_map given = parse_command(
       "average",
-      "Average ELM parameters, theta = sum_j w_j theta_j, into one checkpoint that is added\n"
-      "to the forest as kind 'average' (evaluate it with btm logits, or branch from it).",
+      "Average ELM parameters, theta = sum_j w_j theta_j, or merge their task vectors\n"
+      "tau_j = theta_j - theta_seed (--method), into one checkpoint that is added to the\n"
+      "forest as kind 'average' (evaluate it with btm logits, or branch from it). The merge\n"
+      "parameters default to the eval.merge_* settings: --method ties of every ELM with\n"
+      "uniform weights is the model btm eval scores as merge:ties:uniform.",
       args, options, &config, world.rank() == 0);
+  const std::optional<MergeMethod> method = from_word<MergeMethod>(method_text);
+  if (!method) throw InputError("--method " + method_text + ": give " + word_list<MergeMethod>());
+  const MergeOptions defaults = merge_options(config.eval, *method);
+  if (!given.count("lambda")) merge.lambda = defaults.lambda;
+  if (!given.count("density")) merge.density = defaults.density;
+  if (!given.count("drop")) merge.drop = defaults.drop;
+  if (!given.count("seed")) merge.seed = defaults.seed;
+  merge.method = *method;
   RunContext ctx = prepare_context("average", config, world, backends, 0, {{name}, false, false});
   collective_check(world, [&] {
     if (!ctx.leader()) return;
@@ -45,7 +65,11 @@ int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
                              : parse_parent_weights(weights_text, parents.size());
     std::vector<fs::path> files;
     for (const std::string& p : parents) files.push_back(checkpoint_file(ctx.run_dir, p));
-    Checkpoint out = average_checkpoints(files, weights, config.model, false);
+    Checkpoint out =
+        merge.method == MergeMethod::average
+            ? average_checkpoints(files, weights, config.model, false)
+            : merge_checkpoints(files, weights, shared_seed(forest, ctx.run_dir, parents),
+                                config.model, merge);
     out.name = name;
     out.target_steps = out.step;
     out.batch = {};  // an average is evaluated or branched from, not trained
@@ -64,7 +88,7 @@ int cmd_average(const Args& args, MpiComm& world, const Backends& backends) {
     r.checkpoint = fs::path("elms") / (name + ".h5");
     forest.upsert(r);
     save_forest(ctx.run_dir, forest);
-    std::cout << "[average] " << name << " =";
+    std::cout << "[average] " << name << " = " << describe_merge(merge) << " of";
     for (std::size_t j = 0; j < parents.size(); ++j)
       std::cout << " " << weights[j] << "*" << parents[j];
     std::cout << " -> " << checkpoint_file(ctx.run_dir, name).string() << std::endl;

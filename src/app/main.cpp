@@ -33,7 +33,7 @@ const std::map<std::string, CommandEntry>& commands() {
       {"train", {btm::cmd_train, "train the forest's unfinished ELMs, one group each"}},
       {"dense", {btm::cmd_dense, "train the compute-matched dense baseline (whole world)"}},
       {"eval", {btm::cmd_eval, "evaluate ELMs, ensembles and averages; write eval.h5"}},
-      {"average", {btm::cmd_average, "average ELM parameters into one checkpoint"}},
+      {"average", {btm::cmd_average, "average or merge ELMs (TIES, DARE) into one checkpoint"}},
       {"forest", {btm::cmd_forest, "list, add or remove ELMs of a forest"}},
       {"verify",
        {btm::cmd_verify, "check that every file of a run directory is sound (checksums)"}},

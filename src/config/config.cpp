@@ -181,6 +181,18 @@ void validate(const Config& c) {
       "run.elm_init = random gives every ELM an initialisation of its own, so there is no "
       "seed: set run.seed_share = 0 (and no run.seed_checkpoint)");
   for (int k : c.eval.topk) require(k >= 1, "eval.topk entries must be >= 1");
+  std::set<std::string> merges;
+  for (const std::string& m : c.eval.merges) {
+    const std::optional<MergeMethod> method = from_word<MergeMethod>(m);
+    require(method && *method != MergeMethod::average,
+            "eval.merges: '" + m +
+                "' is not a merge method: list task-arithmetic, ties, dare or dare-ties (the "
+                "averages are evaluated anyway)");
+    require(merges.insert(m).second, "eval.merges lists '" + m + "' twice");
+  }
+  require(c.eval.merges.empty() || c.run.elm_init == ElmInit::seed,
+          "eval.merges merges task vectors from the ELMs' shared seed: with run.elm_init = random "
+          "there is none (leave eval.merges empty)");
 }
 
 std::string to_ini(const Config& c) {

@@ -55,7 +55,8 @@ std::vector<double> cached_priors(const Config& config, const EvalPlan& plan,
 
 EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& scores,
                     const std::vector<double>& priors, const AveragePlan& averages,
-                    const std::vector<float>& average_scores) {
+                    const std::vector<float>& average_scores, const MergePlan& merges,
+                    const std::vector<float>& merge_scores) {
   const std::size_t D = plan.D(), K = plan.K(), S = 2 * D;
   const std::size_t T = static_cast<std::size_t>(config.model.context);
   const ens::PosteriorForm form = config.eval.posterior;
@@ -76,6 +77,9 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
   r.methods.push_back("ensemble:uniform-prior");
   for (ens::AverageScheme s : ens::kAverageSchemes)
     r.methods.push_back("average:" + std::string(ens::average_scheme_name(s)));
+  const std::size_t S_merge = std::size(MergePlan::kSchemes);
+  for (std::size_t mi = 0; mi < merges.methods.size(); ++mi)
+    for (std::size_t s = 0; s < S_merge; ++s) r.methods.push_back(merges.row(mi, s));
   if (plan.with_dense) r.methods.push_back("dense");
   const std::size_t M = r.methods.size();
 
@@ -104,6 +108,12 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
                         : ens::perplexity(std::span<const float>(
                               average_scores.data() + averages.offset[u * D + d], N));
     }
+    for (std::size_t mi = 0; mi < merges.methods.size(); ++mi)
+      for (std::size_t s = 0; s < S_merge; ++s) {
+        const std::size_t u = merges.use[(mi * S_merge + s) * D + d];
+        ppl[m++][d] = ens::perplexity(
+            std::span<const float>(merge_scores.data() + merges.offset[u * D + d], N));
+      }
     if (plan.with_dense)
       ppl[m++][d] = ens::perplexity(std::span<const float>(scores.at(K, d, S), N));
   }
@@ -117,6 +127,22 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
     r.schemes.emplace_back(ens::average_scheme_name(s));
   for (const std::vector<double>& w : averages.weights)
     r.average_weights.insert(r.average_weights.end(), w.begin(), w.end());
+  if (!merges.methods.empty()) {
+    EvalMerges em;
+    for (std::size_t mi = 0; mi < merges.methods.size(); ++mi)
+      for (std::size_t s = 0; s < S_merge; ++s) {
+        const MergeOptions& o = merges.methods[mi];
+        em.rows.push_back(merges.row(mi, s));
+        em.method.emplace_back(word_of(o.method));
+        em.scheme.emplace_back(ens::average_scheme_name(MergePlan::kSchemes[s]));
+        em.lambda.push_back(o.lambda);
+        em.density.push_back(merge_uses_density(o.method) ? o.density : nan);
+        em.drop.push_back(merge_uses_drop(o.method) ? o.drop : nan);
+      }
+    em.seed = static_cast<std::int64_t>(config.eval.merge_seed);
+    em.base = "seed";
+    r.merges = em;
+  }
   return r;
 }
 

@@ -27,8 +27,10 @@ double seconds_since(Clock::time_point start) {
 
 void print_means(const EvalResults& r) {
   std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
+  int width = 28;  // the longest method name (merge:task-arithmetic:cached-prior is 34)
+  for (const std::string& m : r.methods) width = std::max(width, static_cast<int>(m.size()));
   for (std::size_t m = 0; m < r.methods.size(); ++m)
-    std::printf("  %-28s %10.3f | %10.3f\n", r.methods[m].c_str(), r.mean_in_domain[m],
+    std::printf("  %-*s %10.3f | %10.3f\n", width, r.methods[m].c_str(), r.mean_in_domain[m],
                 r.mean_out_domain[m]);
   std::fflush(stdout);
 }
@@ -68,13 +70,32 @@ void run_eval_phase(RunContext& ctx) {
       score_averages(ctx, groups, *engine, averages, plan.test);
   const double average_s = seconds_since(average_start);
 
+  // 3b. Merges of the task vectors (eval.merges): one model per method and distinct weight
+  //     vector, formed from the checkpoints in batches, batch b by the leader of group (b % G),
+  //     and scored by that group.
+  const auto merge_start = Clock::now();
+  const MergePlan merges = plan_merges(ctx, plan, averages);
+  if (ctx.leader() && merges.size() > 0) {
+    std::cout << "[eval] " << merges.size() << " merges of task vectors from the seed:";
+    for (const MergeOptions& o : merges.methods) std::cout << " " << describe_merge(o);
+    std::cout << std::endl;
+  }
+  const std::vector<float> merge_scores = score_merges(
+      ctx, groups, *engine, merges,
+      std::vector<fs::path>(plan.models.begin(),
+                            plan.models.begin() + static_cast<std::ptrdiff_t>(plan.K())),
+      plan.test);
+  const double merge_s = seconds_since(merge_start);
+
   // 4. Combination and eval.h5 (rank 0).
   if (!ctx.leader()) {
     ctx.world.barrier();
     return;
   }
   const auto combine_start = Clock::now();
-  EvalResults results = combine(ctx.config, plan, scores, priors, averages, average_scores);
+  EvalResults results =
+      combine(ctx.config, plan, scores, priors, averages, average_scores, merges, merge_scores);
+  if (results.merges) results.merges->seconds = merge_s;
   const double combine_s = seconds_since(combine_start);
   results.config = ctx.config_ini;
   results.ranks = static_cast<std::int64_t>(ctx.world.size());
@@ -85,8 +106,10 @@ void run_eval_phase(RunContext& ctx) {
   write_eval_file(eval_file(ctx.run_dir), results);
 
   print_means(results);
-  std::printf("[eval] wrote %s in %.1f s (log-probs %.1f s, averages %.1f s, combination %.2f s)\n",
-              eval_file(ctx.run_dir).c_str(), seconds_since(start), score_s, average_s, combine_s);
+  std::printf(
+      "[eval] wrote %s in %.1f s (log-probs %.1f s, averages %.1f s, merges %.1f s, combination "
+      "%.2f s)\n",
+      eval_file(ctx.run_dir).c_str(), seconds_since(start), score_s, average_s, merge_s, combine_s);
   std::fflush(stdout);
   ctx.world.barrier();
 }

@@ -4,6 +4,7 @@
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/method/ensemble.hpp"
+#include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 
 namespace btm {
@@ -70,6 +71,11 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
     if (!ctx.leader()) return;
     std::vector<std::string> all = plan.elms;
     if (plan.with_dense) all.push_back("dense");
+    // The merges' task vectors start from the seed: it must be there, before any model runs.
+    if (!config.eval.merges.empty()) {
+      shared_seed(forest, ctx.run_dir, plan.elms);
+      all.push_back("seed");
+    }
     for (const std::string& name : all) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       const CheckpointInfo c = peek_checkpoint(file);
@@ -130,6 +136,66 @@ AveragePlan plan_averages(const std::vector<double>& priors, const std::vector<B
       plan.total += plan.blocks[u * D + d] * static_cast<std::size_t>(T);
     }
   return plan;
+}
+
+std::string MergePlan::row(std::size_t m, std::size_t s) const {
+  return "merge:" + std::string(word_of(methods[m].method)) + ":" +
+         std::string(ens::average_scheme_name(kSchemes[s]));
+}
+
+MergePlan plan_merges(const RunContext& ctx, const EvalPlan& plan, const AveragePlan& averages) {
+  MergePlan merges;
+  if (ctx.config.eval.merges.empty()) return merges;
+  merges.seed = checkpoint_file(ctx.run_dir, "seed");  // plan_eval checked it (shared_seed)
+  for (const std::string& word : ctx.config.eval.merges)
+    merges.methods.push_back(merge_options(ctx.config.eval, *from_word<MergeMethod>(word)));
+  const std::size_t D = plan.D(), S = std::size(MergePlan::kSchemes);
+  for (std::size_t m = 0; m < merges.methods.size(); ++m)
+    for (std::size_t s = 0; s < S; ++s) {
+      const std::size_t scheme = static_cast<std::size_t>(
+          std::find(std::begin(ens::kAverageSchemes), std::end(ens::kAverageSchemes),
+                    MergePlan::kSchemes[s]) -
+          std::begin(ens::kAverageSchemes));
+      for (std::size_t d = 0; d < D; ++d) {
+        const std::vector<double>& w = averages.weights[scheme * D + d];
+        std::size_t u = 0;
+        while (u < merges.size() && !(merges.method_of[u] == m && merges.weights[u] == w)) ++u;
+        if (u == merges.size()) {
+          merges.method_of.push_back(m);
+          merges.weights.push_back(w);
+        }
+        merges.use.push_back(u);
+      }
+    }
+  const std::size_t U = merges.size();
+  const std::size_t T = static_cast<std::size_t>(ctx.config.model.context);
+  merges.blocks.assign(U * D, 0);
+  merges.offset.assign(U * D, 0);
+  for (std::size_t u = 0; u < U; ++u)
+    for (std::size_t d = 0; d < D; ++d) {
+      bool used = false;
+      for (std::size_t s = 0; s < S; ++s)
+        used = used || merges.use[(merges.method_of[u] * S + s) * D + d] == u;
+      merges.offset[u * D + d] = merges.total;
+      merges.blocks[u * D + d] = used ? plan.test[d].blocks : 0;
+      merges.total += merges.blocks[u * D + d] * T;
+    }
+  // Host memory of a batch's accumulators: at most this, and at least one merge per batch.
+  constexpr double kMergeBatchBytes = 32.0 * (1ull << 30);
+  const double n = static_cast<double>(ParamLayout(ctx.config.model).total());
+  for (std::size_t u = 0; u < U;) {
+    const std::size_t m = merges.method_of[u];
+    const std::size_t fit = std::max<std::size_t>(
+        1,
+        static_cast<std::size_t>(
+            kMergeBatchBytes /
+            (n * static_cast<double>(TaskVectorMerge::bytes_per_merge(merges.methods[m].method)))));
+    std::size_t end = u;
+    while (end < U && merges.method_of[end] == m && end - u < fit) ++end;
+    merges.batches.emplace_back(u, end);
+    u = end;
+  }
+  return merges;
 }
 
 }  // namespace btm

@@ -5,6 +5,7 @@
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/pipeline/blocks.hpp"
+#include "btm/method/merge.hpp"
 
 namespace btm {
 
@@ -65,6 +66,40 @@ std::vector<float> score_averages(RunContext& ctx, EvalGroups& groups, Engine& e
   }
   gather_to_root(ctx.world, scores);
   engine.drop_parents();
+  return scores;
+}
+
+std::vector<float> score_merges(RunContext& ctx, EvalGroups& groups, Engine& engine,
+                                const MergePlan& plan, const std::vector<fs::path>& elms,
+                                const std::vector<BlockSet>& test) {
+  const int T = ctx.config.model.context;
+  const std::size_t D = test.size(), n = engine.layout().total();
+  std::vector<float> scores(plan.total, 0.0f);
+  for (std::size_t b = static_cast<std::size_t>(groups.index); b < plan.batches.size();
+       b += static_cast<std::size_t>(groups.groups)) {
+    const auto [first, end] = plan.batches[b];
+    std::vector<std::vector<float>> merged;
+    // A bad file stops the whole group, not only its leader (the others wait in the broadcast).
+    collective_check(*groups.group, [&] {
+      if (!groups.leader()) return;
+      const std::vector<std::vector<double>> weights(
+          plan.weights.begin() + static_cast<std::ptrdiff_t>(first),
+          plan.weights.begin() + static_cast<std::ptrdiff_t>(end));
+      merged = merge_params(elms, weights, plan.seed, ctx.config.model,
+                            plan.methods[plan.method_of[first]]);
+    });
+    for (std::size_t u = first; u < end; ++u) {
+      std::vector<float> params =
+          groups.leader() ? std::move(merged[u - first]) : std::vector<float>(n);
+      groups.group->broadcast(params.data(), n * sizeof(float), 0);
+      engine.set_params(params);
+      for (std::size_t d = 0; d < D; ++d)
+        if (plan.blocks[u * D + d] > 0)
+          score_blocks(engine, {test[d].tokens, plan.blocks[u * D + d]}, T, ctx.config.data.batch,
+                       *groups.group, scores.data() + plan.offset[u * D + d]);
+    }
+  }
+  gather_to_root(ctx.world, scores);
   return scores;
 }
 

@@ -31,6 +31,15 @@ std::string shape_problem(const EvalResults& r) {
   if (r.average_weights.size() != S * D * K)
     return wrong("average_weights", r.average_weights.size(), S * D * K);
   if (r.tokens.size() != D) return wrong("tokens", r.tokens.size(), D);
+  if (r.merges) {
+    const EvalMerges& m = *r.merges;
+    const std::size_t n = m.rows.size();
+    if (m.method.size() != n) return wrong("merges method", m.method.size(), n);
+    if (m.scheme.size() != n) return wrong("merges scheme", m.scheme.size(), n);
+    if (m.lambda.size() != n) return wrong("merges lambda", m.lambda.size(), n);
+    if (m.density.size() != n) return wrong("merges density", m.density.size(), n);
+    if (m.drop.size() != n) return wrong("merges drop", m.drop.size(), n);
+  }
   if (r.compute) {
     const EvalCompute& c = *r.compute;
     const std::size_t n = c.models.size();
@@ -105,6 +114,40 @@ void write_compute(hid_t root, const EvalCompute& c) {
   h5::write_array(g, "train_seconds", c.train_seconds.data(), c.train_seconds.size());
 }
 
+EvalMerges read_merges(hid_t root) {
+  h5::Handle g = h5::open_group(root, "merges");
+  EvalMerges m;
+  m.rows = h5::get_strings(g, "rows");
+  m.method = h5::get_strings(g, "method");
+  m.scheme = h5::get_strings(g, "scheme");
+  m.lambda = h5::get_doubles(g, "lambda");
+  m.density = h5::get_doubles(g, "density");
+  m.drop = h5::get_doubles(g, "drop");
+  m.seed = h5::get_int(g, "seed");
+  m.base = h5::get_string(g, "base");
+  m.seconds = h5::get_double(g, "seconds");
+  const std::size_t n = m.rows.size();
+  if (m.method.size() != n || m.scheme.size() != n || m.lambda.size() != n ||
+      m.density.size() != n || m.drop.size() != n)
+    throw InputError("/merges lists " + std::to_string(n) +
+                     " rows but its method, scheme, lambda, density and drop attributes differ "
+                     "in length");
+  return m;
+}
+
+void write_merges(hid_t root, const EvalMerges& m) {
+  h5::Handle g = h5::create_group(root, "merges");
+  h5::set_attr(g, "rows", m.rows);
+  h5::set_attr(g, "method", m.method);
+  h5::set_attr(g, "scheme", m.scheme);
+  h5::set_attr(g, "lambda", m.lambda);
+  h5::set_attr(g, "density", m.density);
+  h5::set_attr(g, "drop", m.drop);
+  h5::set_attr(g, "seed", m.seed);
+  h5::set_attr(g, "base", m.base);
+  h5::set_attr(g, "seconds", m.seconds);
+}
+
 }  // namespace
 
 void write_eval_file(const fs::path& path, const EvalResults& r) {
@@ -134,6 +177,7 @@ void write_eval_file(const fs::path& path, const EvalResults& r) {
   h5::set_attr(open_dataset(root, "average_weights"), "schemes", r.schemes);
   h5::write_array(root, "tokens", r.tokens.data(), D);
   if (r.compute) write_compute(root, *r.compute);
+  if (r.merges) write_merges(root, *r.merges);
   out.commit();
 }
 
@@ -176,6 +220,7 @@ EvalResults read_eval_file(const fs::path& path) {
         read_checked<double>(file, "average_weights", "average_weights", {r.schemes.size(), D, K});
     r.tokens = read_checked<std::int64_t>(file, "tokens", "tokens", {D});
     if (r.format_version >= 2) r.compute = read_compute(file);
+    if (h5::exists(file, "merges")) r.merges = read_merges(file);
   } catch (const InputError& e) {
     throw InputError(path.string() + ": " + e.what());
   } catch (const SystemError& e) {

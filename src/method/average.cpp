@@ -9,16 +9,13 @@
 
 namespace btm {
 
-Checkpoint average_checkpoints(const std::vector<std::filesystem::path>& parents,
-                               std::span<const double> weights, const ModelConfig& model,
-                               bool with_optimizer) {
+Checkpoint averaged_attributes(const std::vector<std::filesystem::path>& parents,
+                               std::span<const double> weights, const ModelConfig& model) {
   if (parents.empty()) throw InputError("parameter averaging: no parent given");
   if (weights.size() != parents.size())
     throw InputError("parameter averaging: " + std::to_string(weights.size()) + " weights for " +
                      std::to_string(parents.size()) + " parents: give one weight per parent");
   ensemble::check_distribution(weights, "the averaging weights");
-  // The first parent's attributes; then one state vector at a time over all parents, so at
-  // most one sum and one parent's vector are in memory.
   Checkpoint out;
   static_cast<CheckpointInfo&>(out) = peek_checkpoint(parents[0]);
   out.domains.clear();
@@ -33,6 +30,15 @@ Checkpoint average_checkpoints(const std::vector<std::filesystem::path>& parents
     out.domains.insert(out.domains.end(), p.domains.begin(), p.domains.end());
   }
   out.tokens = static_cast<std::uint64_t>(std::llround(tokens));
+  return out;
+}
+
+Checkpoint average_checkpoints(const std::vector<std::filesystem::path>& parents,
+                               std::span<const double> weights, const ModelConfig& model,
+                               bool with_optimizer) {
+  // The first parent's attributes; then one state vector at a time over all parents, so at
+  // most one sum and one parent's vector are in memory.
+  Checkpoint out = averaged_attributes(parents, weights, model);
   const std::size_t n = ParamLayout(model).total();
   const std::pair<const char*, std::vector<float>*> vectors[] = {
       {"params", &out.params}, {"adam_m", &out.adam_m}, {"adam_v", &out.adam_v}};

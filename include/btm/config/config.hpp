@@ -21,6 +21,9 @@ enum class SplitMode { domain, random };
 enum class ElmInit { seed, random };
 enum class ElmSchedule { continued, fresh };
 enum class Posterior { prefix, prev_token };
+// How parameters of ELMs become one model (method/merge.hpp): the weighted average, or a merge of
+// the task vectors theta_j - theta_seed.
+enum class MergeMethod { average, task_arithmetic, ties, dare, dare_ties };
 
 template <>
 struct EnumWords<Decay> {
@@ -51,6 +54,15 @@ template <>
 struct EnumWords<Posterior> {
   static constexpr std::array<std::pair<Posterior, std::string_view>, 2> words{
       {{Posterior::prefix, "prefix"}, {Posterior::prev_token, "prev-token"}}};
+};
+template <>
+struct EnumWords<MergeMethod> {
+  static constexpr std::array<std::pair<MergeMethod, std::string_view>, 5> words{
+      {{MergeMethod::average, "average"},
+       {MergeMethod::task_arithmetic, "task-arithmetic"},
+       {MergeMethod::ties, "ties"},
+       {MergeMethod::dare, "dare"},
+       {MergeMethod::dare_ties, "dare-ties"}}};
 };
 
 // The range a number must lie in (validate); `any` for fields that are not numbers.
@@ -159,6 +171,16 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
     "EMA weight of each batch's mean posterior")                                                 \
   X(eval, posterior, Posterior, Posterior::prefix, limits::any,                                  \
     "prefix (paper: full-prefix likelihood) | prev-token (reference code)")                      \
+  X(eval, merges, Names, {}, limits::any,                                                        \
+    "task-vector merges to evaluate beside the averages, comma separated: task-arithmetic, "     \
+    "ties, dare, dare-ties (rows merge:METHOD:uniform and merge:METHOD:cached-prior)")           \
+  X(eval, merge_lambda, double, 1.0, limits::any,                                                \
+    "merges: theta_seed + lambda x the merged task vector")                                      \
+  X(eval, merge_density, double, 0.2, limits::left_open(0, 1),                                   \
+    "ties: share of each tensor's task vector kept (largest |tau|)")                             \
+  X(eval, merge_drop, double, 0.9, limits::right_open(0, 1),                                     \
+    "dare, dare-ties: probability of dropping a task-vector entry (kept ones x 1/(1-p))")        \
+  X(eval, merge_seed, std::uint64_t, 1, limits::any, "dare, dare-ties: seed of the drop masks")  \
   X(eval, topk, Ints, {}, limits::any, "ensemble sizes to report, comma separated (default 1..K)")
 
 #define BTM_CONFIG_FIELDS(X) \

@@ -25,13 +25,15 @@ ensemble::CachedPriorOptions cached_prior_options(const Config& config);
 // log-probabilities in `scores` (score_models on plan.sets).
 std::vector<double> cached_priors(const Config& config, const EvalPlan& plan, const Scores& scores);
 
-// The evaluation's results from the models' scores, the priors ([D x K]) and the averages'
-// scores (score_averages on `averages`): methods, perplexity, means, priors, average weights,
-// tokens, and the root attributes elms, domains, in_domain, posterior. The caller adds config,
-// ranks, the timings and /compute.
+// The evaluation's results from the models' scores, the priors ([D x K]), the averages' scores
+// (score_averages on `averages`) and the merges' (score_merges on `merges`): methods,
+// perplexity, means, priors, average weights, tokens, /merges (with merges), and the root
+// attributes elms, domains, in_domain, posterior. The caller adds config, ranks, the timings and
+// /compute.
 EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& scores,
                     const std::vector<double>& priors, const AveragePlan& averages,
-                    const std::vector<float>& average_scores);
+                    const std::vector<float>& average_scores, const MergePlan& merges,
+                    const std::vector<float>& merge_scores);
 
 // The compute of every model the evaluation compared (forest.h5 and the metrics files), eval.h5's
 // /compute: the seed (where the forest has one), the ELMs `elms`, the dense model with

@@ -14,6 +14,8 @@
 #include "btm/data/corpus.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/pipeline/blocks.hpp"
+#include "btm/method/ensemble.hpp"
+#include "btm/method/merge.hpp"
 #include "btm/pipeline/run_context.hpp"
 
 namespace btm {
@@ -53,7 +55,8 @@ struct EvalPlan {
 };
 
 // The plan for `forest` (collective: loads the corpora on every rank). InputError where the
-// forest has no trained ELM or a domain's test or validation split has no whole block.
+// forest has no trained ELM, a domain's test or validation split has no whole block, or
+// eval.merges is set and the forest has no shared seed of the forest's shape.
 EvalPlan plan_eval(RunContext& ctx, const Forest& forest);
 
 // The parameter averages of the evaluation: for every scheme s (ensemble::kAverageSchemes) and
@@ -76,5 +79,33 @@ struct AveragePlan {
 // `priors` is [D x K] (row d: the cached prior of domain d), `test` the plan's test sets.
 AveragePlan plan_averages(const std::vector<double>& priors, const std::vector<BlockSet>& test,
                           std::size_t K, int T);
+
+// The merges of the evaluation (eval.merges, method/merge.hpp): every method m with the weights
+// of the average schemes uniform and cached-prior (`schemes`) on every domain, formed once per
+// distinct (method, weight vector) u and scored on the test blocks of the domains that use it.
+// Rows merge:METHOD:SCHEME. A merge of one parent is not that parent (TIES trims it), so none is
+// a copy. The merges of one method are formed together in batches (TaskVectorMerge: each parent
+// read once per batch), as many as fit in kMergeBatchBytes of host memory.
+struct MergePlan {
+  static constexpr ensemble::AverageScheme kSchemes[] = {ensemble::AverageScheme::uniform,
+                                                         ensemble::AverageScheme::cached_prior};
+  std::filesystem::path seed;                // the base of the task vectors (shared_seed)
+  std::vector<MergeOptions> methods;         // [m] eval.merges with the eval.merge_* parameters
+  std::vector<std::size_t> method_of;        // [u] -> m
+  std::vector<std::vector<double>> weights;  // [u]
+  std::vector<std::size_t> use;              // [(m * S + s) * D + d] -> u, S = size(kSchemes)
+  std::vector<std::size_t> blocks;           // [u * D + d] test blocks of domain d u is scored on
+  std::vector<std::size_t> offset;           // [u * D + d] where they start in the merge scores
+  std::size_t total = 0;                     // floats of the merge scores
+  // [b] the merges [first, second) of one method, formed together by the leader of group b % G
+  std::vector<std::pair<std::size_t, std::size_t>> batches;
+  std::size_t size() const { return weights.size(); }
+  // "merge:ties:cached-prior"
+  std::string row(std::size_t m, std::size_t s) const;
+};
+
+// The merges of eval.merges over the averages' weight vectors (`averages`); empty without any.
+// (plan_eval has checked the forest's seed.)
+MergePlan plan_merges(const RunContext& ctx, const EvalPlan& plan, const AveragePlan& averages);
 
 }  // namespace btm

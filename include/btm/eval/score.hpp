@@ -41,4 +41,14 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
 std::vector<float> score_averages(RunContext& ctx, EvalGroups& groups, Engine& engine,
                                   const AveragePlan& plan, const std::vector<BlockSet>& test);
 
+// The test log-probabilities of the merges `plan` forms (plan.total floats; merge u on domain d
+// from plan.offset[u * D + d]), complete on world rank 0. Batch b of merges is formed by the
+// leader of group b % G, streaming the ELMs `elms` and the seed from their checkpoints
+// (merge_params; the batches of different groups are formed at the same time), and scored by
+// that group. Collective over the world.
+std::vector<float> score_merges(RunContext& ctx, EvalGroups& groups, Engine& engine,
+                                const MergePlan& plan,
+                                const std::vector<std::filesystem::path>& elms,
+                                const std::vector<BlockSet>& test);
+
 }  // namespace btm

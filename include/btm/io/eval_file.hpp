@@ -8,7 +8,8 @@
 //   /perplexity       float64 [methods, domains], attribute methods: "elm:NAME",
 //                     "ensemble:top-k" (k = 1..K), "ensemble:uniform-mixture",
 //                     "ensemble:uniform-prior", "average:uniform", "average:cached-prior",
-//                     "average:argmax", "dense"; NaN where not evaluated
+//                     "average:argmax", "merge:METHOD:SCHEME" (eval.merges), "dense"; NaN
+//                     where not evaluated
 //   /mean_in_domain /mean_out_domain  float64 [methods]
 //   /priors           float64 [domains, K]  cached prior of each evaluation domain
 //   /average_weights  float64 [schemes, domains, K], attribute schemes
@@ -18,6 +19,11 @@
 //                     global_batch (sequences per step of its own phase), tokens, flops (over
 //                     the lineage), train_seconds (its own phase, from its metrics); attributes
 //                     forest_tokens (seed + every ELM's own), dense_tokens
+//   /merges           (only with eval.merges) the parameters of the merge rows: attributes rows
+//                     (the /perplexity rows "merge:METHOD:SCHEME"), method, scheme (the average
+//                     scheme whose weights it merges with: /average_weights), lambda, density,
+//                     drop (per row, NaN where the method has no such parameter), seed (of the
+//                     DARE masks), base (the model the task vectors start from), seconds
 //   format_version 2 (1: without /compute; both are read)
 #pragma once
 
@@ -45,6 +51,19 @@ struct EvalCompute {
   std::int64_t dense_tokens = 0;           // 0 without a dense model
 };
 
+// /merges: one entry per merge row of /perplexity.
+struct EvalMerges {
+  std::vector<std::string> rows;    // "merge:METHOD:SCHEME"
+  std::vector<std::string> method;  // task-arithmetic | ties | dare | dare-ties
+  std::vector<std::string> scheme;  // uniform | cached-prior
+  std::vector<double> lambda;       // scale of the merged task vector
+  std::vector<double> density;      // ties: share of each tensor kept; NaN otherwise
+  std::vector<double> drop;         // dare, dare-ties: drop probability; NaN otherwise
+  std::int64_t seed = 0;            // dare, dare-ties: seed of the drop masks
+  std::string base = "seed";        // the model the task vectors start from
+  double seconds = 0;               // forming and scoring the merges
+};
+
 // The contents of one eval.h5. K = elms.size(), D = domains.size(), M = methods.size(),
 // S = schemes.size(); matrices are row-major.
 struct EvalResults {
@@ -68,6 +87,7 @@ struct EvalResults {
   std::vector<std::int64_t> tokens;     // [D] test tokens scored
 
   std::optional<EvalCompute> compute;  // absent in format version 1
+  std::optional<EvalMerges> merges;    // absent without eval.merges
 };
 
 // Writes `results` atomically (h5::AtomicFile) in the current format version. Throws

@@ -19,6 +19,11 @@ namespace btm {
 // params, and with `with_optimizer` the AdamW moments averaged with the same weights. tokens is
 // the weighted sum of the parents' tokens (rounded), domains the parents' domains in order;
 // every other field is the first parent's. InputError naming the file for a bad parent.
+// The attributes of the average of `parents` (no vectors), as average_checkpoints describes
+// them, after checking the weights and each parent's shape.
+Checkpoint averaged_attributes(const std::vector<std::filesystem::path>& parents,
+                               std::span<const double> weights, const ModelConfig& model);
+
 Checkpoint average_checkpoints(const std::vector<std::filesystem::path>& parents,
                                std::span<const double> weights, const ModelConfig& model,
                                bool with_optimizer);
