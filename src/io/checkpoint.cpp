@@ -181,7 +181,8 @@ fs::path state_path(const fs::path& file, const CheckpointInfo& c) {
 
 }  // namespace
 
-void save_checkpoint_reference(const fs::path& file, CheckpointInfo info, const fs::path& source) {
+CheckpointInfo save_checkpoint_reference(const fs::path& file, CheckpointInfo info,
+                                         const fs::path& source) {
   if (source.parent_path() != file.parent_path())
     throw std::invalid_argument(
         "save_checkpoint_reference: the source must be in the same directory");
@@ -194,6 +195,7 @@ void save_checkpoint_reference(const fs::path& file, CheckpointInfo info, const 
   h5::AtomicFile out(file);
   write_attributes(out.root(), info);
   out.commit();
+  return info;
 }
 
 Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool with_optimizer) {

@@ -23,6 +23,7 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
     bool changed = false;
     const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
     std::optional<CheckpointInfo> seed;
+    std::optional<Checkpoint> seed_weights;  // with run.elm_schedule fresh
     for (const std::string& name : names) {
       const fs::path file = checkpoint_file(ctx.run_dir, name);
       if (fs::exists(file)) {
@@ -50,7 +51,11 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       }
       // A branch of the seed continues its weights, moments and schedule position; with
       // run.elm_schedule fresh (c-BTM) its weights only, with a schedule of its own.
-      if (!own_init && fresh_schedule) full = load_checkpoint(seed_file, &config.model, false);
+      if (!own_init && fresh_schedule) {
+        // The seed's weights, read once for every branch.
+        if (!seed_weights) seed_weights = load_checkpoint(seed_file, &config.model, false);
+        full = *seed_weights;
+      }
       CheckpointInfo elm = own_init || fresh_schedule ? full : *seed;
       elm.target_steps = elm.schedule_steps;
       elm.name = name;
@@ -63,11 +68,11 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
         static_cast<CheckpointInfo&>(full) = elm;
         if (fresh_schedule) restart_schedule(full, budget.elm_steps);
         save_checkpoint(file, full);
+        elm = full;
       } else {
         // No copy of the seed: the branch refers to its state until its first checkpoint.
-        save_checkpoint_reference(file, elm, seed_file);
+        elm = save_checkpoint_reference(file, elm, seed_file);
       }
-      elm = peek_checkpoint(file);
       forest.upsert(
           record_from(elm, ModelKind::elm,
                       own_init ? std::vector<std::string>{} : std::vector<std::string>{"seed"},
@@ -76,9 +81,9 @@ void run_branch_phase(RunContext& ctx, const std::vector<std::string>& names) {
       std::cout << "[branch] " << name
                 << (own_init ? " <- its own initialisation"
                              : " <- seed (step " + std::to_string(seed->step) + ")")
-                << (fresh_schedule ? ", a fresh schedule of " + std::to_string(elm.target_steps) +
-                                         " steps"
-                                   : "")
+                << (fresh_schedule
+                        ? ", a fresh schedule of " + std::to_string(elm.target_steps) + " steps"
+                        : "")
                 << (elm.state_from.empty() ? "" : "; its state until the first checkpoint, no copy")
                 << std::endl;
     }

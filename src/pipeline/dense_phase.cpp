@@ -29,8 +29,10 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       // model continues it instead of repeating that compute; the bits are the same.
       const fs::path seed_file = checkpoint_file(ctx.run_dir, "seed");
       bool continues = false;
+      CheckpointInfo seed;
       if (budget.seed_steps > 0 && config.run.seed_checkpoint.empty() && fs::exists(seed_file)) {
-        const CheckpointInfo s = peek_checkpoint(seed_file);
+        seed = peek_checkpoint(seed_file);
+        const CheckpointInfo& s = seed;
         continues = s.finished() && s.step == budget.seed_steps && s.batch == budget.world_batch &&
                     s.schedule_steps == budget.total_steps && s.state_from.empty();
       }
@@ -47,7 +49,7 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       } else if (!continues) {
         full = fresh_model(ctx, "seed", config.run.seed);
       }
-      CheckpointInfo c = continues ? peek_checkpoint(seed_file) : full;
+      CheckpointInfo c = continues ? seed : full;
       c.name = "dense";
       c.domains = config.data.domains;
       c.target_steps = budget.total_steps;
@@ -55,17 +57,15 @@ PhaseResult run_dense_phase(RunContext& ctx) {
       c.batch = budget.world_batch;
       c.config_ini = ctx.config_ini;
       if (continues) {
-        save_checkpoint_reference(file, c, seed_file);  // the seed's state, no copy
-        c = peek_checkpoint(file);
+        c = save_checkpoint_reference(file, c, seed_file);  // the seed's state, no copy
       } else {
         static_cast<CheckpointInfo&>(full) = c;
         save_checkpoint(file, full);
       }
-      forest.upsert(
-          record_from(c, ModelKind::dense,
-                      continues || pretrained ? std::vector<std::string>{"seed"}
-                                              : std::vector<std::string>{},
-                      continues || pretrained ? std::vector<double>{1.0} : std::vector<double>{}));
+      forest.upsert(record_from(
+          c, ModelKind::dense,
+          continues || pretrained ? std::vector<std::string>{"seed"} : std::vector<std::string>{},
+          continues || pretrained ? std::vector<double>{1.0} : std::vector<double>{}));
       save_forest(ctx.run_dir, forest);
       std::cout << "[dense] baseline: " << budget.total_steps << " steps on "
                 << counted(ctx.world.size(), "rank")

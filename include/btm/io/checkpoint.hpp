@@ -56,9 +56,9 @@ struct Checkpoint : CheckpointInfo {
 
 void save_checkpoint(const std::filesystem::path& file, const Checkpoint& checkpoint);
 // A checkpoint of `info` whose state is that of `source` (a checkpoint in the same directory,
-// at its current step): the header only, no copy of the vectors.
-void save_checkpoint_reference(const std::filesystem::path& file, CheckpointInfo info,
-                               const std::filesystem::path& source);
+// at its current step): the header only, no copy of the vectors. Returns the header written.
+CheckpointInfo save_checkpoint_reference(const std::filesystem::path& file, CheckpointInfo info,
+                                         const std::filesystem::path& source);
 // Loads and verifies. `expect` (if given) must match the stored model shape. With
 // with_optimizer false, adam_m/adam_v are left empty.
 Checkpoint load_checkpoint(const std::filesystem::path& file, const ModelConfig* expect = nullptr,
