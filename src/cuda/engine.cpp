@@ -628,6 +628,35 @@ class CudaEngine final : public Engine {
     return buffer.get() + static_cast<size_t>(l) * per_layer;
   }
 
+  // The rest of block l after its attention output atty: residual2 = residual + proj(atty)
+  // (the residual adds are the GEMMs' C input), ln_2, the MLP, residual3 = residual2 +
+  // fcproj(gelu(fc(ln2))). Shared by the forward and the decode.
+  void block_tail(int l, const bf16* residual, int N, bool keep_for_backward) {
+    const int C = this->C();
+    const size_t bc = max_bt_ * C, bt = max_bt_;
+    const bf16* p = params_bf16_.get();
+    const BlockOffsets& o = layout_.block(l);
+    cudaStream_t s = stream_;
+    bf16* residual2 = layer(residual2_, l, bc);
+    bf16* ln2 = layer(ln2_, l, bc);
+    bf16* fch = layer(fch_, l, 4 * bc);
+    bf16* fch_gelu = layer(fch_gelu_, l, 4 * bc);
+    blas_->linear_residual_forward(residual2, residual, layer(atty_, l, bc), p + o.proj_w,
+                                   p + o.proj_b, N, C, C, s);
+    cuda::layernorm_forward(ln2, layer(ln2_mean_, l, bt), layer(ln2_rstd_, l, bt), residual2,
+                            p + o.ln2_w, p + o.ln2_b, N, C, s);
+    if (fuse_gelu_) {
+      // fch (pre-GELU, kept for the backward) is the epilogue's aux output.
+      blas_->linear_gelu_forward(fch_gelu, keep_for_backward ? fch : nullptr, ln2, p + o.fc_w,
+                                 p + o.fc_b, N, C, 4 * C, s);
+    } else {
+      blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
+      cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
+    }
+    blas_->linear_residual_forward(layer(residual3_, l, bc), residual2, fch_gelu, p + o.fcproj_w,
+                                   p + o.fcproj_b, N, 4 * C, C, s);
+  }
+
   // keep_for_backward: also write what only the backward reads (the pre-GELU activations, in
   // the fused path); an evaluation forward skips those writes.
   void forward(int B, int T, bool keep_for_backward) {
@@ -645,10 +674,6 @@ class CudaEngine final : public Engine {
       const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
       bf16* ln1 = layer(ln1_, l, bc);
       bf16* atty = layer(atty_, l, bc);
-      bf16* residual2 = layer(residual2_, l, bc);
-      bf16* ln2 = layer(ln2_, l, bc);
-      bf16* fch = layer(fch_, l, 4 * bc);
-      bf16* fch_gelu = layer(fch_gelu_, l, 4 * bc);
       if (flash_) {
         bf16* qkv = layer(qkvr_, l, 3 * bc);
         blas_->linear_forward(qkv, ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
@@ -660,22 +685,8 @@ class CudaEngine final : public Engine {
                                 layer(att_, l, att_per_layer_), vaccum_.get(), qkv_.get(), B, T, C,
                                 NH, s);
       }
-      // The residual adds are the GEMMs' C input: residual2 = residual + proj(atty).
-      blas_->linear_residual_forward(residual2, residual, atty, p + o.proj_w, p + o.proj_b, N, C, C,
-                                     s);
-      cuda::layernorm_forward(ln2, layer(ln2_mean_, l, bt), layer(ln2_rstd_, l, bt), residual2,
-                              p + o.ln2_w, p + o.ln2_b, N, C, s);
-      if (fuse_gelu_) {
-        // fch (pre-GELU, kept for the backward) is the epilogue's aux output.
-        blas_->linear_gelu_forward(fch_gelu, keep_for_backward ? fch : nullptr, ln2, p + o.fc_w,
-                                   p + o.fc_b, N, C, 4 * C, s);
-      } else {
-        blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
-        cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
-      }
+      block_tail(l, residual, N, keep_for_backward);
       bf16* residual3 = layer(residual3_, l, bc);
-      blas_->linear_residual_forward(residual3, residual2, fch_gelu, p + o.fcproj_w, p + o.fcproj_b,
-                                     N, 4 * C, C, s);
       // ln_1 of the next block, or ln_f.
       if (l + 1 < L) {
         const BlockOffsets& next = layout_.block(l + 1);
@@ -706,28 +717,13 @@ class CudaEngine final : public Engine {
       const bf16* residual = l == 0 ? encoded_.get() : layer(residual3_, l - 1, bc);
       bf16* ln1 = layer(ln1_, l, bc);
       bf16* atty = layer(atty_, l, bc);
-      bf16* residual2 = layer(residual2_, l, bc);
-      bf16* ln2 = layer(ln2_, l, bc);
-      bf16* fch = layer(fch_, l, 4 * bc);
-      bf16* fch_gelu = layer(fch_gelu_, l, 4 * bc);
       cuda::layernorm_forward(ln1, layer(ln1_mean_, l, bt), layer(ln1_rstd_, l, bt), residual,
                               p + o.ln1_w, p + o.ln1_b, N, C, s);
       blas_->linear_forward(qkv_.get(), ln1, p + o.qkv_w, p + o.qkv_b, N, C, 3 * C, s);
       cuda::kv_attention_forward(atty, k_cache_.get() + static_cast<size_t>(l) * cache_layer,
                                  v_cache_.get() + static_cast<size_t>(l) * cache_layer, qkv_.get(),
                                  B, n, pos, decode_capacity_, C, NH, s);
-      blas_->linear_residual_forward(residual2, residual, atty, p + o.proj_w, p + o.proj_b, N, C, C,
-                                     s);
-      cuda::layernorm_forward(ln2, layer(ln2_mean_, l, bt), layer(ln2_rstd_, l, bt), residual2,
-                              p + o.ln2_w, p + o.ln2_b, N, C, s);
-      if (fuse_gelu_) {
-        blas_->linear_gelu_forward(fch_gelu, nullptr, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
-      } else {
-        blas_->linear_forward(fch, ln2, p + o.fc_w, p + o.fc_b, N, C, 4 * C, s);
-        cuda::gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C, s);
-      }
-      blas_->linear_residual_forward(layer(residual3_, l, bc), residual2, fch_gelu, p + o.fcproj_w,
-                                     p + o.fcproj_b, N, 4 * C, C, s);
+      block_tail(l, residual, N, false);
     }
     cuda::layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(),
                             layer(residual3_, L - 1, bc), p + layout_.lnf_w(), p + layout_.lnf_b(),
