@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -106,6 +107,10 @@ void normalise(std::span<double> v) {
   for (double& x : v) x *= inv;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 void say(std::ostream* log, const MpiComm& comm, const std::string& line) {
   if (log && comm.rank() == 0) *log << "cluster: " << line << std::endl;
 }
@@ -132,10 +137,12 @@ TermCounts term_counts(std::span<const std::uint16_t> tokens, int eot) {
 
 std::vector<double> ClusterModel::embed(std::span<const std::uint16_t> tokens) const {
   std::vector<double> h(dims, 0.0);
-  for (std::uint16_t t : tokens)
-    if (t != eot_token && t < vocab_size)
-      cblas_daxpy(static_cast<int>(dims), idf[t], basis.data() + std::size_t{t} * dims, 1, h.data(),
-                  1);
+  // One basis row per distinct token (a row is dims doubles, far apart in the basis).
+  const TermCounts tc = term_counts(tokens, eot_token);
+  for (std::size_t z = 0; z < tc.ids.size(); ++z)
+    if (tc.ids[z] < static_cast<std::uint32_t>(vocab_size))
+      cblas_daxpy(static_cast<int>(dims), tc.counts[z] * idf[tc.ids[z]],
+                  basis.data() + std::size_t{tc.ids[z]} * dims, 1, h.data(), 1);
   normalise(h);
   return h;
 }
@@ -371,7 +378,9 @@ ClusterModel fit_clusters(const std::vector<TermCounts>& docs, int vocab_size, i
       std::to_string(n) + " documents, TF-IDF over " + std::to_string(V) + " ids; randomised SVD");
   ClusterFitOptions svd_options = options;
   svd_options.dims = std::min<std::size_t>(options.dims, static_cast<std::size_t>(n));
+  const auto svd_start = std::chrono::steady_clock::now();
   const Svd svd = randomized_svd(rows, V, svd_options, comm);
+  const double svd_seconds = seconds_since(svd_start);
   model.dims = svd.values.size();
   model.basis = svd.right;
   // The sample's embeddings: projected rows, L2-normalised.
@@ -381,13 +390,17 @@ ClusterModel fit_clusters(const std::vector<TermCounts>& docs, int vocab_size, i
   say(log, comm,
       std::to_string(model.dims) + " dimensions (singular values " +
           std::to_string(svd.values.front()) + " .. " + std::to_string(svd.values.back()) +
-          "); balanced k-means, K = " + std::to_string(model.K));
+          ") in " + std::to_string(svd_seconds) +
+          " s; balanced k-means, K = " + std::to_string(model.K));
+  const auto kmeans_start = std::chrono::steady_clock::now();
   const KMeans km = balanced_kmeans(points, model.dims, model.K, options, comm);
   model.centres = km.centres;
   model.sizes = km.sizes;
   std::string sizes;
   for (std::int64_t s : km.sizes) sizes += (sizes.empty() ? "" : " ") + std::to_string(s);
-  say(log, comm, std::to_string(km.iterations) + " iterations; cluster sizes " + sizes);
+  say(log, comm,
+      std::to_string(km.iterations) + " iterations in " +
+          std::to_string(seconds_since(kmeans_start)) + " s; cluster sizes " + sizes);
   return model;
 }
 
