@@ -388,6 +388,15 @@ TEST(Cluster, ClusterPrepareRunEvalEndToEnd) {
     }
   }
   EXPECT_GT(e.route_seconds, 0.0);
+  // Generation routes by the same clusters (eval/generate's test checks the tokens).
+  r = test::run_btm("generate --run.dir " + run.string() +
+                    " --run.threads 1 --ensemble --route clusters --experts 1 --max-tokens 4 "
+                    "--prompt abcabc");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("routed by the clusters"), std::string::npos) << r.output;
+  r = test::run_btm("generate --run.dir " + run.string() +
+                    " --run.threads 1 --ensemble --route clusters --prior cluster_00 --prompt ab");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
 }  // namespace
