@@ -351,5 +351,47 @@ TEST(Averaging, WeightSchemes) {
   EXPECT_THROW(average_weights(AverageScheme::argmax, std::vector<double>{0.5, 0.6}), InputError);
 }
 
+// Routing by per-position weights (c-BTM): at each position only the k largest weights take
+// part, renormalised, and the mixture is the plain sum of probabilities.
+TEST(Ensemble, RoutedMixtureKeepsEachPositionsTopKWeights) {
+  const std::size_t K = 4, T = 3, N = 2 * T;
+  const LogProbs logp = random_log_probs(K, N, 33);
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> dist(0.01, 1.0);
+  std::vector<double> weights(N * K);
+  for (std::size_t n = 0; n < N; ++n) {
+    double sum = 0;
+    for (std::size_t j = 0; j < K; ++j) sum += (weights[n * K + j] = dist(gen));
+    for (std::size_t j = 0; j < K; ++j) weights[n * K + j] /= sum;
+  }
+  const LogProbView view = LogProbView::from_vectors(logp, T);
+  for (std::size_t k = 1; k <= K; ++k) {
+    const std::vector<double> got = routed_log_likelihood(view, weights, k);
+    for (std::size_t n = 0; n < N; ++n) {
+      // The k largest by brute force: an entry is kept when fewer than k entries beat it.
+      long double kept = 0, mixture = 0;
+      for (std::size_t j = 0; j < K; ++j) {
+        std::size_t beaten_by = 0;
+        for (std::size_t i = 0; i < K; ++i) beaten_by += weights[n * K + i] > weights[n * K + j];
+        if (beaten_by < k) {
+          kept += weights[n * K + j];
+          mixture += weights[n * K + j] * std::exp((long double)logp[j][n]);
+        }
+      }
+      EXPECT_NEAR(got[n], (double)std::log(mixture / kept), 1e-12) << "k " << k << " n " << n;
+    }
+  }
+  // Top-1 is the ELM of the largest weight alone.
+  const std::vector<double> one = routed_log_likelihood(view, weights, 1);
+  for (std::size_t n = 0; n < N; ++n) {
+    std::size_t best = 0;
+    for (std::size_t j = 1; j < K; ++j)
+      if (weights[n * K + j] > weights[n * K + best]) best = j;
+    EXPECT_NEAR(one[n], logp[best][n], 1e-6);
+  }
+  EXPECT_THROW(routed_log_likelihood(view, std::vector<double>(N * K - 1, 0.25), 1), InputError);
+  EXPECT_THROW(routed_log_likelihood(view, std::vector<double>(N * K, 0.5), 1), InputError);
+}
+
 }  // namespace
 }  // namespace btm::ensemble

@@ -7,11 +7,14 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
+#include <set>
 #include <sstream>
 
 #include "btm/cpu/engine.hpp"
 #include "btm/eval/generate.hpp"
 #include "btm/eval/groups.hpp"
+#include "btm/method/cluster.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/method/sampling.hpp"
 #include "btm/pipeline/run_context.hpp"
@@ -475,6 +478,61 @@ TEST(Generation, TheEnsembleMixesByThePosteriorOverTheTextSoFar) {
   }
   ASSERT_EQ(ens.tokens.size(), 1u);
   EXPECT_EQ(ens.tokens[0], want);
+}
+
+// c-BTM routing in generation: top-1 by the distance of the text so far to the centres. A
+// clustering of one dimension, token v pointing +1 (v >= 112) or -1: the text's embedding is the
+// sign of its sum, centre 0 is -1 and centre 1 is +1, so each token comes from expert 1 when
+// the text so far leans positive and from expert 0 otherwise (a tie: the lower index).
+TEST(Generation, ClusterRoutingTakesEachTokenFromTheExpertNearestTheTextSoFar) {
+  ForestFixture f({"d0", "d1"});
+  const int V = f.config.model.vocab_size;
+  auto model = std::make_shared<ClusterModel>();
+  model->tokenizer = "byte";
+  model->vocab_size = V;
+  model->eot_token = V - 1;
+  model->dims = 1;
+  model->K = 2;
+  model->idf.assign(static_cast<std::size_t>(V), 1.0);
+  for (int v = 0; v < V; ++v) model->basis.push_back(v >= 112 ? 1.0 : -1.0);
+  model->centres = {-1.0, 1.0};
+  model->sizes = {1, 1};
+  GenerateRequest r;
+  r.prompt = {110, 111, 112, 113, 120};
+  r.max_tokens = 8;
+  r.sampling.temperature = 0;
+  RunContext ctx = make_context(f.config, world(), test::backends());
+  EvalGroups groups = make_eval_groups(ctx);
+  EnsembleSpec spec;
+  for (const char* n : {"d0", "d1"}) spec.experts.push_back(checkpoint_file(ctx.run_dir, n));
+  spec.prior = {0.5, 0.5};
+  spec.clusters = model;
+  spec.expert_clusters = {0, 1};
+  spec.route_topk = 1;
+  const Generated routed = generate_from_ensemble(ctx, groups, spec, r);
+  std::vector<std::unique_ptr<Engine>> experts;
+  for (const char* n : {"d0", "d1"}) {
+    experts.push_back(make_cpu_engine(f.config.model, 1));
+    experts.back()->set_params(load_checkpoint(checkpoint_file(f.dir / "run", n)).params);
+  }
+  const std::size_t Vp = static_cast<std::size_t>(f.config.model.padded_vocab());
+  std::vector<std::int32_t> seq = r.prompt, want;
+  std::set<int> used;
+  for (int s = 0; s < r.max_tokens; ++s) {
+    double sum = 0;
+    for (std::int32_t t : seq)
+      if (t != V - 1) sum += t >= 112 ? 1.0 : -1.0;
+    const int j = sum > 0 ? 1 : 0;
+    used.insert(j);
+    const int T = static_cast<int>(seq.size());
+    const auto logits = full_logits(*experts[static_cast<std::size_t>(j)], seq, 1, T);
+    const float* row = logits.data() + static_cast<std::size_t>(T - 1) * Vp;
+    want.push_back(static_cast<std::int32_t>(std::max_element(row, row + V) - row));
+    seq.push_back(want.back());
+  }
+  ASSERT_EQ(routed.tokens.size(), 1u);
+  EXPECT_EQ(routed.tokens[0], want);
+  EXPECT_EQ(used.size(), 2u) << "the text never crossed over: the test checks one expert only";
 }
 
 // ---- btm generate ----------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class EvalResults:
     score_seconds: float = 0.0
     average_seconds: float = 0.0
     combine_seconds: float = 0.0
+    route_seconds: float = 0.0  # the cluster routing of the ensemble:cluster-top-k rows
     format_version: int = EVAL_FORMAT_VERSION
     path: str = None  # the file it was read from
 
@@ -193,7 +194,7 @@ def _read(path, f):
         ev.config = as_str(f.attrs["config"])
     if "ranks" in f.attrs:
         ev.ranks = int(f.attrs["ranks"])
-    for name in ("score_seconds", "average_seconds", "combine_seconds"):
+    for name in ("score_seconds", "average_seconds", "combine_seconds", "route_seconds"):
         if name in f.attrs:
             setattr(ev, name, float(f.attrs[name]))
     if "average_weights" in f:
@@ -279,7 +280,7 @@ def write_eval(path, ev):
             f.attrs["in_domain"] = np.asarray(ev.in_domain, dtype=np.float64)
             f.attrs["posterior"] = ev.posterior
             f.attrs["ranks"] = np.int64(ev.ranks)
-            for name in ("score_seconds", "average_seconds", "combine_seconds"):
+            for name in ("score_seconds", "average_seconds", "combine_seconds", "route_seconds"):
                 f.attrs[name] = np.float64(getattr(ev, name))
             f["perplexity"] = np.asarray(ev.perplexity, dtype=np.float64)
             _str_list(f["perplexity"], "methods", ev.methods)

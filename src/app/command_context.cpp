@@ -106,6 +106,7 @@ RunContext prepare_context(const std::string& command, const Config& config, Mpi
     Forest forest = load_forest(ctx.run_dir);  // refuses a corrupt manifest before any work
     if (!fs::exists(forest_file(ctx.run_dir))) {
       forest.config_ini = ctx.config_ini;
+      forest.clusters = ctx.config.data.clusters;
       save_forest(ctx.run_dir, forest);
       return;
     }

@@ -2,7 +2,9 @@
 // forest's ensemble (eval/generate), decoded with the run's tokenizer to standard output.
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "btm/app/cli.hpp"
@@ -16,6 +18,7 @@
 #include "btm/io/eval_file.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/method/average.hpp"
+#include "btm/method/cluster.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/util/error.hpp"
 
@@ -27,7 +30,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model, parents, weights, prior = "uniform", tokenizer = "auto", bpe_dir, prompt,
-                                       format = "text";
+                                       format = "text", route = "posterior";
   bool average = false, ensemble = false, ignore_eot = false, has_prompt = false;
   int experts = 0;
   GenerateRequest request;
@@ -175,7 +178,10 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
        "uniform, or a domain whose cached prior (RUN/eval.h5) starts the posterior (--ensemble) "
        "or weighs the average (--average)")
       ("experts", po::value(&o.experts)->default_value(0),
-       "keep the top k ELMs of the prior (0: all)")
+       "keep the top k ELMs of the prior (0: all); with --route clusters, per token")
+      ("route", po::value(&o.route)->default_value(o.route),
+       "--ensemble: posterior (the domain posterior) | clusters (c-BTM: the prefix's distance to "
+       "the centres of the forest's clusters.h5, eval.cluster_temperature)")
       ("prompt", po::value(&o.prompt), "the text to continue (default: standard input, one trailing newline dropped)")
       ("max-tokens", po::value(&r.max_tokens)->default_value(r.max_tokens),
        "new tokens per sample, at most (prompt + max tokens <= model.context)")
@@ -207,6 +213,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
   ensemble::PosteriorForm form = config.eval.posterior;
   std::unique_ptr<Tokenizer> tokenizer;
   ModelConfig model;
+  EnsembleSpec routed;  // --route clusters: its routing fields (world rank 0)
   collective_check(world, [&] {
     const int modes = (vm.count("model") ? 1 : 0) + (o.average ? 1 : 0) + (o.ensemble ? 1 : 0);
     if (modes != 1)
@@ -244,7 +251,38 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
         weights = o.weights.empty() ? ensemble::uniform(names.size())
                                     : parse_parent_weights(o.weights, names.size());
       }
-      keep_top_experts(names, weights, o.experts);
+      if (o.route == "clusters") {
+        // c-BTM: each expert's cluster, the clustering of the forest (world rank 0 routes).
+        if (!o.ensemble || o.prior != "uniform" || !o.weights.empty())
+          throw InputError(
+              "--route clusters weighs the experts of --ensemble by the text: leave "
+              "--prior and --weights out");
+        const fs::path file = !recorded.data.clusters.empty() ? fs::path(recorded.data.clusters)
+                                                              : fs::path(forest.clusters);
+        if (file.empty())
+          throw InputError("--route clusters: the forest at " + ctx.run_dir.string() +
+                           " has no clusters (data.clusters): its domains are labels");
+        auto clusters = std::make_shared<ClusterModel>(read_clusters(file));
+        for (const std::string& n : names) {
+          const ModelRecord* m = forest.find(n);
+          const std::optional<std::size_t> c =
+              m && m->domains.size() == 1 ? cluster_of(m->domains[0]) : std::nullopt;
+          if (!c) throw InputError("--route clusters: ELM '" + n + "' trains on no one cluster");
+          routed.expert_clusters.push_back(*c);
+        }
+        if (o.experts < 0 || o.experts > static_cast<int>(names.size()))
+          throw InputError("--experts " + std::to_string(o.experts) + ": 0 to " +
+                           std::to_string(names.size()) + " with --route clusters");
+        routed.route_topk = static_cast<std::size_t>(o.experts);
+        routed.temperature = recorded.eval.cluster_temperature > 0
+                                 ? recorded.eval.cluster_temperature
+                                 : clusters->temperature;
+        routed.clusters = std::move(clusters);
+      } else if (o.route != "posterior") {
+        throw InputError("--route " + o.route + ": use posterior or clusters");
+      } else {
+        keep_top_experts(names, weights, o.experts);
+      }
       for (const std::string& n : names) model_file(ctx.run_dir, forest, n);
       model = peek_checkpoint(checkpoint_file(ctx.run_dir, names[0])).model;
     }
@@ -302,7 +340,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
   world.broadcast_vector(weights, 0);
   ctx.config.model = model;
   EvalGroups groups = make_eval_groups(ctx);
-  EnsembleSpec spec;
+  EnsembleSpec spec = routed;
   for (const std::string& n : names) spec.experts.push_back(checkpoint_file(ctx.run_dir, n));
   spec.prior = weights;
   spec.form = form;
@@ -310,7 +348,8 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
   if (ctx.leader())
     print(o, r, g, *tokenizer,
           std::string(word_of(ctx.backend->device())) + ", ensemble of " +
-              std::to_string(names.size()) + " on " + std::to_string(groups.groups) + " groups");
+              std::to_string(names.size()) + " on " + std::to_string(groups.groups) + " groups" +
+              (spec.clusters ? ", routed by the clusters" : ""));
   return kExitOk;
 }
 

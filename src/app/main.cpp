@@ -23,6 +23,7 @@ struct CommandEntry {
 const std::map<std::string, CommandEntry>& commands() {
   static const std::map<std::string, CommandEntry> table = {
       {"prepare", {btm::cmd_prepare, "tokenize text files into per-domain HDF5 corpora"}},
+      {"cluster", {btm::cmd_cluster, "fit c-BTM's clusters on an unlabelled corpus (clusters.h5)"}},
       {"layout",
        {btm::cmd_layout, "print the rank layout: which ranks train which ELM, in which wave"}},
       {"config", {btm::cmd_config, "print the configuration (INI), or one setting with --get KEY"}},

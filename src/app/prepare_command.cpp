@@ -13,7 +13,7 @@ namespace btm {
 
 int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
   PrepareOptions o;
-  std::string input, out, bpe_dir, domains;
+  std::string input, out, bpe_dir, domains, clusters;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
@@ -32,7 +32,10 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
        "share of each domain's documents held out for testing")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the valid/test choice")
       ("max-mb", po::value(&o.max_mb)->default_value(o.max_mb),
-       "cap per domain in MB of text, for balanced domains (0: no cap)");
+       "cap per domain in MB of text, for balanced domains (0: no cap)")
+      ("clusters", po::value(&clusters),
+       "clusters.h5 of btm cluster: --input is one unlabelled corpus (folders below it are not "
+       "domains) and each document goes to its nearest centre, OUT/cluster_00.h5 ...");
   // clang-format on
   parse_command("prepare",
                 "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
@@ -42,6 +45,7 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
   o.out = out;
   o.bpe_dir = bpe_dir;
   o.domains = split_list(domains);
+  o.clusters = clusters;
   const auto results = prepare_corpus(o, world, &std::cout);
   if (world.rank() == 0) {
     std::int64_t bytes = 0, tokens = 0;

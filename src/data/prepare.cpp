@@ -1,6 +1,7 @@
 // prepare.cpp: `btm prepare` over the ranks of a communicator: rank 0 lists the input (the
-// plan), every rank tokenizes its share of the files (documents come from readers.hpp), rank 0
-// gathers the documents in order, splits them and writes each domain (corpus.hpp). Errors are
+// plan, input_plan.hpp), every rank tokenizes its share of the files (documents come from
+// readers.hpp) and, with --clusters, gives each document its nearest centre; rank 0 gathers the
+// documents in order, splits them and writes each domain or cluster (corpus.hpp). Errors are
 // agreed between the ranks with collective_check, so every rank throws the same one.
 #include "btm/data/prepare.hpp"
 
@@ -11,6 +12,7 @@
 #include <functional>
 #include <iomanip>
 #include <limits>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -19,9 +21,11 @@
 #include "btm/data/corpus.hpp"
 #include "btm/data/readers.hpp"
 #include "btm/data/tokenizer.hpp"
+#include "btm/method/cluster.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
 #include "byte_buffer.hpp"
+#include "input_plan.hpp"
 
 namespace btm {
 
@@ -31,78 +35,40 @@ namespace {
 
 constexpr double kMB = 1e6;
 
-// `fn` on rank 0 only, its error (if any) thrown on every rank.
-void agreed_on_root(MpiComm& comm, const std::function<void()>& fn) {
-  collective_check(comm, [&] {
-    if (comm.rank() == 0) fn();
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // The plan: domains and their files (made by rank 0, broadcast)
 // ---------------------------------------------------------------------------------------------
 
-struct InputFile {
-  std::string relative;  // path inside the domain directory (sorting key)
-  std::uint64_t size = 0;
-  FileKind kind = FileKind::Text;
-};
+using input::DomainPlan;
 
-struct DomainPlan {
-  std::string name;
-  std::string source;  // contents of DOMAIN/SOURCE, if present
-  std::vector<InputFile> files;
-};
-
-bool hidden(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return !name.empty() && name[0] == '.';
-}
-
-DomainPlan list_domain(const fs::path& dir, const std::string& name) {
-  DomainPlan plan;
-  plan.name = name;
-  std::int64_t ignored = 0;
+void make_out_dir(const fs::path& out) {
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (hidden(it->path())) {
-      if (it->is_directory()) it.disable_recursion_pending();
-      continue;
-    }
-    if (!it->is_regular_file()) continue;
-    const std::string rel = fs::relative(it->path(), dir).generic_string();
-    const std::optional<FileKind> kind = document_file_kind(rel);
-    if (!kind) {
-      if (rel != "SOURCE") ++ignored;
-      continue;
-    }
-    plan.files.push_back({rel, static_cast<std::uint64_t>(it->file_size()), *kind});
-  }
-  if (ec) throw InputError(dir.string() + ": cannot list the directory (" + ec.message() + ")");
-  std::sort(plan.files.begin(), plan.files.end(),
-            [](const InputFile& a, const InputFile& b) { return a.relative < b.relative; });
-  if (plan.files.empty())
-    throw InputError(
-        dir.string() + ": domain '" + name + "' has no usable files (" + std::to_string(ignored) +
-        " other files): put .txt files (one document each) or .jsonl / .jsonl.gz "
-        "files (one {\"text\": ...} object per line) in it, or leave it out of --domains");
-  if (fs::is_regular_file(dir / "SOURCE")) {
-    plan.source = read_whole_file(dir / "SOURCE");
-    while (!plan.source.empty() && std::isspace(static_cast<unsigned char>(plan.source.back())))
-      plan.source.pop_back();
-  }
-  return plan;
+  fs::create_directories(out, ec);
+  if (ec || !fs::is_directory(out))
+    throw InputError("cannot create the output directory '" + out.string() + "' (" +
+                     (ec ? ec.message() : std::string("a file is in the way")) +
+                     "): pass --out a writable directory");
 }
 
 std::vector<DomainPlan> make_plan(const PrepareOptions& options) {
+  const bool unlabelled = !options.clusters.empty();
   if (!fs::is_directory(options.input))
-    throw InputError("input directory '" + options.input.string() +
-                     "' does not exist: pass --input DIR with one subdirectory of text files per "
-                     "domain (tools/build_corpus.py makes one)");
+    throw InputError(
+        "input directory '" + options.input.string() + "' does not exist: pass --input DIR with " +
+        (unlabelled ? "the corpus's text files (in it or in folders below it)"
+                    : "one subdirectory of text files per domain (tools/build_corpus.py "
+                      "makes one)"));
+  if (unlabelled) {
+    if (!options.domains.empty())
+      throw InputError(
+          "--domains with --clusters: the clusters are the domains, leave out --domains");
+    std::vector<DomainPlan> plan{input::list_domain(options.input, "corpus", false)};
+    make_out_dir(options.out);
+    return plan;
+  }
   std::vector<std::string> available;
   for (const auto& entry : fs::directory_iterator(options.input))
-    if (entry.is_directory() && !hidden(entry.path()))
+    if (entry.is_directory() && !input::hidden(entry.path()))
       available.push_back(entry.path().filename().string());
   std::sort(available.begin(), available.end());
   std::vector<std::string> names = options.domains.empty() ? available : options.domains;
@@ -119,46 +85,9 @@ std::vector<DomainPlan> make_plan(const PrepareOptions& options) {
       throw InputError("domain '" + name + "': no directory " + (options.input / name).string() +
                        " (domains found there: " + (list.empty() ? "none" : list) + ")");
     }
-    plan.push_back(list_domain(options.input / name, name));
+    plan.push_back(input::list_domain(options.input / name, name, true));
   }
-  std::error_code ec;
-  fs::create_directories(options.out, ec);
-  if (ec || !fs::is_directory(options.out))
-    throw InputError("cannot create the output directory '" + options.out.string() + "' (" +
-                     (ec ? ec.message() : std::string("a file is in the way")) +
-                     "): pass --out a writable directory");
-  return plan;
-}
-
-std::vector<char> serialize(const std::vector<DomainPlan>& plan) {
-  ByteWriter w;
-  w.u64(plan.size());
-  for (const auto& d : plan) {
-    w.str(d.name);
-    w.str(d.source);
-    w.u64(d.files.size());
-    for (const auto& f : d.files) {
-      w.str(f.relative);
-      w.u64(f.size);
-      w.u64(static_cast<std::uint64_t>(f.kind));
-    }
-  }
-  return w.data;
-}
-
-std::vector<DomainPlan> deserialize(const std::vector<char>& data) {
-  ByteReader r(data);
-  std::vector<DomainPlan> plan(r.u64());
-  for (auto& d : plan) {
-    d.name = r.str();
-    d.source = r.str();
-    d.files.resize(r.u64());
-    for (auto& f : d.files) {
-      f.relative = r.str();
-      f.size = r.u64();
-      f.kind = static_cast<FileKind>(r.u64());
-    }
-  }
+  make_out_dir(options.out);
   return plan;
 }
 
@@ -176,7 +105,7 @@ Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
   const double cap = max_mb * kMB;
   double total = 0;
   for (std::size_t i = 0; i < domain.files.size(); ++i) {
-    const InputFile& f = domain.files[i];
+    const input::InputFile& f = domain.files[i];
     std::uint64_t docs = 0;
     if (f.kind == FileKind::Text) {
       // One document per file: its size is enough, no need to read it here.
@@ -198,28 +127,6 @@ Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
   return cut;
 }
 
-// Deterministic assignment of files to ranks: largest first onto the least-loaded rank.
-std::vector<int> assign_files(const std::vector<InputFile>& files, std::size_t count, int ranks) {
-  std::vector<std::size_t> order(count);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return files[a].size > files[b].size; });
-  std::vector<std::uint64_t> load(static_cast<std::size_t>(ranks), 0);
-  std::vector<int> owner(count, 0);
-  for (std::size_t i : order) {
-    const auto least = std::min_element(load.begin(), load.end()) - load.begin();
-    owner[i] = static_cast<int>(least);
-    load[static_cast<std::size_t>(least)] += std::max<std::uint64_t>(files[i].size, 1);
-  }
-  return owner;
-}
-
-std::uint64_t fnv1a(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  return h;
-}
-
 std::string fixed(double v, int digits) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(digits) << v;
@@ -230,15 +137,86 @@ std::string fixed(double v, int digits) {
 struct Document {
   std::uint32_t file, index;  // position in the domain's order
   std::uint64_t bytes;
+  std::uint32_t cluster;  // its nearest centre (prepare --clusters), else 0
   std::vector<std::uint16_t> tokens;
 };
 
-PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& domain,
-                              const Tokenizer& tokenizer, MpiComm& comm, std::ostream* log) {
+// One domain's documents split and ready to write.
+struct SplitDomain {
+  CorpusInfo info;
+  std::vector<std::uint16_t> splits[3];
+  std::int64_t files = 0;
+};
+
+// Splits the documents `docs` (in order) of domain `name` into train, valid and test, by a
+// seeded permutation; InputError (`too_few` says what to do) when the train split would be empty.
+SplitDomain split_domain(const PrepareOptions& options, const std::string& name,
+                         const std::vector<const Document*>& docs, const Tokenizer& tokenizer,
+                         const std::string& where, const std::string& too_few) {
+  const std::size_t n = docs.size();
+  const auto share = [n](double fraction) -> std::size_t {
+    return fraction > 0
+               ? std::max<std::size_t>(
+                     1, static_cast<std::size_t>(std::llround(fraction * static_cast<double>(n))))
+               : 0;
+  };
+  const std::size_t n_valid = share(options.valid_fraction), n_test = share(options.test_fraction);
+  if (n_valid + n_test >= n)
+    throw InputError(where + ": domain '" + name + "' has only " + std::to_string(n) + " document" +
+                     (n == 1 ? "" : "s") + ", too few for a train split beside " +
+                     std::to_string(n_valid) + " valid and " + std::to_string(n_test) +
+                     " test documents: " + too_few);
+  // A seeded permutation picks the valid and test documents; each split keeps the order.
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  Rng rng(mix64(options.seed ^ input::fnv1a(name)));
+  for (std::size_t i = n - 1; i > 0; --i)
+    std::swap(order[i], order[static_cast<std::size_t>(rng.next_u64() % (i + 1))]);
+  std::vector<std::uint8_t> split_of(n, static_cast<std::uint8_t>(Split::Train));
+  for (std::size_t k = 0; k < n_valid + n_test; ++k)
+    split_of[order[k]] = static_cast<std::uint8_t>(k < n_valid ? Split::Valid : Split::Test);
+
+  SplitDomain out;
+  out.info.domain = name;
+  out.info.tokenizer = tokenizer.name();
+  out.info.vocab_size = tokenizer.vocab_size();
+  out.info.eot_token = tokenizer.eot_token();
+  for (std::size_t i = 0; i < n; ++i) {
+    const int s = split_of[i];
+    out.splits[s].insert(out.splits[s].end(), docs[i]->tokens.begin(), docs[i]->tokens.end());
+    ++out.info.docs[s];
+    out.info.bytes[s] += static_cast<std::int64_t>(docs[i]->bytes);
+    if (i == 0 || docs[i]->file != docs[i - 1]->file) ++out.files;
+  }
+  return out;
+}
+
+// The first folder of a file's path inside the input (its label in a labelled tree), or "".
+std::string top_folder(const std::string& relative) {
+  const std::size_t slash = relative.find('/');
+  return slash == std::string::npos ? std::string() : relative.substr(0, slash);
+}
+
+void broadcast_summary(PreparedDomain& r, MpiComm& comm) {
+  comm.broadcast_string(r.domain, 0);
+  std::string file = r.file.string();
+  comm.broadcast_string(file, 0);
+  r.file = file;
+  comm.broadcast(&r.files, sizeof(r.files), 0);
+  comm.broadcast(r.docs, sizeof(r.docs), 0);
+  comm.broadcast(r.bytes, sizeof(r.bytes), 0);
+  comm.broadcast(r.tokens, sizeof(r.tokens), 0);
+}
+
+// A domain of the plan; with `clusters`, the unlabelled corpus, whose documents go to the
+// domains of their nearest centres (cluster_00 ...).
+std::vector<PreparedDomain> prepare_domain(const PrepareOptions& options, const DomainPlan& domain,
+                                           const Tokenizer& tokenizer, const ClusterModel* clusters,
+                                           MpiComm& comm, std::ostream* log) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const bool root = comm.rank() == 0;
-  const fs::path dir = options.input / domain.name;
+  const fs::path dir = clusters ? options.input : options.input / domain.name;
   const bool need_utf8 = tokenizer.name() == "gpt2";
   const auto seconds_since = [](Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
@@ -246,9 +224,9 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
 
   // 1. The cap (rank 0 reads ahead as far as it needs), then who reads which file.
   Cutoff cut;
-  agreed_on_root(comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, need_utf8); });
+  input::agreed_on_root(comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, need_utf8); });
   comm.broadcast(&cut, sizeof(cut), 0);
-  const std::vector<int> owner = assign_files(domain.files, cut.files, comm.size());
+  const std::vector<int> owner = input::assign_files(domain.files, cut.files, comm.size());
   if (root && log) {
     std::uint64_t disk = 0;
     for (std::size_t i = 0; i < cut.files; ++i) disk += domain.files[i].size;
@@ -259,7 +237,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
          << std::flush;
   }
 
-  // 2. Each rank tokenizes its files.
+  // 2. Each rank tokenizes its files (and assigns each document its cluster).
   ByteWriter mine;
   std::uint64_t my_bytes = 0, my_share = 0;
   for (std::size_t i = 0; i < cut.files; ++i)
@@ -277,7 +255,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
          << "% of its share) at " << fixed(static_cast<double>(my_bytes) / kMB / t, 2) << " MB/s\n"
          << std::flush;
   };
-  double my_seconds = 0;
+  double my_seconds = 0, my_assign_seconds = 0;
   collective_check(comm, [&] {
     std::vector<std::uint16_t> tokens;
     for (std::size_t i = 0; i < cut.files; ++i) {
@@ -290,9 +268,16 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
                        tokens.clear();
                        tokenizer.encode(text, tokens);
                        tokens.push_back(static_cast<std::uint16_t>(tokenizer.eot_token()));
+                       std::uint64_t cluster = 0;
+                       if (clusters) {
+                         const auto assign_start = Clock::now();
+                         cluster = clusters->nearest(clusters->embed(tokens));
+                         my_assign_seconds += seconds_since(assign_start);
+                       }
                        mine.u64(i);
                        mine.u64(index++);
                        mine.u64(text.size());
+                       mine.u64(cluster);
                        mine.u64(tokens.size());
                        mine.raw(tokens.data(), tokens.size() * sizeof(std::uint16_t));
                        my_bytes += text.size();
@@ -303,17 +288,17 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
   });
 
   // Throughput of every rank that had work.
-  const double my_stats[2] = {static_cast<double>(my_bytes), my_seconds};
-  std::vector<double> stats(2 * static_cast<std::size_t>(comm.size()));
+  const double my_stats[3] = {static_cast<double>(my_bytes), my_seconds - my_assign_seconds,
+                              my_assign_seconds};
+  std::vector<double> stats(3 * static_cast<std::size_t>(comm.size()));
   comm.allgather(my_stats, stats.data(), sizeof(my_stats));
 
-  // 3. Rank 0 puts the documents in order, splits them and writes the domain.
+  // 3. Rank 0 puts the documents in order, splits them and writes the domain (or one domain per
+  //    cluster, once every cluster has been split without error).
   const auto gathered = comm.gather_to_root(mine.data);
   mine.data = {};
-  PreparedDomain result;
-  result.domain = domain.name;
-  result.file = corpus_path(options.out, domain.name);
-  agreed_on_root(comm, [&] {
+  std::vector<PreparedDomain> results;
+  input::agreed_on_root(comm, [&] {
     std::vector<Document> docs;
     for (const auto& buffer : gathered) {
       ByteReader r(buffer);
@@ -322,6 +307,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
         d.file = static_cast<std::uint32_t>(r.u64());
         d.index = static_cast<std::uint32_t>(r.u64());
         d.bytes = r.u64();
+        d.cluster = static_cast<std::uint32_t>(r.u64());
         d.tokens.resize(r.u64());
         r.raw(d.tokens.data(), d.tokens.size() * sizeof(std::uint16_t));
         docs.push_back(std::move(d));
@@ -330,103 +316,104 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
     std::sort(docs.begin(), docs.end(), [](const Document& a, const Document& b) {
       return a.file != b.file ? a.file < b.file : a.index < b.index;
     });
-    const std::size_t n = docs.size();
-    if (n == 0)
-      throw InputError(dir.string() + ": domain '" + domain.name + "' has no documents (its " +
-                       std::to_string(cut.files) +
-                       " files are empty): add text or leave it out of --domains");
-    const auto share = [n](double fraction) -> std::size_t {
-      return fraction > 0
-                 ? std::max<std::size_t>(
-                       1, static_cast<std::size_t>(std::llround(fraction * static_cast<double>(n))))
-                 : 0;
-    };
-    const std::size_t n_valid = share(options.valid_fraction),
-                      n_test = share(options.test_fraction);
-    if (n_valid + n_test >= n)
+    if (docs.empty())
       throw InputError(
-          dir.string() + ": domain '" + domain.name + "' has only " + std::to_string(n) +
-          " document" + (n == 1 ? "" : "s") + ", too few for a train split beside " +
-          std::to_string(n_valid) + " valid and " + std::to_string(n_test) +
-          " test documents: add documents or lower --valid-fraction / --test-fraction");
-    // A seeded permutation picks the valid and test documents; each split keeps the order.
-    std::vector<std::size_t> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    Rng rng(mix64(options.seed ^ fnv1a(domain.name)));
-    for (std::size_t i = n - 1; i > 0; --i)
-      std::swap(order[i], order[static_cast<std::size_t>(rng.next_u64() % (i + 1))]);
-    std::vector<std::uint8_t> split_of(n, static_cast<std::uint8_t>(Split::Train));
-    for (std::size_t k = 0; k < n_valid + n_test; ++k)
-      split_of[order[k]] = static_cast<std::uint8_t>(k < n_valid ? Split::Valid : Split::Test);
-
-    std::vector<std::uint16_t> splits[3];
-    CorpusInfo info;
-    info.domain = domain.name;
-    info.tokenizer = tokenizer.name();
-    info.vocab_size = tokenizer.vocab_size();
-    info.eot_token = tokenizer.eot_token();
-    std::int64_t files_used = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const int s = split_of[i];
-      splits[s].insert(splits[s].end(), docs[i].tokens.begin(), docs[i].tokens.end());
-      ++info.docs[s];
-      info.bytes[s] += static_cast<std::int64_t>(docs[i].bytes);
-      if (i == 0 || docs[i].file != docs[i - 1].file) ++files_used;
+          dir.string() + ": " + (clusters ? "the corpus" : "domain '" + domain.name + "'") +
+          " has no documents (its " + std::to_string(cut.files) + " files are empty): add text" +
+          (clusters ? std::string() : " or leave it out of --domains"));
+    const std::size_t groups = clusters ? clusters->K : 1;
+    std::vector<std::vector<const Document*>> members(groups);
+    for (const Document& d : docs) members[d.cluster].push_back(&d);
+    std::vector<SplitDomain> split;
+    for (std::size_t c = 0; c < groups; ++c) {
+      const std::string name = clusters ? cluster_name(c, groups) : domain.name;
+      split.push_back(split_domain(
+          options, name, members[c], tokenizer, dir.string(),
+          clusters ? "fit fewer clusters (btm cluster --clusters) or give the corpus more text"
+                   : "add documents or lower --valid-fraction / --test-fraction"));
+      std::ostringstream source;
+      if (!domain.source.empty()) source << domain.source << "\n";
+      source << "btm prepare: " << dir.string() << ", " << split.back().files << " files, "
+             << members[c].size() << " documents";
+      if (clusters) {
+        // The documents' first folders, when the input has any (the labels of a labelled
+        // tree read as unlabelled): tools/cluster_agreement.py reads them.
+        std::map<std::string, std::int64_t> folders;
+        for (const Document* d : members[c]) ++folders[top_folder(domain.files[d->file].relative)];
+        source << " of " << docs.size() << " nearest to centre " << c << " of "
+               << options.clusters.string() << "; folders:";
+        for (const auto& [folder, count] : folders)
+          source << " " << (folder.empty() ? "." : folder) << "=" << count;
+        source << ";";
+      }
+      if (options.max_mb > 0) source << " (capped at " << fixed(options.max_mb, 1) << " MB)";
+      source << ", seed " << options.seed;
+      split.back().info.source = source.str();
     }
-    std::ostringstream source;
-    if (!domain.source.empty()) source << domain.source << "\n";
-    source << "btm prepare: " << dir.string() << ", " << files_used << " files, " << n
-           << " documents";
-    if (options.max_mb > 0) source << " (capped at " << fixed(options.max_mb, 1) << " MB)";
-    source << ", seed " << options.seed;
-    info.source = source.str();
-    write_corpus(result.file, info, splits);
-    result.files = files_used;
-    for (int s = 0; s < 3; ++s) {
-      result.docs[s] = info.docs[s];
-      result.bytes[s] = info.bytes[s];
-      result.tokens[s] = static_cast<std::int64_t>(splits[s].size());
+    for (SplitDomain& s : split) {
+      PreparedDomain result;
+      result.domain = s.info.domain;
+      result.file = corpus_path(options.out, s.info.domain);
+      write_corpus(result.file, s.info, s.splits);
+      result.files = s.files;
+      for (int k = 0; k < 3; ++k) {
+        result.docs[k] = s.info.docs[k];
+        result.bytes[k] = s.info.bytes[k];
+        result.tokens[k] = static_cast<std::int64_t>(s.splits[k].size());
+      }
+      results.push_back(std::move(result));
     }
   });
   // Every rank returns the same summary.
-  comm.broadcast(&result.files, sizeof(result.files), 0);
-  comm.broadcast(result.docs, sizeof(result.docs), 0);
-  comm.broadcast(result.bytes, sizeof(result.bytes), 0);
-  comm.broadcast(result.tokens, sizeof(result.tokens), 0);
-  result.seconds = seconds_since(start);
-  comm.broadcast(&result.seconds, sizeof(result.seconds), 0);
-  double min_rate = std::numeric_limits<double>::max(), sum_rate = 0;
+  std::uint64_t count = results.size();
+  comm.broadcast(&count, sizeof(count), 0);
+  results.resize(count);
+  for (PreparedDomain& r : results) broadcast_summary(r, comm);
+  double seconds = seconds_since(start);
+  comm.broadcast(&seconds, sizeof(seconds), 0);
+  double min_rate = std::numeric_limits<double>::max(), sum_rate = 0, sum_assign = 0;
   int working = 0;
   for (int r = 0; r < comm.size(); ++r) {
-    const double bytes = stats[2 * static_cast<std::size_t>(r)];
-    const double secs = stats[2 * static_cast<std::size_t>(r) + 1];
+    const double bytes = stats[3 * static_cast<std::size_t>(r)];
+    const double secs = stats[3 * static_cast<std::size_t>(r) + 1];
+    const double assign = stats[3 * static_cast<std::size_t>(r) + 2];
     if (bytes <= 0 || secs <= 0) continue;
     const double rate = bytes / kMB / secs;
     min_rate = std::min(min_rate, rate);
     sum_rate += rate;
+    sum_assign += assign > 0 ? bytes / kMB / assign : 0;
     ++working;
   }
-  result.rank_mb_per_s_min = working ? min_rate : 0;
-  result.rank_mb_per_s_mean = working ? sum_rate / working : 0;
+  for (PreparedDomain& r : results) {
+    r.seconds = seconds;
+    r.rank_mb_per_s_min = working ? min_rate : 0;
+    r.rank_mb_per_s_mean = working ? sum_rate / working : 0;
+    r.assign_mb_per_s_mean = working && clusters ? sum_assign / working : 0;
+  }
 
   if (root && log) {
-    const std::int64_t bytes = result.bytes[0] + result.bytes[1] + result.bytes[2];
-    const std::int64_t tokens = result.tokens[0] + result.tokens[1] + result.tokens[2];
-    *log << "prepare: " << domain.name << ": " << result.docs[0] << "/" << result.docs[1] << "/"
-         << result.docs[2] << " documents (train/valid/test), "
-         << fixed(static_cast<double>(bytes) / kMB, 2) << " MB, " << tokens << " tokens ("
-         << result.tokens[0] << "/" << result.tokens[1] << "/" << result.tokens[2] << "), "
-         << fixed(
-                static_cast<double>(bytes) / static_cast<double>(std::max<std::int64_t>(tokens, 1)),
-                2)
-         << " bytes/token; " << fixed(result.seconds, 1) << " s, tokenizing at "
-         << fixed(result.rank_mb_per_s_mean, 2) << " MB/s per rank (slowest "
-         << fixed(result.rank_mb_per_s_min, 2) << "), "
-         << fixed(static_cast<double>(bytes) / kMB / std::max(result.seconds, 1e-9), 2)
-         << " MB/s in all -> " << result.file.string() << "\n"
-         << std::flush;
+    for (const PreparedDomain& r : results) {
+      const std::int64_t bytes = r.bytes[0] + r.bytes[1] + r.bytes[2];
+      const std::int64_t tokens = r.tokens[0] + r.tokens[1] + r.tokens[2];
+      *log << "prepare: " << r.domain << ": " << r.docs[0] << "/" << r.docs[1] << "/" << r.docs[2]
+           << " documents (train/valid/test), " << fixed(static_cast<double>(bytes) / kMB, 2)
+           << " MB, " << tokens << " tokens (" << r.tokens[0] << "/" << r.tokens[1] << "/"
+           << r.tokens[2] << "), "
+           << fixed(static_cast<double>(bytes) /
+                        static_cast<double>(std::max<std::int64_t>(tokens, 1)),
+                    2)
+           << " bytes/token -> " << r.file.string() << "\n";
+    }
+    const PreparedDomain& r = results.front();
+    *log << "prepare: " << domain.name << ": " << fixed(seconds, 1) << " s, tokenizing at "
+         << fixed(r.rank_mb_per_s_mean, 2) << " MB/s per rank (slowest "
+         << fixed(r.rank_mb_per_s_min, 2) << ")";
+    if (clusters)
+      *log << ", assigning to the nearest of " << clusters->K << " centres at "
+           << fixed(r.assign_mb_per_s_mean, 2) << " MB/s per rank";
+    *log << "\n" << std::flush;
   }
-  return result;
+  return results;
 }
 
 void check_options(const PrepareOptions& o) {
@@ -452,9 +439,17 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
   // Rank 0 lists the domains and files (so every rank works from one listing); mistakes in
   // the input tree are caught here, before anything is tokenized or written.
   std::vector<char> plan_bytes;
-  agreed_on_root(comm, [&] { plan_bytes = serialize(make_plan(options)); });
+  input::agreed_on_root(comm, [&] { plan_bytes = input::serialize(make_plan(options)); });
   comm.broadcast_vector(plan_bytes, 0);
-  const std::vector<DomainPlan> plan = deserialize(plan_bytes);
+  const std::vector<DomainPlan> plan = input::deserialize(plan_bytes);
+  // prepare --clusters: the fitted clustering, of this tokenizer's ids.
+  std::optional<ClusterModel> clusters;
+  if (!options.clusters.empty())
+    collective_check(comm, [&] {
+      clusters = read_clusters(options.clusters);
+      check_cluster_tokenizer(*clusters, options.clusters, tokenizer->name(),
+                              tokenizer->vocab_size(), vocabulary_hash(*tokenizer));
+    });
   if (comm.rank() == 0 && log)
     *log << "prepare: " << plan.size() << " domain" << (plan.size() == 1 ? "" : "s") << " from "
          << options.input.string() << " -> " << options.out.string() << ", tokenizer "
@@ -464,7 +459,9 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
 
   std::vector<PreparedDomain> results;
   for (const DomainPlan& domain : plan)
-    results.push_back(prepare_domain(options, domain, *tokenizer, comm, log));
+    for (PreparedDomain& r :
+         prepare_domain(options, domain, *tokenizer, clusters ? &*clusters : nullptr, comm, log))
+      results.push_back(std::move(r));
   return results;
 }
 

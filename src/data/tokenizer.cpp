@@ -403,4 +403,16 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const fs::pat
   throw InputError("unknown tokenizer '" + name + "' (use byte or gpt2)");
 }
 
+std::uint64_t vocabulary_hash(const Tokenizer& tokenizer) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (int id = 0; id < tokenizer.vocab_size(); ++id) {
+    const std::uint16_t one[1] = {static_cast<std::uint16_t>(id)};
+    // Each id's text, then a separator no text byte sequence can fake (its length).
+    const std::string text = tokenizer.decode(one);
+    for (char c : text) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    h = (h ^ text.size()) * 1099511628211ull;
+  }
+  return h;
+}
+
 }  // namespace btm

@@ -53,10 +53,21 @@ std::vector<double> cached_priors(const Config& config, const EvalPlan& plan,
   return priors;
 }
 
+std::vector<std::vector<double>> cluster_routes(const Config& config, const EvalPlan& plan) {
+  const double temperature = config.eval.cluster_temperature > 0 ? config.eval.cluster_temperature
+                                                                 : plan.clusters->temperature;
+  const PrefixRouter router(*plan.clusters, plan.elm_clusters, temperature);
+  std::vector<std::vector<double>> routes;
+  for (const BlockSet& set : plan.test)
+    routes.push_back(route_blocks(router, set.tokens->data(), set.blocks, config.model.context));
+  return routes;
+}
+
 EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& scores,
                     const std::vector<double>& priors, const AveragePlan& averages,
                     const std::vector<float>& average_scores, const MergePlan& merges,
-                    const std::vector<float>& merge_scores) {
+                    const std::vector<float>& merge_scores,
+                    const std::vector<std::vector<double>>& routes) {
   const std::size_t D = plan.D(), K = plan.K(), S = 2 * D;
   const std::size_t T = static_cast<std::size_t>(config.model.context);
   const ens::PosteriorForm form = config.eval.posterior;
@@ -73,6 +84,10 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
   for (std::size_t j = 0; j < K; ++j) r.methods.push_back("elm:" + plan.elms[j]);
   for (int k : topk)
     if (static_cast<std::size_t>(k) <= K) r.methods.push_back("ensemble:top-" + std::to_string(k));
+  if (!routes.empty())
+    for (int k : topk)
+      if (static_cast<std::size_t>(k) <= K)
+        r.methods.push_back("ensemble:cluster-top-" + std::to_string(k));
   r.methods.push_back("ensemble:uniform-mixture");
   r.methods.push_back("ensemble:uniform-prior");
   for (ens::AverageScheme s : ens::kAverageSchemes)
@@ -98,6 +113,10 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
       if (static_cast<std::size_t>(k) <= K)
         ppl[m++][d] =
             ens::ensemble_perplexity(view, ens::top_k(pi, static_cast<std::size_t>(k)), form);
+    if (!routes.empty())
+      for (int k : topk)
+        if (static_cast<std::size_t>(k) <= K)
+          ppl[m++][d] = ens::routed_perplexity(view, routes[d], static_cast<std::size_t>(k));
     ppl[m++][d] = ens::uniform_mixture_perplexity(view);
     ppl[m++][d] = ens::uniform_prior_perplexity(view, form);
     for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) {

@@ -92,9 +92,14 @@ void run_eval_phase(RunContext& ctx) {
     ctx.world.barrier();
     return;
   }
+  // c-BTM: the routing weights of every test position, from the prefix's tokens alone.
+  const auto route_start = Clock::now();
+  const std::vector<std::vector<double>> routes =
+      plan.clusters ? cluster_routes(ctx.config, plan) : std::vector<std::vector<double>>{};
+  const double route_s = seconds_since(route_start);
   const auto combine_start = Clock::now();
-  EvalResults results =
-      combine(ctx.config, plan, scores, priors, averages, average_scores, merges, merge_scores);
+  EvalResults results = combine(ctx.config, plan, scores, priors, averages, average_scores, merges,
+                                merge_scores, routes);
   if (results.merges) results.merges->seconds = merge_s;
   const double combine_s = seconds_since(combine_start);
   results.config = ctx.config_ini;
@@ -102,10 +107,21 @@ void run_eval_phase(RunContext& ctx) {
   results.score_seconds = score_s;
   results.average_seconds = average_s;
   results.combine_seconds = combine_s;
+  results.route_seconds = route_s;
   results.compute = compute_table(ctx.run_dir, forest, plan.elms, plan.with_dense);
   write_eval_file(eval_file(ctx.run_dir), results);
 
   print_means(results);
+  if (plan.clusters) {
+    std::int64_t tokens = 0;
+    for (std::int64_t t : results.tokens) tokens += t;
+    std::printf(
+        "[eval] cluster routing: %lld tokens in %.3f s (%.0f tokens/s), %.1f%% of the "
+        "evaluation's %.1f s\n",
+        static_cast<long long>(tokens), route_s,
+        static_cast<double>(tokens) / std::max(route_s, 1e-9),
+        100.0 * route_s / std::max(seconds_since(start), 1e-9), seconds_since(start));
+  }
   std::printf(
       "[eval] wrote %s in %.1f s (log-probs %.1f s, averages %.1f s, merges %.1f s, combination "
       "%.2f s)\n",

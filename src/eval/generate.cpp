@@ -186,6 +186,11 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
                        std::to_string(spec.prior.size()) + " prior weights");
     ensemble::check_distribution(spec.prior, "the ensemble prior");
     if (!ctx.leader()) return;
+    if (spec.clusters && (spec.expert_clusters.size() != K || spec.route_topk > K))
+      throw InputError("cluster routing over " + std::to_string(K) + " experts with " +
+                       std::to_string(spec.expert_clusters.size()) + " clusters, top " +
+                       std::to_string(spec.route_topk));
+    if (spec.clusters) PrefixRouter(*spec.clusters, spec.expert_clusters, spec.temperature);
     for (const fs::path& file : spec.experts) {
       const CheckpointInfo c = peek_checkpoint(file);
       if (!(c.model == model))
@@ -228,7 +233,13 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
   std::vector<std::vector<std::vector<float>>> history(ctx.leader() ? Bs : 0,
                                                        std::vector<std::vector<float>>(K));
   const bool draws = ctx.leader();
-  // The mixture of every expert's next-token distribution for sample bs under its posterior.
+  // c-BTM routing: one prefix router per sample, fed every token of its text.
+  std::vector<PrefixRouter> routers;
+  if (draws && spec.clusters)
+    for (std::size_t b = 0; b < Bs; ++b)
+      routers.emplace_back(*spec.clusters, spec.expert_clusters, spec.temperature);
+  // The mixture of every expert's next-token distribution for sample bs under its posterior
+  // (or its routing weights).
   auto mix_sample = [&](std::size_t bs, std::vector<double>& logp) {
     const std::size_t len = history[bs][0].size();
     std::vector<std::span<const float>> h, rows;
@@ -236,8 +247,17 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
       h.emplace_back(history[bs][i]);
       rows.emplace_back(dist[i].data() + bs * Vs, Vs);
     }
-    const ensemble::LogProbView view(h, std::max<std::size_t>(1, len));
-    const std::vector<double> log_post = ensemble::next_log_posterior(view, spec.prior, spec.form);
+    std::vector<double> log_post(K);
+    if (!routers.empty()) {
+      std::vector<double> w(K);
+      routers[bs].weights(w);
+      if (spec.route_topk > 0) w = ensemble::top_k(w, spec.route_topk);
+      for (std::size_t i = 0; i < K; ++i)
+        log_post[i] = w[i] > 0 ? std::log(w[i]) : -std::numeric_limits<double>::infinity();
+    } else {
+      const ensemble::LogProbView view(h, std::max<std::size_t>(1, len));
+      log_post = ensemble::next_log_posterior(view, spec.prior, spec.form);
+    }
     const std::vector<double> mixed = ensemble::mixture_next_token(log_post, rows);
     std::copy(mixed.begin(), mixed.end(), logp.begin() + static_cast<std::ptrdiff_t>(bs * Vs));
   };
@@ -245,6 +265,11 @@ Generated generate_from_ensemble(RunContext& ctx, EvalGroups& groups, const Ense
   auto next = [&](const std::vector<std::int32_t>& feed, int n, std::vector<double>& logp) {
     const bool prompt_call = !started;
     started = true;
+    // The routers take the prompt (feed: B copies of it), then each sample's new token.
+    for (std::size_t b = 0; b < routers.size(); ++b)
+      for (int p = 0; p < (prompt_call ? n : 1); ++p)
+        routers[b].add(static_cast<std::uint16_t>(
+            feed[prompt_call ? b * static_cast<std::size_t>(n) + static_cast<std::size_t>(p) : b]));
     const std::size_t prompt_part = prompt_call ? static_cast<std::size_t>(P - 1) : 0;
     const std::size_t per_slot = prompt_part + Bs * Vs;
     send.assign(slots * per_slot, 0.0f);

@@ -1,6 +1,7 @@
 #include "btm/eval/plan.hpp"
 
 #include <algorithm>
+#include <iostream>
 
 #include "btm/io/checkpoint.hpp"
 #include "btm/method/ensemble.hpp"
@@ -86,6 +87,27 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
                          "forest remove it)");
     }
   });
+  const fs::path clusters = !config.data.clusters.empty() ? config.data.clusters : forest.clusters;
+  if (!clusters.empty())
+    collective_check(ctx.world, [&] {
+      if (!ctx.leader()) return;
+      ClusterModel model = read_clusters(clusters);
+      const CorpusInfo& info = plan.domains.corpora.front().info;
+      check_cluster_tokenizer(model, clusters, info.tokenizer, info.vocab_size, 0);
+      for (const std::string& e : plan.elms) {
+        const ModelRecord& r = *forest.find(e);
+        const std::optional<std::size_t> c =
+            r.domains.size() == 1 ? cluster_of(r.domains[0]) : std::nullopt;
+        if (!c || *c >= model.K) {
+          std::cout << "[eval] note: ELM '" << e << "' does not train on one cluster of "
+                    << clusters.string() << ": no rows ensemble:cluster-top-k" << std::endl;
+          plan.elm_clusters.clear();
+          return;
+        }
+        plan.elm_clusters.push_back(*c);
+      }
+      plan.clusters = std::move(model);
+    });
   for (const std::string& e : plan.elms) {
     plan.models.push_back(checkpoint_file(ctx.run_dir, e));
     std::vector<BlockSet> s = plan.test;

@@ -168,6 +168,7 @@ void write_eval_file(const fs::path& path, const EvalResults& r) {
   h5::set_attr(root, "score_seconds", r.score_seconds);
   h5::set_attr(root, "average_seconds", r.average_seconds);
   h5::set_attr(root, "combine_seconds", r.combine_seconds);
+  h5::set_attr(root, "route_seconds", r.route_seconds);
   h5::write_matrix(root, "perplexity", r.perplexity.data(), M, D);
   h5::set_attr(open_dataset(root, "perplexity"), "methods", r.methods);
   h5::write_array(root, "mean_in_domain", r.mean_in_domain.data(), M);
@@ -205,6 +206,8 @@ EvalResults read_eval_file(const fs::path& path) {
     r.score_seconds = h5::get_double(file, "score_seconds");
     r.average_seconds = h5::get_double(file, "average_seconds");
     r.combine_seconds = h5::get_double(file, "combine_seconds");
+    if (h5::has_attr(file, "route_seconds"))
+      r.route_seconds = h5::get_double(file, "route_seconds");
     const std::size_t K = r.elms.size(), D = r.domains.size();
     if (r.in_domain.size() != D)
       throw InputError("in_domain has " + std::to_string(r.in_domain.size()) + " entries for " +

@@ -87,6 +87,7 @@ Forest load_forest(const fs::path& run_dir) {
       throw InputError("forest format version " + std::to_string(version) +
                        ", this btm reads 1 and " + std::to_string(kForestFormatVersion));
     forest.config_ini = h5::get_string(f, "config");
+    if (h5::has_attr(f, "clusters")) forest.clusters = h5::get_string(f, "clusters");
     const std::vector<std::string> order = h5::get_strings(f, "order");
     h5::Handle models = h5::open_group(f, "models");
     for (const std::string& name : order) {
@@ -135,6 +136,8 @@ void save_forest(const fs::path& run_dir, const Forest& forest) {
   h5::set_attr(root, "format", std::string("btm-forest"));
   h5::set_attr(root, "format_version", static_cast<std::int64_t>(kForestFormatVersion));
   h5::set_attr(root, "config", forest.config_ini);
+  h5::set_attr(root, "domains_are", std::string(forest.clusters.empty() ? "labels" : "clusters"));
+  if (!forest.clusters.empty()) h5::set_attr(root, "clusters", forest.clusters);
   std::vector<std::string> order;
   h5::Handle models = h5::create_group(root, "models");
   for (const ModelRecord& m : forest.models) {

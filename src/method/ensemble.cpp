@@ -310,6 +310,33 @@ std::vector<double> top_k(std::span<const double> prior, std::size_t k) {
   return out;
 }
 
+std::vector<double> routed_log_likelihood(const LogProbView& logp, std::span<const double> weights,
+                                          std::size_t k) {
+  const std::size_t K = logp.elms(), N = logp.tokens();
+  if (weights.size() != N * K)
+    throw InputError("routing weights for " +
+                     std::to_string(weights.size() / std::max<std::size_t>(K, 1)) +
+                     " positions of " + std::to_string(K) + " ELMs, but " + std::to_string(N) +
+                     " positions were scored");
+  std::vector<double> out(N), joint(K);
+  std::vector<std::size_t> active;
+  for (std::size_t n = 0; n < N; ++n) {
+    const std::vector<double> w = top_k(weights.subspan(n * K, K), k);
+    active.clear();
+    for (std::size_t j = 0; j < K; ++j)
+      if (w[j] > 0) {
+        active.push_back(j);
+        joint[j] = std::log(w[j]) + checked_logp(logp, j, n);
+      }
+    out[n] = logsumexp(joint, active);
+  }
+  return out;
+}
+
+double routed_perplexity(const LogProbView& logp, std::span<const double> weights, std::size_t k) {
+  return perplexity(routed_log_likelihood(logp, weights, k));
+}
+
 double perplexity(std::span<const double> log_likelihood) {
   if (log_likelihood.empty()) throw InputError("perplexity of 0 tokens: nothing was scored");
   double sum = 0;

@@ -52,7 +52,10 @@ void on_leader(RunContext& ctx, const std::function<void()>& write) {
 
 Forest load_or_new_forest(const RunContext& ctx) {
   Forest forest = load_forest(ctx.run_dir);
-  if (forest.config_ini.empty()) forest.config_ini = ctx.config_ini;
+  if (forest.config_ini.empty()) {
+    forest.config_ini = ctx.config_ini;
+    forest.clusters = ctx.config.data.clusters;
+  }
   return forest;
 }
 

@@ -15,6 +15,8 @@ using Args = std::vector<std::string>;
 
 int cmd_prepare(const Args& args, MpiComm& world,
                 const Backends& backends);  // text -> per-domain HDF5 corpora
+int cmd_cluster(const Args& args, MpiComm& world,
+                const Backends& backends);  // c-BTM: fit clusters.h5 on an unlabelled corpus
 int cmd_layout(const Args& args, MpiComm& world, const Backends& backends);  // the rank plan
 int cmd_config(const Args& args, MpiComm& world, const Backends& backends);  // the settings
 int cmd_run(const Args& args, MpiComm& world, const Backends& backends);     // the whole pipeline

@@ -122,6 +122,9 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
   X(data, domains, Names, {}, limits::any, "train domains, comma separated: one ELM each") \
   X(data, eval_domains, Names, {}, limits::any,                                            \
     "held-out domains (no ELM trains on them), comma separated")                           \
+  X(data, clusters, std::string, "", limits::any,                                          \
+    "clusters.h5 of btm cluster when the domains are its clusters (cluster_00 ...): eval " \
+    "routes by it (rows ensemble:cluster-top-k)")                                          \
   X(data, batch, int, 4, limits::at_least(1), "sequences per rank per micro-step")         \
   X(data, accum, int, 1, limits::at_least(1),                                              \
     "micro-steps per optimizer step of an ELM rank (budget.hpp: the seed and dense take K x)")
@@ -181,6 +184,8 @@ using Ints = std::vector<int>;           // a comma-separated list of integers
   X(eval, merge_drop, double, 0.9, limits::right_open(0, 1),                                     \
     "dare, dare-ties: probability of dropping a task-vector entry (kept ones x 1/(1-p))")        \
   X(eval, merge_seed, std::uint64_t, 1, limits::any, "dare, dare-ties: seed of the drop masks")  \
+  X(eval, cluster_temperature, double, 0.0, limits::at_least(0),                                 \
+    "T of the cluster routing softmax(-||h - c||^2 / T) (0: the one data.clusters holds)")       \
   X(eval, topk, Ints, {}, limits::any, "ensemble sizes to report, comma separated (default 1..K)")
 
 #define BTM_CONFIG_FIELDS(X) \

@@ -3,6 +3,9 @@
 // object with a "text" string per line, one document each; readers.hpp reads them). The files of a
 // domain are spread over the ranks of a communicator; the result does not depend on how many ranks
 // there are.
+// With clusters (a clusters.h5 of `btm cluster`, method/cluster.hpp) the input is one unlabelled
+// corpus: every document file in it or below it (folders are not domains), and each document goes
+// to the domain of its nearest centre, OUT/cluster_00.h5 ... (one per cluster).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +30,7 @@ struct PrepareOptions {
   // Per-domain cap in MB (10^6 bytes of text): documents are taken in order (files sorted by
   // path, then lines) until the cap is reached; the last one may cross it. 0: no cap.
   double max_mb = 0;
+  std::filesystem::path clusters;  // empty: labelled domains (the subdirectories of input)
 };
 
 // What one domain came to (the same on every rank).
@@ -37,9 +41,10 @@ struct PreparedDomain {
   std::int64_t docs[3] = {0, 0, 0};
   std::int64_t bytes[3] = {0, 0, 0};
   std::int64_t tokens[3] = {0, 0, 0};
-  double seconds = 0;             // wall time of the domain
-  double rank_mb_per_s_min = 0;   // tokenisation throughput of the slowest rank
-  double rank_mb_per_s_mean = 0;  // ... averaged over the ranks that had work
+  double seconds = 0;               // wall time of the domain
+  double rank_mb_per_s_min = 0;     // tokenisation throughput of the slowest rank
+  double rank_mb_per_s_mean = 0;    // ... averaged over the ranks that had work
+  double assign_mb_per_s_mean = 0;  // with clusters: embedding + nearest centre, per rank
 };
 
 // Collective over `comm`: every rank must call it with the same options. Rank 0 writes each

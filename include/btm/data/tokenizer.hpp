@@ -28,6 +28,10 @@ class Tokenizer {
 // default search path; InputError naming what is missing and how to get it).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name,
                                           const std::filesystem::path& bpe_dir = {});
+// A fingerprint of the id -> text table (FNV-1a over the decoded ids in order): two tokenizers
+// with the same name and size but other ids differ here (clusters.h5 records it).
+std::uint64_t vocabulary_hash(const Tokenizer& tokenizer);
+
 // The directory holding GPT-2's encoder.json and vocab.bpe: bpe_dir, or the default search path
 // when empty ($BTM_GPT2_DIR, then data/gpt2 of the source tree); InputError as above.
 std::filesystem::path gpt2_bpe_dir(const std::filesystem::path& bpe_dir = {});

@@ -25,15 +25,23 @@ ensemble::CachedPriorOptions cached_prior_options(const Config& config);
 // log-probabilities in `scores` (score_models on plan.sets).
 std::vector<double> cached_priors(const Config& config, const EvalPlan& plan, const Scores& scores);
 
+// The routing weights of every test position of every domain over the ELMs (plan.clusters,
+// which must be set), [D][N x K]: the prefix embedding of each block updated token by token, the
+// temperature eval.cluster_temperature, or the clustering's own when that is 0.
+std::vector<std::vector<double>> cluster_routes(const Config& config, const EvalPlan& plan);
+
 // The evaluation's results from the models' scores, the priors ([D x K]), the averages' scores
 // (score_averages on `averages`) and the merges' (score_merges on `merges`): methods,
 // perplexity, means, priors, average weights, tokens, /merges (with merges), and the root
-// attributes elms, domains, in_domain, posterior. The caller adds config, ranks, the timings and
-// /compute.
+// attributes elms, domains, in_domain, posterior. `routes` (empty: no cluster routing) holds
+// per domain the routing weights of its test positions over the ELMs, [N x K]
+// (method/cluster's route_blocks): rows ensemble:cluster-top-k. The caller adds config, ranks,
+// the timings and /compute.
 EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& scores,
                     const std::vector<double>& priors, const AveragePlan& averages,
                     const std::vector<float>& average_scores, const MergePlan& merges,
-                    const std::vector<float>& merge_scores);
+                    const std::vector<float>& merge_scores,
+                    const std::vector<std::vector<double>>& routes);
 
 // The compute of every model the evaluation compared (forest.h5 and the metrics files), eval.h5's
 // /compute: the seed (where the forest has one), the ELMs `elms`, the dense model with

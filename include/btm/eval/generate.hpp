@@ -4,7 +4,8 @@
 //   - The ensemble (docs/btm.md "Inference 1"): per token, the mixture of the experts'
 //     next-token distributions weighted by the domain posterior over the text so far (the
 //     prompt and what was generated), from a prior (a domain's cached prior, or uniform;
-//     method/ensemble's posterior and mixture, the evaluation's arithmetic). As in the
+//     method/ensemble's posterior and mixture, the evaluation's arithmetic), or by c-BTM's
+//     routing (method/cluster: the text's distance to the clusters' centres). As in the
 //     evaluation, expert i runs on group i % G (eval/groups), on the group's rank 0; only the
 //     next-token log-probabilities travel (to world rank 0), never weights, and world rank 0
 //     draws every token and sends it to the groups. Other ranks of a group wait.
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "btm/eval/groups.hpp"
+#include "btm/method/cluster.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/method/sampling.hpp"
 #include "btm/model/engine.hpp"
@@ -55,6 +57,14 @@ struct EnsembleSpec {
   std::vector<std::filesystem::path> experts;
   std::vector<double> prior;
   ensemble::PosteriorForm form = ensemble::PosteriorForm::prefix;
+  // c-BTM routing instead of the posterior (btm generate --route clusters): per token, expert i
+  // weighted by softmax(-||h(text so far) - c||^2 / temperature) over the centres
+  // expert_clusters, its top route_topk kept (0: all); the prior is then not used. Needed on
+  // world rank 0 only (it draws).
+  std::shared_ptr<const ClusterModel> clusters;
+  std::vector<std::size_t> expert_clusters;
+  double temperature = 0.1;
+  std::size_t route_topk = 0;
 };
 
 // Collective over the world: the groups' leaders load their experts (expert i: group i % G)

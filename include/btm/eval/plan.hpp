@@ -8,14 +8,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "btm/data/corpus.hpp"
 #include "btm/io/forest.hpp"
-#include "btm/pipeline/blocks.hpp"
+#include "btm/method/cluster.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/method/merge.hpp"
+#include "btm/pipeline/blocks.hpp"
 #include "btm/pipeline/run_context.hpp"
 
 namespace btm {
@@ -43,6 +45,11 @@ struct EvalPlan {
   // test[0..D) then valid[0..D); the dense model's test[0..D) then D empty sets.
   std::vector<std::filesystem::path> models;
   std::vector<std::vector<BlockSet>> sets;
+  // c-BTM routing (data.clusters, else the clusters forest.h5 records): the clustering, on world
+  // rank 0 only, and the cluster of each ELM. Empty when the forest's domains are not clusters,
+  // or when some ELM does not train on exactly one of them (a note says so).
+  std::optional<ClusterModel> clusters;
+  std::vector<std::size_t> elm_clusters;  // [K]
 
   std::size_t K() const { return elms.size(); }
   std::size_t D() const { return domains.names.size(); }
@@ -55,8 +62,9 @@ struct EvalPlan {
 };
 
 // The plan for `forest` (collective: loads the corpora on every rank). InputError where the
-// forest has no trained ELM, a domain's test or validation split has no whole block, or
-// eval.merges is set and the forest has no shared seed of the forest's shape.
+// forest has no trained ELM, a domain's test or validation split has no whole block, eval.merges
+// is set and the forest has no shared seed of the forest's shape, or the clusters file is
+// unreadable or of another tokenizer than the corpora.
 EvalPlan plan_eval(RunContext& ctx, const Forest& forest);
 
 // The parameter averages of the evaluation: for every scheme s (ensemble::kAverageSchemes) and

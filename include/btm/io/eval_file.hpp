@@ -4,9 +4,11 @@
 //   root attributes: format="btm-eval", format_version, config (the run's INI text), elms (names,
 //     order j), domains (evaluation domains), in_domain (1.0 train domain, 0.0 held-out),
 //     posterior (eval.posterior), ranks (world size of the evaluation), score_seconds,
-//     average_seconds, combine_seconds (the phase's steps)
+//     average_seconds, combine_seconds (the phase's steps), route_seconds (the cluster routing of
+//     the rows ensemble:cluster-top-k, 0 without)
 //   /perplexity       float64 [methods, domains], attribute methods: "elm:NAME",
-//                     "ensemble:top-k" (k = 1..K), "ensemble:uniform-mixture",
+//                     "ensemble:top-k" (k = 1..K), "ensemble:cluster-top-k" (c-BTM routing,
+//                     data.clusters), "ensemble:uniform-mixture",
 //                     "ensemble:uniform-prior", "average:uniform", "average:cached-prior",
 //                     "average:argmax", "merge:METHOD:SCHEME" (eval.merges), "dense"; NaN
 //                     where not evaluated
@@ -71,6 +73,7 @@ struct EvalResults {
   std::string config;                                // INI text of the run's configuration
   std::int64_t ranks = 0;                            // world size of the evaluation
   double score_seconds = 0, average_seconds = 0, combine_seconds = 0;
+  double route_seconds = 0;  // the cluster routing's prefix embeddings and weights
 
   std::vector<std::string> elms;     // [K]
   std::vector<std::string> domains;  // [D] train domains, then held-out ones

@@ -6,6 +6,8 @@
 //                          /timing: the wall time of each phase of the last `btm run` and the
 //                          time its ranks spent in training steps (attributes phases, wall_s,
 //                          train_s)
+//                          domains_are: "labels" (folders of the input) or "clusters" (c-BTM:
+//                          the clusters of `btm cluster`, attribute clusters: its clusters.h5)
 //   RUN/elms/NAME.h5       one checkpoint per model (checkpoint.hpp)
 //   RUN/metrics/NAME.h5    per-step training metrics (metrics.hpp)
 //   RUN/eval.h5            evaluation (io/eval_file.hpp)
@@ -66,6 +68,7 @@ struct PhaseTime {
 
 struct Forest {
   std::string config_ini;
+  std::string clusters;  // data.clusters the forest was started with; empty: labelled domains
   std::vector<ModelRecord> models;
   std::vector<PhaseTime> timing;  // of the last `btm run` that finished; empty: none
 

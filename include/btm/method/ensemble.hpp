@@ -126,6 +126,15 @@ std::vector<double> cached_prior(const LogProbView& validation, const CachedPrio
 // renormalises. 1 <= k <= prior.size(), and the kept entries must not all be 0 (InputError).
 std::vector<double> top_k(std::span<const double> prior, std::size_t k);
 
+// Routing by weights given per position (c-BTM: method/cluster's route_blocks), row-major
+// [N x K], each row a distribution over the ELMs. Top-k keeps each position's k largest weights
+// (ties: the lower index), renormalised: log p(x_t | x_<t) = logsumexp_j(log w_j(t) + logp_j(t))
+// over the kept ELMs (the others' log-probabilities are not read). InputError if the weights do
+// not have N x K entries or a row is not a distribution.
+std::vector<double> routed_log_likelihood(const LogProbView& logp, std::span<const double> weights,
+                                          std::size_t k);
+double routed_perplexity(const LogProbView& logp, std::span<const double> weights, std::size_t k);
+
 // Perplexity exp(-mean log-likelihood) of per-token log-likelihoods (InputError when empty).
 double perplexity(std::span<const double> log_likelihood);
 double perplexity(std::span<const float> log_likelihood);
