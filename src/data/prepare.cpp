@@ -364,6 +364,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
     info.domain = domain.name;
     info.tokenizer = tokenizer.name();
     info.vocab_size = tokenizer.vocab_size();
+    info.vocab_hash = tokenizer.vocab_hash();
     info.eot_token = tokenizer.eot_token();
     std::int64_t files_used = 0;
     for (std::size_t i = 0; i < n; ++i) {
