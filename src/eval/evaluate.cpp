@@ -103,6 +103,8 @@ void run_eval_phase(RunContext& ctx) {
   results.average_seconds = average_s;
   results.combine_seconds = combine_s;
   results.compute = compute_table(ctx.run_dir, forest, plan.elms, plan.with_dense);
+  results.checkpoints = plan.checkpoints;
+  results.checkpoint_steps = plan.checkpoint_steps;
   write_eval_file(eval_file(ctx.run_dir), results);
 
   print_means(results);

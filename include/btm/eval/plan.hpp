@@ -43,6 +43,10 @@ struct EvalPlan {
   // test[0..D) then valid[0..D); the dense model's test[0..D) then D empty sets.
   std::vector<std::filesystem::path> models;
   std::vector<std::vector<BlockSet>> sets;
+  // Rank 0 only: every checkpoint the evaluation reads (the ELMs, dense, the merges' seed) and
+  // its step then (eval.h5 /checkpoint_steps).
+  std::vector<std::string> checkpoints;
+  std::vector<std::int64_t> checkpoint_steps;
 
   std::size_t K() const { return elms.size(); }
   std::size_t D() const { return domains.names.size(); }
