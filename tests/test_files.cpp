@@ -278,12 +278,12 @@ TEST(Files, CommandsKnowTheirForestAndTheDocumentedLayoutsAreTheFiles) {
   test::write_synthetic_corpus(corpus, "religious", 1, 3000);
   test::write_synthetic_corpus(corpus, "dictionary", 2, 3000);
   const std::string run = (dir / "runs" / "tiny").string();
-  auto r = test::run_btm(
-      "run --data.corpus " + corpus.string() + " --data.domains religious,dictionary --run.dir " +
-      run +
-      " --model.n_layer 1 --model.d_model 16 --model.n_head 2 --model.context 8 --run.steps 4 "
-      "--run.threads 1 --run.device cpu --eval.blocks 2 --eval.prior_blocks 2 "
-      "--eval.prior_batch 1");
+  const std::string tiny =
+      " --data.corpus " + corpus.string() +
+      " --data.domains religious,dictionary --model.n_layer 1 --model.d_model 16 "
+      "--model.n_head 2 --model.context 8 --run.steps 4 --run.threads 1 --run.device cpu "
+      "--eval.blocks 2 --eval.prior_blocks 2 --eval.prior_batch 1";
+  auto r = test::run_btm("run --run.dir " + run + tiny);
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   // Item 4: the stored config, no --config; a model flag that contradicts it is refused.
@@ -322,6 +322,15 @@ TEST(Files, CommandsKnowTheirForestAndTheDocumentedLayoutsAreTheFiles) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(load_checkpoint(checkpoint_file(run, "shared"), nullptr, false).params,
             load_checkpoint(shared, nullptr, false).params);
+
+  // A weights-only seed starts a new forest (zero moments, as an imported model).
+  const fs::path from_shared = dir / "from-shared";
+  r = test::run_btm("run --run.dir " + from_shared.string() + tiny + " --run.seed_checkpoint " +
+                    shared.string() + " --run.elm_schedule fresh --run.dense false --no-eval");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(load_checkpoint(from_shared / "elms" / "seed.h5", nullptr, false).params,
+            load_checkpoint(shared, nullptr, false).params);
+  EXPECT_EQ(load_forest(from_shared).trained_elm_names().size(), 2u);
 
   r = test::run_command("cd " + dir.path().string() + " && /usr/bin/python3 " + test::source_dir() +
                         "/tests/files_doc.py " + test::source_dir() + "/docs/files.md");
