@@ -293,7 +293,8 @@ TEST(Files, CommandsKnowTheirForestAndTheDocumentedLayoutsAreTheFiles) {
   EXPECT_EQ(peek_checkpoint(checkpoint_file(run, "avg")).model.d_model, 16);
   r = test::run_btm("average --run.dir " + run + " --name wide --model.d_model 32");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("model.d_model = 32 (given) but 16 (forest.h5)"), std::string::npos)
+  EXPECT_NE(r.output.find("model.d_model = 32 (given) differs from the forest's 16 (forest.h5)"),
+            std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(checkpoint_file(run, "wide")));
   r = test::run_btm("config --run.dir " + run + " --get model.n_layer");

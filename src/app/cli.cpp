@@ -69,8 +69,8 @@ void check_forest_shape(const std::string& command, const Config& config,
   for_each_model_field(config.model, [&](const char* key, int value) {
     if (value != stored[key])
       differ += std::string(differ.empty() ? "" : ", ") + "model." + key + " = " +
-                std::to_string(value) + " (given) but " + std::to_string(stored[key]) +
-                " (forest.h5)";
+                std::to_string(value) + " (given) differs from the forest's " +
+                std::to_string(stored[key]) + " (forest.h5)";
   });
   if (!differ.empty())
     throw InputError("btm " + command + ": " + differ + ": the models of the forest in " +
