@@ -277,10 +277,10 @@ TEST_F(ReportTool, CppReaderChecksFormatAndVersion) {
     edit(file.get());
     return path;
   };
-  const fs::path v3 =
-      edited("v3.h5", [](hid_t f) { h5::set_attr(f, "format_version", std::int64_t{3}); });
-  EXPECT_NE(read_error(v3).find(v3.string() + ": btm eval format version 3"), std::string::npos)
-      << read_error(v3);
+  const fs::path v4 =
+      edited("v4.h5", [](hid_t f) { h5::set_attr(f, "format_version", std::int64_t{4}); });
+  EXPECT_NE(read_error(v4).find(v4.string() + ": btm eval format version 4"), std::string::npos)
+      << read_error(v4);
   const fs::path v1 = edited("v1.h5", [](hid_t f) {
     h5::set_attr(f, "format_version", std::int64_t{1});
     BTM_H5(H5Ldelete(f, "compute", H5P_DEFAULT));

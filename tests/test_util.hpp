@@ -13,6 +13,7 @@
 
 #include "btm/app/backends.hpp"
 #include "btm/data/corpus.hpp"
+#include "btm/data/tokenizer.hpp"
 #include "btm/util/rng.hpp"
 
 namespace btm::test {
@@ -71,6 +72,7 @@ inline void write_synthetic_corpus(const std::filesystem::path& dir, const std::
   info.domain = domain;
   info.tokenizer = "byte";
   info.vocab_size = 257;
+  info.vocab_hash = make_tokenizer("byte")->vocab_hash();
   info.eot_token = 256;
   info.source = "synthetic test corpus";
   for (int s = 0; s < 3; ++s) {

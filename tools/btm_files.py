@@ -13,8 +13,24 @@ import h5py
 import numpy as np
 
 EVAL_FORMAT = "btm-eval"
-EVAL_FORMAT_VERSION = 2  # what write_eval writes
-EVAL_FORMAT_VERSIONS = (1, 2)  # what read_eval reads: 2 adds /compute
+EVAL_FORMAT_VERSION = 3  # what write_eval writes
+# What read_eval reads: 2 adds /compute; 3 the dimension scales, /loss, /checkpoint_steps and
+# the btm_version / btm_commit / written_at attributes.
+EVAL_FORMAT_VERSIONS = (1, 2, 3)
+# The dimension scales of format 3: dataset -> (scale, label) per dimension.
+EVAL_SCALES = {
+    "perplexity": (("methods", "method"), ("domains", "domain")),
+    "loss": (("methods", "method"), ("domains", "domain")),
+    "mean_in_domain": (("methods", "method"),),
+    "mean_out_domain": (("methods", "method"),),
+    "priors": (("domains", "domain"), ("elms", "elm")),
+    "average_weights": (("schemes", "scheme"), ("domains", "domain"), ("elms", "elm")),
+    "tokens": (("domains", "domain"),),
+    "checkpoint_steps": (("checkpoints", "checkpoint"),),
+}
+UNITS = {"loss": "nats/token", "tokens": "tokens", "checkpoint_steps": "optimizer steps"}
+COMPUTE_UNITS = {"steps": "optimizer steps", "global_batch": "sequences", "tokens": "tokens",
+                 "flops": "FLOPs", "train_seconds": "s"}
 AVERAGE_SCHEMES = ("uniform", "cached-prior", "argmax")  # ensemble::kAverageSchemes
 COMPUTE_FIELDS = ("steps", "global_batch", "tokens", "flops", "train_seconds")  # /compute/*
 STR = h5py.string_dtype()  # variable-length UTF-8, as btm's HDF5 layer writes strings
@@ -101,6 +117,10 @@ class EvalResults:
     schemes: list = dataclasses.field(default_factory=lambda: list(AVERAGE_SCHEMES))
     average_weights: np.ndarray = None  # [S, D, K]
     compute: EvalCompute = None  # None in format version 1
+    checkpoints: list = dataclasses.field(default_factory=list)  # [C] checkpoints read (format 3)
+    checkpoint_steps: np.ndarray = None  # [C] their steps (format 3)
+    btm_version: str = ""  # of the btm that wrote it (format 3)
+    btm_commit: str = ""
     merges: EvalMerges = None  # None without eval.merges
     posterior: str = "?"
     config: str = ""  # the run's INI text
@@ -124,7 +144,8 @@ def read_eval(path):
     HDF5, not a btm eval file, of another format version, or incomplete. Required: format,
     format_version, elms, domains, in_domain, /perplexity (attribute methods), /mean_in_domain,
     /mean_out_domain, /priors, /tokens; read where present (and then checked): posterior,
-    config, ranks, the timings, /average_weights, /compute, /merges."""
+    config, ranks, the timings, /average_weights, /compute, /merges, /checkpoint_steps (with
+    /checkpoints), btm_version, btm_commit. /loss is log(/perplexity): not read."""
     if not os.path.exists(path):
         raise BadInput(f"{path}: file not found (run `btm eval` first)")
     if not os.path.isfile(path):
@@ -207,6 +228,15 @@ def _read(path, f):
         ev.compute = _read_compute(path, f["compute"])
     if "merges" in f:
         ev.merges = _read_merges(path, f["merges"])
+    for name in ("btm_version", "btm_commit"):
+        if name in f.attrs:
+            setattr(ev, name, as_str(f.attrs[name]))
+    if version >= 3:
+        ev.checkpoints = [as_str(v) for v in _need(path, f, "checkpoints", 1)]
+        ev.checkpoint_steps = np.asarray(_need(path, f, "checkpoint_steps", 1)).astype(np.int64)
+        if ev.checkpoint_steps.shape != (len(ev.checkpoints),):
+            raise BadInput(f"{path}: /checkpoint_steps has {ev.checkpoint_steps.shape[0]} entries "
+                           f"for {len(ev.checkpoints)} checkpoints")
     return ev
 
 
@@ -252,6 +282,22 @@ def _str_list(obj, name, values):
     obj.attrs.create(name, np.array(list(values), dtype=object), dtype=STR)
 
 
+def _str_dataset(group, name, values):
+    group.create_dataset(name, data=np.array(list(values), dtype=object), dtype=STR)
+
+
+def _scales(f, ev):
+    """The dimension scales of format 3 (EVAL_SCALES), as btm's eval_file.cpp writes them."""
+    for name, values in (("methods", ev.methods), ("domains", ev.domains), ("elms", ev.elms),
+                         ("schemes", ev.schemes), ("checkpoints", ev.checkpoints)):
+        _str_dataset(f, name, values)
+        f[name].make_scale(name)
+    for dataset, dims in EVAL_SCALES.items():
+        for d, (scale, label) in enumerate(dims):
+            f[dataset].dims[d].attach_scale(f[scale])
+            f[dataset].dims[d].label = label
+
+
 def write_eval(path, ev):
     """Writes `ev` (an EvalResults with average_weights and compute) to `path` in format version
     EVAL_FORMAT_VERSION, as btm writes it: built at PATH.tmp.<pid>, then renamed over PATH."""
@@ -290,8 +336,22 @@ def write_eval(path, ev):
             f["average_weights"] = np.asarray(ev.average_weights, dtype=np.float64)
             _str_list(f["average_weights"], "schemes", ev.schemes)
             f["tokens"] = np.asarray(ev.tokens, dtype=np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f["loss"] = np.log(np.asarray(ev.perplexity, dtype=np.float64))
+            steps = ev.checkpoint_steps if ev.checkpoint_steps is not None else []
+            if len(steps) != len(ev.checkpoints):
+                raise ValueError(f"write_eval {path}: {len(steps)} checkpoint_steps for "
+                                 f"{len(ev.checkpoints)} checkpoints")
+            f["checkpoint_steps"] = np.asarray(steps, dtype=np.int64)
+            for name, units in UNITS.items():
+                f[name].attrs["units"] = units
+            f.attrs["btm_version"] = ev.btm_version
+            f.attrs["btm_commit"] = ev.btm_commit
+            _scales(f, ev)
             g = f.create_group("compute")
             _str_list(g, "models", c.models)
+            _str_dataset(g, "models", c.models)
+            g["models"].make_scale("models")
             _str_list(g, "continues", c.continues)
             g.attrs["forest_tokens"] = np.int64(c.forest_tokens)
             g.attrs["dense_tokens"] = np.int64(c.dense_tokens)
@@ -302,6 +362,9 @@ def write_eval(path, ev):
                     raise ValueError(f"write_eval {path}: compute {key} is {values.shape}, "
                                      f"expected ({len(c.models)},)")
                 g[key] = values
+                g[key].dims[0].attach_scale(g["models"])
+                g[key].dims[0].label = "model"
+                g[key].attrs["units"] = COMPUTE_UNITS[key]
             if ev.merges is not None:
                 m = ev.merges
                 g = f.create_group("merges")

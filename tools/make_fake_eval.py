@@ -143,7 +143,10 @@ def main():
         in_domain=in_domain, posterior="prefix", methods=methods, perplexity=ppl,
         mean_in_domain=group_mean(in_domain == 1.0), mean_out_domain=group_mean(in_domain == 0.0),
         priors=priors, schemes=list(AVERAGE_SCHEMES), average_weights=weights,
-        tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute, merges=merges))
+        tokens=np.full(D, 4 * 1024, dtype=np.int64), compute=compute, merges=merges,
+        checkpoints=elms + (["dense"] if a.dense else []),
+        checkpoint_steps=np.full(K + (1 if a.dense else 0), 200, dtype=np.int64),
+        btm_version="fake", btm_commit="unknown"))
 
     mdir = os.path.join(a.run, "metrics")
     write_metrics(os.path.join(mdir, "seed.h5"), "seed", 100, 0, 6.0, 3.2, rng, elms, elms)

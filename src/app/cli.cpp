@@ -3,11 +3,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <sstream>
 
+#include "btm/io/forest.hpp"
 #include "btm/util/error.hpp"
 
 namespace btm {
+
+namespace fs = std::filesystem;
 
 po::options_description config_options(Config& c) {
   po::options_description all(
@@ -28,10 +33,58 @@ po::options_description config_options(Config& c) {
   return all;
 }
 
+namespace {
+
+// The config forest.h5 of run.dir records, stored under what flags and --config files gave
+// (po::store keeps the values it already holds), so a command on an existing run needs no
+// --config. run.dir itself stays where the forest was found. Nothing when there is no forest
+// (or it records no config) there.
+std::optional<Config> store_forest_config(const std::string& command, po::variables_map& vm,
+                                          const po::options_description& config_desc) {
+  const fs::path dir = vm.count("run.dir") ? vm["run.dir"].as<std::string>() : std::string();
+  if (dir.empty() || !fs::exists(forest_file(dir))) return std::nullopt;
+  const Forest forest = load_forest(dir);  // refuses a damaged manifest, naming it
+  if (forest.config_ini.empty()) return std::nullopt;
+  const std::string where = forest_file(dir).string();
+  std::istringstream in(forest.config_ini);
+  try {
+    po::parsed_options parsed = po::parse_config_file(in, config_desc, false);
+    std::erase_if(parsed.options, [](const po::option& o) { return o.string_key == "run.dir"; });
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw InputError("btm " + command + ": " + where + ": its recorded config does not parse (" +
+                     e.what() + ")");
+  }
+  if (forest.models.empty()) return std::nullopt;  // nothing trained to contradict yet
+  return config_from_ini(forest.config_ini, where);
+}
+
+// A forest's models share the shape its config records (their parameters are averaged): a
+// setting that gives another is refused, naming both values.
+void check_forest_shape(const std::string& command, const Config& config,
+                        const ModelConfig& recorded, const fs::path& dir) {
+  std::map<std::string, int> stored;
+  for_each_model_field(recorded, [&](const char* key, int value) { stored[key] = value; });
+  std::string differ;
+  for_each_model_field(config.model, [&](const char* key, int value) {
+    if (value != stored[key])
+      differ += std::string(differ.empty() ? "" : ", ") + "model." + key + " = " +
+                std::to_string(value) + " (given) differs from the forest's " +
+                std::to_string(stored[key]) + " (forest.h5)";
+  });
+  if (!differ.empty())
+    throw InputError("btm " + command + ": " + differ + ": the models of the forest in " +
+                     dir.string() + " have that shape (" + describe_model(recorded) +
+                     "); leave the model settings out (the forest's are used), or give another "
+                     "run.dir for a new forest");
+}
+
+}  // namespace
+
 po::variables_map parse_command(const std::string& command, const std::string& summary,
                                 const std::vector<std::string>& args,
                                 const po::options_description& command_options, Config* config,
-                                bool print_help) {
+                                bool print_help, bool reads_forest) {
   po::options_description generic("General");
   // clang-format off
   generic.add_options()("help,h", "print this help");
@@ -68,7 +121,7 @@ po::variables_map parse_command(const std::string& command, const std::string& s
     std::vector<std::string> files = vm["config"].as<std::vector<std::string>>();
     for (auto it = files.rbegin(); it != files.rend(); ++it) {
       std::ifstream in(*it);
-      if (!std::filesystem::is_regular_file(*it) || !in)
+      if (!fs::is_regular_file(*it) || !in)
         throw InputError("btm " + command + ": config file '" + *it + "' not found or unreadable");
       try {
         po::store(po::parse_config_file(in, *config_desc, false), vm);
@@ -77,12 +130,15 @@ po::variables_map parse_command(const std::string& command, const std::string& s
       }
     }
   }
+  std::optional<Config> recorded;
+  if (config && reads_forest) recorded = store_forest_config(command, vm, *config_desc);
   try {
     po::notify(vm);
   } catch (const po::error& e) {
     throw InputError("btm " + command + ": " + e.what());
   }
   if (config) validate(*config);
+  if (recorded) check_forest_shape(command, *config, recorded->model, config->run.dir);
   return vm;
 }
 

@@ -28,22 +28,29 @@ void check_corpora(RunContext& ctx) {
       throw InputError("no train domains: set data.domains (e.g. --data.domains legal,code)");
     std::vector<std::string> all = c.data.domains;
     all.insert(all.end(), c.data.eval_domains.begin(), c.data.eval_domains.end());
-    std::string tokenizer;
+    std::string tokenizer, hash;
     for (const std::string& d : all) {
       const fs::path file = fs::path(c.data.corpus) / (d + ".h5");
       if (!fs::exists(file))
         throw InputError("domain '" + d + "': no corpus at " + file.string() +
                          " (make it with btm prepare, or fix data.corpus / data.domains)");
       const CorpusInfo info = read_corpus_info(file);
-      if (info.vocab_size > c.model.vocab_size)
+      // Equal, not merely fitting: a byte corpus fits in GPT-2's 50,257 ids and would train a
+      // GPT-2-vocabulary model on meaningless ids.
+      if (info.vocab_size != c.model.vocab_size)
         throw InputError(file.string() + ": tokenizer " + info.tokenizer + " has " +
                          std::to_string(info.vocab_size) + " ids but model.vocab_size is " +
-                         std::to_string(c.model.vocab_size));
-      if (!tokenizer.empty() && info.tokenizer != tokenizer)
-        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " differs from " +
-                         tokenizer +
+                         std::to_string(c.model.vocab_size) + ": set --model.vocab_size " +
+                         std::to_string(info.vocab_size) +
+                         ", or prepare the corpora with the model's tokenizer");
+      if (!tokenizer.empty() &&
+          (info.tokenizer != tokenizer ||
+           (!hash.empty() && !info.vocab_hash.empty() && info.vocab_hash != hash)))
+        throw InputError(file.string() + ": tokenizer " + info.tokenizer + " " + info.vocab_hash +
+                         " differs from " + tokenizer + " " + hash +
                          " of the other domains: prepare all domains with one tokenizer");
       tokenizer = info.tokenizer;
+      if (!info.vocab_hash.empty()) hash = info.vocab_hash;
     }
   });
 }

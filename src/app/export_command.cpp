@@ -18,6 +18,7 @@
 #include "btm/io/hf_gpt2.hpp"
 #include "btm/method/average.hpp"
 #include "btm/method/ensemble.hpp"
+#include "btm/util/build_info.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/format.hpp"
 
@@ -26,8 +27,6 @@ namespace btm {
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr int kGpt2Vocab = 50257;
 
 std::string joined(const std::vector<std::string>& items) {
   std::string out;
@@ -58,7 +57,7 @@ int cmd_export(const Args& args, MpiComm& world, const Backends&) {
   Config config;
   std::string model_name, parents_text, weights_text, prior, out, bpe_dir;
   std::string dtype_text = "fp32", tokenizer = "auto";
-  bool force = false;
+  bool force = false, weights_only = false;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
@@ -76,6 +75,10 @@ int cmd_export(const Args& args, MpiComm& world, const Backends&) {
       ("tokenizer", po::value(&tokenizer)->default_value(tokenizer),
        "auto (GPT-2's files for a 50,257-id model, none for a byte model) | gpt2 | none")
       ("bpe-dir", po::value(&bpe_dir), "directory with GPT-2's encoder.json and vocab.bpe")
+      ("weights-only", po::bool_switch(&weights_only),
+       "write one HDF5 file --out instead, for sharing: btm's checkpoint format with the "
+       "parameters alone (float32, or bfloat16 with --dtype bf16), their /layout, the config "
+       "and tokenizer; no AdamW moments (docs/files.md)")
       ("force", po::bool_switch(&force), "replace --out if it exists");
   // clang-format on
   const auto vm = parse_command(
@@ -83,7 +86,9 @@ int cmd_export(const Args& args, MpiComm& world, const Backends&) {
       "Write a model of the forest (--model), or an average of its ELMs (--parents/--weights,\n"
       "or --prior DOMAIN), as a Hugging Face GPT2LMHeadModel directory: config.json,\n"
       "model.safetensors (weights only) and the GPT-2 tokenizer files, for\n"
-      "GPT2LMHeadModel.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR).",
+      "GPT2LMHeadModel.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR).\n"
+      "--weights-only writes the weights as one btm HDF5 file instead (h5py reads it; btm eval,\n"
+      "generate and logits read it after btm forest add).",
       args, options, &config, world.rank() == 0);
   if (world.rank() != 0) return kExitOk;
 
@@ -148,15 +153,26 @@ int cmd_export(const Args& args, MpiComm& world, const Backends&) {
     metadata["btm_weights"] = w.str();
     description = "average of " + joined(parents) + " (weights " + w.str() + ")";
   }
-  metadata["btm_version"] = BTM_VERSION;
+  metadata["btm_version"] = btm_version();
+  metadata["btm_commit"] = btm_commit();
   metadata["btm_step"] = std::to_string(c.step);
   metadata["btm_tokens"] = std::to_string(c.tokens);
 
+  if (weights_only) {
+    if (fs::exists(out) && !force)
+      throw InputError(out + " exists: choose another --out, or give --force to replace it");
+    c.name = vm.count("model") ? model_name : "average";
+    save_weights_only(out, c, dtype == safetensors::Dtype::bf16);
+    std::cout << "[export] " << description << " -> " << out << ": weights only ("
+              << safetensors::dtype_name(dtype) << ", " << describe_model(c.model) << ")"
+              << std::endl;
+    return kExitOk;
+  }
   const int V = c.model.vocab_size;
-  if (tokenizer == "gpt2" && V != kGpt2Vocab)
+  if (tokenizer == "gpt2" && V != hf::kGpt2Vocab)
     throw InputError("--tokenizer gpt2: the model has " + std::to_string(V) +
                      " token ids, GPT-2's tokenizer 50,257: use --tokenizer none");
-  const bool gpt2 = tokenizer == "gpt2" || (tokenizer == "auto" && V == kGpt2Vocab);
+  const bool gpt2 = tokenizer == "gpt2" || (tokenizer == "auto" && V == hf::kGpt2Vocab);
 
   AtomicDir dir(out, force);
   hf::write_config(dir.tmp() / "config.json", c.model, dtype);

@@ -86,7 +86,14 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
     if (forest.find(name))
       throw InputError("a model named '" + name + "' is already in the forest");
     const ModelConfig model = config_from_ini(forest.config_ini, forest_file(dir).string()).model;
-    Checkpoint c = load_checkpoint(checkpoint);
+    // A weights-only checkpoint (btm export --weights-only) joins with zero moments: it is
+    // added as trained, to be evaluated, exported or sampled from.
+    const bool weights_only = peek_checkpoint(checkpoint).weights_only;
+    Checkpoint c = load_checkpoint(checkpoint, nullptr, !weights_only);
+    if (weights_only) {
+      c.adam_m.assign(c.params.size(), 0.0f);
+      c.adam_v.assign(c.params.size(), 0.0f);
+    }
     if (!(c.model == model))
       throw InputError(checkpoint + ": model shape " + describe_model(c.model) +
                        " differs from the forest's " + describe_model(model) +

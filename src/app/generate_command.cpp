@@ -36,24 +36,17 @@ struct GenerateOptions {
   GenerateRequest request;
 };
 
-// The configuration the forest was trained with (forest.h5 records it), else the given one.
-Config recorded_config(const Forest& forest, const fs::path& run_dir, const Config& given) {
-  if (forest.config_ini.empty()) return given;
-  return config_from_ini(forest.config_ini, forest_file(run_dir).string());
-}
-
 // --tokenizer auto: the tokenizer of the corpora the run was trained on.
-std::string run_tokenizer(const Config& recorded, const std::string& asked) {
+std::string run_tokenizer(const Config& config, const std::string& asked) {
   if (asked != "auto") return asked;
-  std::vector<std::string> domains = recorded.data.domains;
-  domains.insert(domains.end(), recorded.data.eval_domains.begin(),
-                 recorded.data.eval_domains.end());
+  std::vector<std::string> domains = config.data.domains;
+  domains.insert(domains.end(), config.data.eval_domains.begin(), config.data.eval_domains.end());
   for (const std::string& d : domains) {
-    const fs::path file = corpus_path(recorded.data.corpus, d);
+    const fs::path file = corpus_path(config.data.corpus, d);
     if (fs::exists(file)) return read_corpus_info(file).tokenizer;
   }
   throw InputError(
-      "--tokenizer auto: none of the run's corpora (data.corpus = " + recorded.data.corpus +
+      "--tokenizer auto: none of the run's corpora (data.corpus = " + config.data.corpus +
       ") is here to say which tokenizer it used: give --tokenizer byte or gpt2");
 }
 
@@ -231,9 +224,8 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
     if (!fs::exists(forest_file(ctx.run_dir)))
       throw InputError("no forest at " + ctx.run_dir.string() +
                        " (set run.dir to a run directory)");
-    const Config recorded = recorded_config(forest, ctx.run_dir, config);
-    form = recorded.eval.posterior;
-    tokenizer = make_tokenizer(run_tokenizer(recorded, o.tokenizer), o.bpe_dir);
+    // config holds the forest's recorded settings under the flags (parse_command).
+    tokenizer = make_tokenizer(run_tokenizer(config, o.tokenizer), o.bpe_dir);
     if (vm.count("model")) {
       names = {o.model};
       weights = {1.0};
@@ -257,7 +249,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
           throw InputError(
               "--route clusters weighs the experts of --ensemble by the text: leave "
               "--prior and --weights out");
-        const fs::path file = !recorded.data.clusters.empty() ? fs::path(recorded.data.clusters)
+        const fs::path file = !config.data.clusters.empty() ? fs::path(config.data.clusters)
                                                               : fs::path(forest.clusters);
         if (file.empty())
           throw InputError("--route clusters: the forest at " + ctx.run_dir.string() +
@@ -274,8 +266,8 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
           throw InputError("--experts " + std::to_string(o.experts) + ": 0 to " +
                            std::to_string(names.size()) + " with --route clusters");
         routed.route_topk = static_cast<std::size_t>(o.experts);
-        routed.temperature = recorded.eval.cluster_temperature > 0
-                                 ? recorded.eval.cluster_temperature
+        routed.temperature = config.eval.cluster_temperature > 0
+                                 ? config.eval.cluster_temperature
                                  : clusters->temperature;
         routed.clusters = std::move(clusters);
       } else if (o.route != "posterior") {

@@ -97,7 +97,7 @@ int cmd_import(const Args& args, MpiComm& world, const Backends&) {
       "shape comes from config.json, model.vocab_multiple from the configuration; [model]\n"
       "settings given (--config) must agree with it, and a data.corpus given is checked to\n"
       "have the model's vocabulary.",
-      args, options, &config, world.rank() == 0);
+      args, options, &config, world.rank() == 0, false);  // writes --out, reads no forest
   if (world.rank() != 0) return kExitOk;
 
   const fs::path dir = hf_dir;
@@ -112,6 +112,8 @@ int cmd_import(const Args& args, MpiComm& world, const Backends&) {
   c.params = hf::read_weights(dir, c.model);
   c.adam_m.assign(c.params.size(), 0.0f);
   c.adam_v.assign(c.params.size(), 0.0f);
+  // A GPT-2 reads GPT-2's ids; its vocab_hash is filled in by its first training on a corpus.
+  if (c.model.vocab_size == hf::kGpt2Vocab) c.tokenizer = "gpt2";
   fs::path whole = fs::absolute(dir).lexically_normal();
   if (!whole.has_filename()) whole = whole.parent_path();  // "gpt2/" -> "gpt2"
   c.name = !name.empty() ? name : whole.has_filename() ? whole.filename().string() : "imported";

@@ -11,6 +11,7 @@
 #include "btm/app/cli.hpp"
 #include "btm/app/commands.hpp"
 #include "btm/io/h5.hpp"
+#include "btm/util/build_info.hpp"
 #include "btm/util/error.hpp"
 
 namespace {
@@ -50,7 +51,8 @@ const std::map<std::string, CommandEntry>& commands() {
 }
 
 void print_usage(std::ostream& out) {
-  out << "btm " << BTM_VERSION << ": Branch-Train-Merge training of expert language models\n\n"
+  out << "btm " << btm::btm_version()
+      << ": Branch-Train-Merge training of expert language models\n\n"
       << "usage: [mpirun -np W] btm COMMAND [options]     (btm COMMAND --help for its options)\n\n"
       << "commands:\n";
   for (const auto& [name, entry] : commands()) {
@@ -76,7 +78,8 @@ int main(int argc, char** argv) {
         if (leader) print_usage(std::cout);
         code = args.empty() ? btm::kExitBadInput : btm::kExitOk;
       } else if (args[0] == "--version") {
-        if (leader) std::cout << "btm " << BTM_VERSION << "\n";
+        if (leader)
+          std::cout << "btm " << btm::btm_version() << " (commit " << btm::btm_commit() << ")\n";
       } else {
         auto it = commands().find(args[0]);
         if (it == commands().end())

@@ -77,6 +77,7 @@ CorpusInfo read_info(hid_t root, const fs::path& file) {
     info.version = static_cast<int>(version);
     info.domain = h5::get_string(root, "domain");
     info.tokenizer = h5::get_string(root, "tokenizer");
+    if (h5::has_attr(root, "vocab_hash")) info.vocab_hash = h5::get_string(root, "vocab_hash");
     info.vocab_size = static_cast<int>(h5::get_int(root, "vocab_size"));
     info.eot_token = static_cast<int>(h5::get_int(root, "eot_token"));
     if (h5::has_attr(root, "source")) info.source = h5::get_string(root, "source");
@@ -157,6 +158,7 @@ void write_corpus(const fs::path& file, const CorpusInfo& info,
   h5::set_attr(root, "format_version", static_cast<std::int64_t>(kCorpusFormatVersion));
   h5::set_attr(root, "domain", info.domain);
   h5::set_attr(root, "tokenizer", info.tokenizer);
+  h5::set_attr(root, "vocab_hash", info.vocab_hash);
   h5::set_attr(root, "vocab_size", static_cast<std::int64_t>(info.vocab_size));
   h5::set_attr(root, "eot_token", static_cast<std::int64_t>(info.eot_token));
   h5::set_attr(root, "source", info.source);

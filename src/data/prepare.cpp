@@ -180,6 +180,7 @@ SplitDomain split_domain(const PrepareOptions& options, const std::string& name,
   out.info.domain = name;
   out.info.tokenizer = tokenizer.name();
   out.info.vocab_size = tokenizer.vocab_size();
+  out.info.vocab_hash = tokenizer.vocab_hash();
   out.info.eot_token = tokenizer.eot_token();
   for (std::size_t i = 0; i < n; ++i) {
     const int s = split_of[i];

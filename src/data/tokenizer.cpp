@@ -6,6 +6,7 @@
 #include <pcre2.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -26,6 +27,31 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The hash of Tokenizer::vocab_hash, fed piece by piece.
+class VocabHash {
+ public:
+  void token(std::string_view bytes) {
+    const auto n = static_cast<std::uint32_t>(bytes.size());
+    for (int i = 0; i < 4; ++i) byte(static_cast<unsigned char>(n >> (8 * i)));
+    for (char c : bytes) byte(static_cast<unsigned char>(c));
+  }
+  void merge(std::uint16_t left, std::uint16_t right) {
+    for (std::uint16_t id : {left, right}) {
+      byte(static_cast<unsigned char>(id & 0xFF));
+      byte(static_cast<unsigned char>(id >> 8));
+    }
+  }
+  std::string text() const {
+    char out[32];
+    std::snprintf(out, sizeof(out), "fnv1a64:%016llx", static_cast<unsigned long long>(h_));
+    return out;
+  }
+
+ private:
+  void byte(unsigned char c) { h_ = (h_ ^ c) * 0x100000001b3ull; }
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
 // ---------------------------------------------------------------------------------------------
 // byte: ids 0..255 are the bytes, 256 is end-of-text.
 // ---------------------------------------------------------------------------------------------
@@ -34,6 +60,12 @@ class ByteTokenizer final : public Tokenizer {
   std::string name() const override { return "byte"; }
   int vocab_size() const override { return 257; }
   int eot_token() const override { return 256; }
+  std::string vocab_hash() const override {
+    VocabHash h;
+    for (int b = 0; b < 256; ++b) h.token(std::string(1, static_cast<char>(b)));
+    h.token("<|endoftext|>");
+    return h.text();
+  }
   void encode(std::string_view text, std::vector<std::uint16_t>& out) const override {
     out.reserve(out.size() + text.size());
     for (char c : text) out.push_back(static_cast<unsigned char>(c));
@@ -217,12 +249,16 @@ class Gpt2Tokenizer final : public Tokenizer {
  public:
   explicit Gpt2Tokenizer(const fs::path& dir) {
     load_encoder(dir / "encoder.json");
-    load_merges(dir / "vocab.bpe");
+    VocabHash hash;
+    for (const std::string& bytes : id_bytes_) hash.token(bytes);
+    load_merges(dir / "vocab.bpe", hash);
+    vocab_hash_ = hash.text();
   }
 
   std::string name() const override { return "gpt2"; }
   int vocab_size() const override { return static_cast<int>(id_bytes_.size()); }
   int eot_token() const override { return eot_; }
+  std::string vocab_hash() const override { return vocab_hash_; }
 
   void encode(std::string_view text, std::vector<std::uint16_t>& out) const override {
     pretokenizer_.split(text, [&](std::size_t begin, std::size_t end) {
@@ -278,7 +314,7 @@ class Gpt2Tokenizer final : public Tokenizer {
     ids_.erase("<|endoftext|>");
   }
 
-  void load_merges(const fs::path& file) {
+  void load_merges(const fs::path& file, VocabHash& hash) {
     std::ifstream in(file, std::ios::binary);
     if (!in) throw InputError(file.string() + ": cannot open for reading");
     const ByteDecoder bytes;
@@ -306,6 +342,7 @@ class Gpt2Tokenizer final : public Tokenizer {
       if (l == ids_.end() || r == ids_.end() || m == ids_.end())
         throw bad("a merge names a token missing from encoder.json");
       merges_.emplace(pair_key(l->second, r->second), Merge{rank, m->second});
+      hash.merge(l->second, r->second);
       ++rank;
     }
     if (rank == 0)
@@ -372,6 +409,7 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::unordered_map<std::string, std::uint16_t> ids_;  // raw bytes -> id
   std::array<std::uint16_t, 256> byte_ids_{};           // byte -> its one-byte token
   std::unordered_map<std::uint64_t, Merge> merges_;     // (left, right) -> rank, result
+  std::string vocab_hash_;
   int eot_ = -1;
   Gpt2Pretokenizer pretokenizer_;
   PieceCache cache_;

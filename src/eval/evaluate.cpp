@@ -109,6 +109,8 @@ void run_eval_phase(RunContext& ctx) {
   results.combine_seconds = combine_s;
   results.route_seconds = route_s;
   results.compute = compute_table(ctx.run_dir, forest, plan.elms, plan.with_dense);
+  results.checkpoints = plan.checkpoints;
+  results.checkpoint_steps = plan.checkpoint_steps;
   write_eval_file(eval_file(ctx.run_dir), results);
 
   print_means(results);

@@ -85,6 +85,8 @@ EvalPlan plan_eval(RunContext& ctx, const Forest& forest) {
                          " differs from the forest's " + describe_model(config.model) +
                          ": only models of the forest's shape can be evaluated together (btm "
                          "forest remove it)");
+      plan.checkpoints.push_back(name);
+      plan.checkpoint_steps.push_back(c.step);
     }
   });
   const fs::path clusters = !config.data.clusters.empty() ? config.data.clusters : forest.clusters;

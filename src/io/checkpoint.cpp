@@ -1,12 +1,16 @@
 #include "btm/io/checkpoint.hpp"
 
 #include <cmath>
+#include <ctime>
 
 #include <nlohmann/json.hpp>
 
 #include "btm/io/h5.hpp"
+#include "btm/io/safetensors.hpp"
 #include "btm/model/params.hpp"
+#include "btm/util/build_info.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -36,6 +40,32 @@ void write_attributes(hid_t root, const CheckpointInfo& c) {
     h5::set_attr(root, "state_from", c.state_from);
     h5::set_attr(root, "state_from_step", c.state_from_step);
   }
+  h5::set_attr(root, "tokenizer", c.tokenizer);
+  h5::set_attr(root, "vocab_hash", c.vocab_hash);
+  h5::set_attr(root, "btm_version", std::string(btm_version()));
+  h5::set_attr(root, "btm_commit", std::string(btm_commit()));
+  h5::set_attr(root, "written_at", utc_timestamp(std::time(nullptr)));
+  h5::set_attr(root, "weights_only", static_cast<std::int64_t>(c.weights_only ? 1 : 0));
+}
+
+// /layout: where each tensor of the flat vectors lies, for readers without params.hpp.
+void write_layout(hid_t root, const ModelConfig& model) {
+  const ParamLayout layout(model);
+  std::vector<std::string> names;
+  std::vector<std::int64_t> shapes, offsets, counts;
+  for (const TensorSpec& t : layout.tensors()) {
+    names.push_back(t.name);
+    shapes.push_back(static_cast<std::int64_t>(t.shape.at(0)));
+    shapes.push_back(t.shape.size() > 1 ? static_cast<std::int64_t>(t.shape[1]) : 0);
+    offsets.push_back(static_cast<std::int64_t>(t.offset));
+    counts.push_back(static_cast<std::int64_t>(t.size));
+  }
+  h5::Handle g = h5::create_group(root, "layout");
+  h5::write_strings(g, "name", names);
+  h5::write_matrix(g, "shape", shapes.data(), names.size(), 2);
+  h5::write_array(g, "offset", offsets.data(), offsets.size());
+  h5::write_array(g, "count", counts.data(), counts.size());
+  for (const char* d : {"offset", "count"}) h5::set_units(g, d, "floats");
 }
 
 }  // namespace
@@ -46,12 +76,37 @@ void save_checkpoint(const fs::path& file, const Checkpoint& c) {
     throw std::invalid_argument("save_checkpoint: state vectors do not match the model shape");
   CheckpointInfo info = c;
   info.state_from.clear();  // the state is written here
+  info.weights_only = false;
   h5::AtomicFile out(file);
   hid_t root = out.root();
   write_attributes(root, info);
+  h5::set_attr(root, "params_dtype", std::string("float32"));
+  write_layout(root, c.model);
   h5::write_array(root, "params", c.params.data(), n);
   h5::write_array(root, "adam_m", c.adam_m.data(), n);
   h5::write_array(root, "adam_v", c.adam_v.data(), n);
+  out.commit();
+}
+
+void save_weights_only(const fs::path& file, const Checkpoint& c, bool bf16) {
+  const std::size_t n = ParamLayout(c.model).total();
+  if (c.params.size() != n)
+    throw std::invalid_argument("save_weights_only: params do not match the model shape");
+  CheckpointInfo info = c;
+  info.state_from.clear();
+  info.weights_only = true;
+  h5::AtomicFile out(file);
+  hid_t root = out.root();
+  write_attributes(root, info);
+  write_layout(root, c.model);
+  h5::set_attr(root, "params_dtype", std::string(bf16 ? "bfloat16" : "float32"));
+  if (bf16) {
+    std::vector<std::uint16_t> half(n);
+    for (std::size_t i = 0; i < n; ++i) half[i] = safetensors::bf16_from_float(c.params[i]);
+    h5::write_array(root, "params", half.data(), n);
+  } else {
+    h5::write_array(root, "params", c.params.data(), n);
+  }
   out.commit();
 }
 
@@ -61,9 +116,10 @@ CheckpointInfo read_attributes(hid_t root) {
   if (!h5::has_attr(root, "format") || h5::get_string(root, "format") != "btm-checkpoint")
     throw InputError("not a btm checkpoint (no format=btm-checkpoint attribute)");
   const std::int64_t version = h5::get_int(root, "format_version");
-  if (version != 1 && version != kCheckpointFormatVersion)
+  if (version < 1 || version > kCheckpointFormatVersion)
     throw InputError("checkpoint format version " + std::to_string(version) +
-                     ", this btm reads 1 and " + std::to_string(kCheckpointFormatVersion));
+                     ", this btm reads 1 to " + std::to_string(kCheckpointFormatVersion) +
+                     ": read it with the btm that wrote it (its btm_version attribute says which)");
   CheckpointInfo c;
   c.name = h5::get_string(root, "name");
   for_each_model_field(c.model, [&](const char* key, int& value) {
@@ -84,6 +140,14 @@ CheckpointInfo read_attributes(hid_t root) {
   c.tokens = static_cast<std::uint64_t>(h5::get_int(root, "tokens"));
   c.domains = h5::get_strings(root, "domains");
   c.config_ini = h5::get_string(root, "config");
+  if (version >= 3) {
+    c.tokenizer = h5::get_string(root, "tokenizer");
+    c.vocab_hash = h5::get_string(root, "vocab_hash");
+    c.btm_version = h5::get_string(root, "btm_version");
+    c.btm_commit = h5::get_string(root, "btm_commit");
+    c.written_at = h5::get_string(root, "written_at");
+    c.weights_only = h5::get_int(root, "weights_only") != 0;
+  }
   if (h5::has_attr(root, "state_from")) {
     c.state_from = h5::get_string(root, "state_from");
     c.state_from_step = h5::get_int(root, "state_from_step");
@@ -108,7 +172,17 @@ std::vector<float> read_vector(hid_t root, const char* name, std::size_t n) {
   if (shape.size() != 1 || shape[0] != n)
     throw InputError(std::string("dataset /") + name + " has the wrong shape (expected " +
                      std::to_string(n) + " floats)");
-  std::vector<float> v = h5::read_array<float>(root, name);
+  std::vector<float> v;
+  const bool bf16 = h5::has_attr(root, "params_dtype") &&
+                    h5::get_string(root, "params_dtype") == "bfloat16" &&
+                    std::string(name) == "params";
+  if (bf16) {
+    const std::vector<std::uint16_t> half = h5::read_array<std::uint16_t>(root, name);
+    v.resize(half.size());
+    for (std::size_t i = 0; i < half.size(); ++i) v[i] = safetensors::float_from_bf16(half[i]);
+  } else {
+    v = h5::read_array<float>(root, name);
+  }
   for (std::size_t i = 0; i < v.size(); ++i)
     if (!std::isfinite(v[i]))
       throw InputError(std::string("dataset /") + name + " holds a non-finite value at index " +
@@ -148,6 +222,34 @@ void check_shape(const CheckpointInfo& c, const ModelConfig& expect) {
   if (!(c.model == expect))
     throw InputError("model shape " + describe_model(c.model) + " differs from the configured " +
                      describe_model(expect) + ": use the config the checkpoint was made with");
+}
+
+// /layout (format 3) must be the order this btm reads the vectors in.
+void check_layout(hid_t f, const ModelConfig& model) {
+  if (!h5::exists(f, "layout")) return;
+  h5::Handle g = h5::open_group(f, "layout");
+  const std::vector<std::string> names = h5::read_strings(g, "name");
+  const std::vector<std::int64_t> offsets = h5::read_array<std::int64_t>(g, "offset");
+  const ParamLayout layout(model);
+  const std::vector<TensorSpec>& tensors = layout.tensors();
+  bool same = names.size() == tensors.size() && offsets.size() == tensors.size();
+  for (std::size_t i = 0; same && i < tensors.size(); ++i)
+    same =
+        names[i] == tensors[i].name && offsets[i] == static_cast<std::int64_t>(tensors[i].offset);
+  if (!same)
+    throw InputError(
+        "its /layout lists other tensors or offsets than this btm's parameter order "
+        "for " +
+        describe_model(model) + ": read it with the btm that wrote it");
+}
+
+// A weights-only checkpoint has no AdamW moments to read.
+void check_trainable_state(const CheckpointInfo& c) {
+  if (c.weights_only)
+    throw InputError(
+        "a weights-only checkpoint (btm export --weights-only: params, no AdamW moments): it "
+        "can be evaluated, exported and sampled from (btm forest add puts it in a forest), not "
+        "trained further; train from the full checkpoint it was exported from");
 }
 
 std::vector<float> read_state(hid_t f, const std::string& name, std::size_t n) {
@@ -206,10 +308,12 @@ Checkpoint load_checkpoint(const fs::path& file, const ModelConfig* expect, bool
       static_cast<CheckpointInfo&>(c) = read_attributes(f);
     }
     if (expect) check_shape(c, *expect);
+    if (with_optimizer) check_trainable_state(c);
     const std::size_t n = ParamLayout(c.model).total();
     const fs::path source = state_path(file, c);
     reading(source, [&] {
       h5::Handle f = h5::open_file(source, false);
+      check_layout(f, c.model);
       c.params = read_state(f, "params", n);
       if (with_optimizer) {
         c.adam_m = read_state(f, "adam_m", n);
@@ -229,9 +333,11 @@ std::vector<float> load_state_vector(const fs::path& file, const std::string& na
   reading(file, [&] {
     const CheckpointInfo c = peek_checkpoint(file);
     check_shape(c, expect);
+    if (name != "params") check_trainable_state(c);
     const fs::path source = state_path(file, c);
     return reading(source, [&] {
       h5::Handle f = h5::open_file(source, false);
+      check_layout(f, c.model);
       v = read_state(f, name, ParamLayout(c.model).total());
       return 0;
     });
@@ -258,6 +364,12 @@ std::string info_json(const CheckpointInfo& c) {
   j["config"] = c.config_ini;
   j["state_from"] = c.state_from;
   j["state_from_step"] = c.state_from_step;
+  j["tokenizer"] = c.tokenizer;
+  j["vocab_hash"] = c.vocab_hash;
+  j["btm_version"] = c.btm_version;
+  j["btm_commit"] = c.btm_commit;
+  j["written_at"] = c.written_at;
+  j["weights_only"] = c.weights_only;
   return j.dump();
 }
 
@@ -279,6 +391,12 @@ CheckpointInfo info_from_json(const std::string& text) {
   j.at("config").get_to(c.config_ini);
   j.at("state_from").get_to(c.state_from);
   j.at("state_from_step").get_to(c.state_from_step);
+  j.at("tokenizer").get_to(c.tokenizer);
+  j.at("vocab_hash").get_to(c.vocab_hash);
+  j.at("btm_version").get_to(c.btm_version);
+  j.at("btm_commit").get_to(c.btm_commit);
+  j.at("written_at").get_to(c.written_at);
+  j.at("weights_only").get_to(c.weights_only);
   return c;
 }
 

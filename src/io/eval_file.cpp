@@ -1,7 +1,12 @@
 #include "btm/io/eval_file.hpp"
 
+#include <cmath>
+#include <ctime>
+
 #include "btm/io/h5.hpp"
+#include "btm/util/build_info.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -31,6 +36,8 @@ std::string shape_problem(const EvalResults& r) {
   if (r.average_weights.size() != S * D * K)
     return wrong("average_weights", r.average_weights.size(), S * D * K);
   if (r.tokens.size() != D) return wrong("tokens", r.tokens.size(), D);
+  if (r.checkpoint_steps.size() != r.checkpoints.size())
+    return wrong("checkpoint_steps", r.checkpoint_steps.size(), r.checkpoints.size());
   if (r.merges) {
     const EvalMerges& m = *r.merges;
     const std::size_t n = m.rows.size();
@@ -103,6 +110,8 @@ EvalCompute read_compute(hid_t root) {
 
 void write_compute(hid_t root, const EvalCompute& c) {
   h5::Handle g = h5::create_group(root, "compute");
+  h5::write_strings(g, "models", c.models);
+  h5::make_scale(g, "models");
   h5::set_attr(g, "models", c.models);
   h5::set_attr(g, "continues", c.continues);
   h5::set_attr(g, "forest_tokens", c.forest_tokens);
@@ -112,6 +121,40 @@ void write_compute(hid_t root, const EvalCompute& c) {
   h5::write_array(g, "tokens", c.tokens.data(), c.tokens.size());
   h5::write_array(g, "flops", c.flops.data(), c.flops.size());
   h5::write_array(g, "train_seconds", c.train_seconds.data(), c.train_seconds.size());
+  for (const char* d : {"steps", "global_batch", "tokens", "flops", "train_seconds"})
+    h5::attach_scale(g, d, 0, "models", "model");
+  h5::set_units(g, "steps", "optimizer steps");
+  h5::set_units(g, "global_batch", "sequences");
+  h5::set_units(g, "tokens", "tokens");
+  h5::set_units(g, "flops", "FLOPs");
+  h5::set_units(g, "train_seconds", "s");
+}
+
+// The dimension scales of the root's matrices: what each row and column is.
+void write_scales(hid_t root, const EvalResults& r) {
+  h5::write_strings(root, "methods", r.methods);
+  h5::write_strings(root, "domains", r.domains);
+  h5::write_strings(root, "elms", r.elms);
+  h5::write_strings(root, "schemes", r.schemes);
+  h5::write_strings(root, "checkpoints", r.checkpoints);
+  for (const char* scale : {"methods", "domains", "elms", "schemes", "checkpoints"})
+    h5::make_scale(root, scale);
+  const struct {
+    const char* dataset;
+    std::vector<std::pair<const char*, const char*>> dims;  // scale, label
+  } attached[] = {
+      {"perplexity", {{"methods", "method"}, {"domains", "domain"}}},
+      {"loss", {{"methods", "method"}, {"domains", "domain"}}},
+      {"mean_in_domain", {{"methods", "method"}}},
+      {"mean_out_domain", {{"methods", "method"}}},
+      {"priors", {{"domains", "domain"}, {"elms", "elm"}}},
+      {"average_weights", {{"schemes", "scheme"}, {"domains", "domain"}, {"elms", "elm"}}},
+      {"tokens", {{"domains", "domain"}}},
+      {"checkpoint_steps", {{"checkpoints", "checkpoint"}}},
+  };
+  for (const auto& [dataset, dims] : attached)
+    for (unsigned d = 0; d < dims.size(); ++d)
+      h5::attach_scale(root, dataset, d, dims[d].first, dims[d].second);
 }
 
 EvalMerges read_merges(hid_t root) {
@@ -169,14 +212,25 @@ void write_eval_file(const fs::path& path, const EvalResults& r) {
   h5::set_attr(root, "average_seconds", r.average_seconds);
   h5::set_attr(root, "combine_seconds", r.combine_seconds);
   h5::set_attr(root, "route_seconds", r.route_seconds);
+  h5::set_attr(root, "btm_version", std::string(btm_version()));
+  h5::set_attr(root, "btm_commit", std::string(btm_commit()));
+  h5::set_attr(root, "written_at", utc_timestamp(std::time(nullptr)));
   h5::write_matrix(root, "perplexity", r.perplexity.data(), M, D);
   h5::set_attr(open_dataset(root, "perplexity"), "methods", r.methods);
+  std::vector<double> loss(r.perplexity.size());
+  for (std::size_t i = 0; i < loss.size(); ++i) loss[i] = std::log(r.perplexity[i]);  // NaN stays
+  h5::write_matrix(root, "loss", loss.data(), M, D);
+  h5::set_units(root, "loss", "nats/token");
   h5::write_array(root, "mean_in_domain", r.mean_in_domain.data(), M);
   h5::write_array(root, "mean_out_domain", r.mean_out_domain.data(), M);
   h5::write_matrix(root, "priors", r.priors.data(), D, K);
   write_doubles(root, "average_weights", r.average_weights, {S, D, K});
   h5::set_attr(open_dataset(root, "average_weights"), "schemes", r.schemes);
   h5::write_array(root, "tokens", r.tokens.data(), D);
+  h5::set_units(root, "tokens", "tokens");
+  h5::write_array(root, "checkpoint_steps", r.checkpoint_steps.data(), r.checkpoint_steps.size());
+  h5::set_units(root, "checkpoint_steps", "optimizer steps");
+  write_scales(root, r);
   if (r.compute) write_compute(root, *r.compute);
   if (r.merges) write_merges(root, *r.merges);
   out.commit();
@@ -193,10 +247,10 @@ EvalResults read_eval_file(const fs::path& path) {
                                        : "its format attribute is '" + format + "'") +
                        ", expected '" + kEvalFormat + "')");
     r.format_version = h5::get_int(file, "format_version");
-    if (r.format_version != 1 && r.format_version != kEvalFormatVersion)
+    if (r.format_version < 1 || r.format_version > kEvalFormatVersion)
       throw InputError("btm eval format version " + std::to_string(r.format_version) +
-                       "; this btm reads versions 1 and " + std::to_string(kEvalFormatVersion) +
-                       " (use the btm that wrote it)");
+                       "; this btm reads versions 1 to " + std::to_string(kEvalFormatVersion) +
+                       " (use the btm that wrote it: its btm_version attribute says which)");
     r.config = h5::get_string(file, "config");
     r.elms = h5::get_strings(file, "elms");
     r.domains = h5::get_strings(file, "domains");
@@ -223,6 +277,13 @@ EvalResults read_eval_file(const fs::path& path) {
         read_checked<double>(file, "average_weights", "average_weights", {r.schemes.size(), D, K});
     r.tokens = read_checked<std::int64_t>(file, "tokens", "tokens", {D});
     if (r.format_version >= 2) r.compute = read_compute(file);
+    if (r.format_version >= 3) {
+      r.btm_version = h5::get_string(file, "btm_version");
+      r.btm_commit = h5::get_string(file, "btm_commit");
+      r.checkpoints = h5::read_strings(file, "checkpoints");
+      r.checkpoint_steps = read_checked<std::int64_t>(file, "checkpoint_steps", "checkpoint_steps",
+                                                      {r.checkpoints.size()});
+    }
     if (h5::exists(file, "merges")) r.merges = read_merges(file);
   } catch (const InputError& e) {
     throw InputError(path.string() + ": " + e.what());

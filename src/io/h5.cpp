@@ -1,5 +1,7 @@
 #include "btm/io/h5.hpp"
 
+#include <hdf5_hl.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/statvfs.h>
@@ -372,6 +374,48 @@ void read_range(hid_t parent, const std::string& name, std::size_t start, std::s
   BTM_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &offset, nullptr, &count, nullptr));
   Handle mem_space(BTM_H5(H5Screate_simple(1, &count, nullptr)));
   read_dataset(set, native_type<T>(), mem_space, file_space, out, name);
+}
+
+void write_strings(hid_t parent, const std::string& name, const std::vector<std::string>& values) {
+  Handle type = string_type();
+  const hsize_t n = values.size();
+  Handle space(BTM_H5(H5Screate_simple(1, &n, nullptr)));
+  Handle set(
+      BTM_H5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  std::vector<const char*> ptrs;
+  for (const std::string& v : values) ptrs.push_back(v.c_str());
+  if (n > 0) BTM_H5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
+}
+
+std::vector<std::string> read_strings(hid_t parent, const std::string& name) {
+  const std::vector<std::size_t> dims = shape(parent, name);
+  if (dims.size() != 1) throw InputError("dataset /" + name + " is not a 1-D list of strings");
+  Handle set(BTM_H5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
+  Handle stored(BTM_H5(H5Dget_type(set)));
+  if (H5Tget_class(stored) != H5T_STRING || H5Tis_variable_str(stored) <= 0)
+    throw InputError("dataset /" + name + " does not hold variable-length strings");
+  std::vector<char*> ptrs(dims[0], nullptr);
+  Handle type = string_type();
+  std::vector<std::string> out;
+  if (ptrs.empty()) return out;
+  read_dataset(set, type, H5S_ALL, H5S_ALL, ptrs.data(), name);
+  for (char* p : ptrs) out.emplace_back(p ? p : "");
+  Handle space(BTM_H5(H5Dget_space(set)));
+  H5Dvlen_reclaim(type, space, H5P_DEFAULT, ptrs.data());
+  return out;
+}
+
+void make_scale(hid_t parent, const std::string& scale) {
+  Handle set(BTM_H5(H5Dopen2(parent, scale.c_str(), H5P_DEFAULT)));
+  BTM_H5(H5DSset_scale(set, scale.c_str()));
+}
+
+void attach_scale(hid_t parent, const std::string& dataset, unsigned dim, const std::string& scale,
+                  const std::string& label) {
+  Handle set(BTM_H5(H5Dopen2(parent, dataset.c_str(), H5P_DEFAULT)));
+  Handle scale_set(BTM_H5(H5Dopen2(parent, scale.c_str(), H5P_DEFAULT)));
+  BTM_H5(H5DSattach_scale(set, scale_set, dim));
+  BTM_H5(H5DSset_label(set, dim, label.c_str()));
 }
 
 void set_units(hid_t parent, const std::string& dataset, const std::string& units) {

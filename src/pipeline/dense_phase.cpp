@@ -42,7 +42,7 @@ PhaseResult run_dense_phase(RunContext& ctx) {
           !config.run.seed_checkpoint.empty() && config.run.elm_schedule == ElmSchedule::fresh;
       Checkpoint full;  // the state written here (not a reference to the seed's)
       if (pretrained) {
-        full = load_checkpoint(config.run.seed_checkpoint, &config.model);
+        full = load_seed_checkpoint(ctx);
         restart_schedule(full, budget.total_steps);
         full.sampler_seed = sampler_seed_for(config, "seed");  // the seed's data order
         full.sampler_position = 0;

@@ -79,6 +79,18 @@ void update_record(RunContext& ctx, const std::string& name) {
   });
 }
 
+Checkpoint load_seed_checkpoint(const RunContext& ctx) {
+  const std::string& file = ctx.config.run.seed_checkpoint;
+  const bool weights_only = peek_checkpoint(file).weights_only;
+  Checkpoint c = load_checkpoint(file, &ctx.config.model, !weights_only);
+  if (weights_only) {
+    c.adam_m.assign(c.params.size(), 0.0f);
+    c.adam_v.assign(c.params.size(), 0.0f);
+    c.weights_only = false;
+  }
+  return c;
+}
+
 Checkpoint fresh_model(const RunContext& ctx, const std::string& name, std::uint64_t init_seed) {
   Checkpoint c;
   c.name = name;

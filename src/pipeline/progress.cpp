@@ -46,14 +46,6 @@ std::string short_count(double n) {
   return text;
 }
 
-std::string utc_timestamp(std::time_t t) {
-  std::tm utc{};
-  gmtime_r(&t, &utc);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
-}
-
 std::string format_progress(const ProgressLine& p) {
   char mfu[32];
   if (std::isfinite(p.mfu))

@@ -64,7 +64,7 @@ PhaseResult run_seed_phase(RunContext& ctx) {
       Checkpoint c;
       if (!config.run.seed_checkpoint.empty()) {
         check_seed_vocabulary(ctx);
-        c = load_checkpoint(config.run.seed_checkpoint, &config.model);
+        c = load_seed_checkpoint(ctx);
         // A fresh ELM schedule does not continue the checkpoint's step count.
         if (config.run.elm_schedule == ElmSchedule::continued && c.step >= budget.total_steps)
           throw InputError(config.run.seed_checkpoint + ": it is at step " +

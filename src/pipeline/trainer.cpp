@@ -60,6 +60,26 @@ void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file,
   accumulation(c.batch, ranks, c.name);
 }
 
+void check_vocabulary(const CheckpointInfo& c, const std::filesystem::path& file,
+                      const CorpusInfo& corpus, const std::filesystem::path& corpus_file) {
+  const std::string theirs = corpus_file.string() + " is tokenized with " + corpus.tokenizer +
+                             " (" + std::to_string(corpus.vocab_size) + " ids" +
+                             (corpus.vocab_hash.empty() ? "" : ", " + corpus.vocab_hash) + ")";
+  const std::string fix =
+      ": prepare the corpus with the model's tokenizer (btm prepare --tokenizer), or train a "
+      "model of the corpus's vocabulary (model.vocab_size, run.seed_checkpoint)";
+  if (c.model.vocab_size != corpus.vocab_size)
+    throw InputError(file.string() + ": '" + c.name + "' has model.vocab_size " +
+                     std::to_string(c.model.vocab_size) + ", but " + theirs + fix);
+  if (!c.tokenizer.empty() && c.tokenizer != corpus.tokenizer)
+    throw InputError(file.string() + ": '" + c.name + "' was trained on text tokenized with " +
+                     c.tokenizer + ", but " + theirs + fix);
+  if (!c.vocab_hash.empty() && !corpus.vocab_hash.empty() && c.vocab_hash != corpus.vocab_hash)
+    throw InputError(file.string() + ": '" + c.name + "' was trained with the " + c.tokenizer +
+                     " vocabulary " + c.vocab_hash + ", but " + theirs +
+                     ": the two vocabularies differ (another encoder.json or vocab.bpe)" + fix);
+}
+
 TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communicator* grads,
                         const std::string& name, const std::vector<std::string>& later_elms) {
   const Config& config = ctx.config;
@@ -92,6 +112,15 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
       corpora.push_back(load_corpus(domain_corpus(ctx, domain), config.model.vocab_size));
   });
   for (const DomainCorpus& c : corpora) sources.push_back(&c.split(Split::Train));
+  collective_check(group, [&] {
+    for (std::size_t d = 0; d < corpora.size(); ++d)
+      check_vocabulary(state, file, corpora[d].info, domain_corpus(ctx, state.domains[d]));
+  });
+  // Its checkpoints from here record the vocabulary it trains on.
+  if (!corpora.empty()) {
+    state.tokenizer = corpora[0].info.tokenizer;
+    if (!corpora[0].info.vocab_hash.empty()) state.vocab_hash = corpora[0].info.vocab_hash;
+  }
   std::unique_ptr<BatchSampler> sampler;
   collective_check(group, [&] {
     sampler = std::make_unique<BatchSampler>(sources, state.domains, config.model.context,

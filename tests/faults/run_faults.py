@@ -253,6 +253,9 @@ class Suite:
                                                   "run.dense": "false"}), "--no-eval"])
             shutil.copy(os.path.join(d, "elms", "a.h5"), other_shape)
 
+        def no_forest(run_dir):
+            shutil.rmtree(run_dir)
+
         def flip_byte(rel):
             def go(run_dir):
                 path = os.path.join(run_dir, rel)
@@ -307,8 +310,9 @@ class Suite:
             ("a domain listed twice", 1, ["run", *flags(**{"data.domains": "a,a"})], 2, "lists 'a' twice"),
             ("a held-out domain that is also trained", 1, ["run", *flags(**{"data.eval_domains": "a"})], 2, "also a train domain"),
             ("a reserved domain name", 1, ["run", *flags(**{"data.domains": "a,seed"})], 2, "reserved"),
-            ("a context longer than a corpus", 1, ["run", *flags(**{"model.context": "60000"})], 2, "fewer than one block"),
-            ("a model too big for memory", 1, ["run", *flags(**{"model.d_model": "16384", "model.n_head": "16", "model.n_layer": "64"})], 2, "the model needs about"),
+            # New forests: on the trained one, any other model shape is refused first.
+            ("a context longer than a corpus", 1, ["run", *flags(**{"model.context": "60000"})], 2, "fewer than one block", no_forest),
+            ("a model too big for memory", 1, ["run", *flags(**{"model.d_model": "16384", "model.n_head": "16", "model.n_layer": "64"})], 2, "the model needs about", no_forest),
             ("a run.dir that is a file", 1, ["run", *flags(**{"run.dir": "RUN/forest.h5"})], 2, "cannot"),
             ("an average under a taken name", 1, ["average", *good, "--name", "a"], 2, "already exists"),
             ("a negative step limit", 1, ["run", *good, "--max-steps-per-run", "-1"], 2, "--max-steps-per-run must be >= 0"),

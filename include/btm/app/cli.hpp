@@ -24,10 +24,13 @@ po::options_description config_options(Config& config);
 // Parses `args` (without the command name). `command_options` are the command's own flags.
 // If `config` is not null the config options and --config FILE (repeatable, later files win)
 // are accepted, and the result is validated. Prints help (and throws HelpShown) on --help.
+// With reads_forest, where run.dir holds a forest the config its forest.h5 records comes
+// under the flags and files (flags > --config files > the forest's config > defaults), and a
+// model shape other than that of the forest's models is refused, naming both values.
 po::variables_map parse_command(const std::string& command, const std::string& summary,
                                 const std::vector<std::string>& args,
                                 const po::options_description& command_options, Config* config,
-                                bool print_help);
+                                bool print_help, bool reads_forest = true);
 
 // The Config that INI text (a forest's or a checkpoint's recorded config) describes; InputError
 // naming `where` if it does not parse.

@@ -4,7 +4,8 @@
 //   attributes format = "btm-corpus", format_version, domain, tokenizer ("byte" | "gpt2"),
 //              vocab_size, eot_token, docs_{train,valid,test}, bytes_{train,valid,test},
 //              source (free text: where the text came from), crc32_{train,valid,test} (zlib's
-//              CRC-32 of each split's bytes, verified when the corpus is loaded; format 2)
+//              CRC-32 of each split's bytes, verified when the corpus is loaded; format 2),
+//              vocab_hash (Tokenizer::vocab_hash; absent in corpora of older btm versions)
 // Token arrays are memory-mapped straight out of the file when they are contiguous, so every
 // rank of a node shares one copy in the page cache.
 #pragma once
@@ -40,6 +41,7 @@ class TokenArray {
 struct CorpusInfo {
   std::string domain;
   std::string tokenizer;
+  std::string vocab_hash;  // Tokenizer::vocab_hash; empty: not recorded (an older corpus)
   int vocab_size = 0;
   int eot_token = 0;
   std::string source;

@@ -22,6 +22,11 @@ class Tokenizer {
   // Appends the ids of `text` (no end-of-text is added).
   virtual void encode(std::string_view text, std::vector<std::uint16_t>& out) const = 0;
   virtual std::string decode(std::span<const std::uint16_t> ids) const = 0;
+  // "fnv1a64:" and 16 hex digits: FNV-1a over every id's bytes (each a 4-byte little-endian
+  // length, then the bytes), then every merge in rank order (left id, right id, 2 bytes each,
+  // little-endian). Corpora and checkpoints record it: two vocabularies of one name that differ
+  // (another encoder.json) have different hashes.
+  virtual std::string vocab_hash() const = 0;
 };
 
 // name: "byte" or "gpt2". For gpt2, bpe_dir holds encoder.json and vocab.bpe (empty: the

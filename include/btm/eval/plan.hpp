@@ -50,6 +50,10 @@ struct EvalPlan {
   // or when some ELM does not train on exactly one of them (a note says so).
   std::optional<ClusterModel> clusters;
   std::vector<std::size_t> elm_clusters;  // [K]
+  // Rank 0 only: every checkpoint the evaluation reads (the ELMs, dense, the merges' seed) and
+  // its step then (eval.h5 /checkpoint_steps).
+  std::vector<std::string> checkpoints;
+  std::vector<std::int64_t> checkpoint_steps;
 
   std::size_t K() const { return elms.size(); }
   std::size_t D() const { return domains.names.size(); }

@@ -5,13 +5,18 @@
 //     order j), domains (evaluation domains), in_domain (1.0 train domain, 0.0 held-out),
 //     posterior (eval.posterior), ranks (world size of the evaluation), score_seconds,
 //     average_seconds, combine_seconds (the phase's steps), route_seconds (the cluster routing of
-//     the rows ensemble:cluster-top-k, 0 without)
+//     the rows ensemble:cluster-top-k, 0 without), btm_version, btm_commit (build_info.hpp),
+//     written_at (ISO 8601 UTC)
+//   dimension scales (HDF5 H5DS; h5py: f["perplexity"].dims[1].label, f["perplexity"].dims[1][0]):
+//     /methods /domains /elms /schemes (strings), attached to every dimension below that they
+//     index, labelled method, domain, elm, scheme
 //   /perplexity       float64 [methods, domains], attribute methods: "elm:NAME",
 //                     "ensemble:top-k" (k = 1..K), "ensemble:cluster-top-k" (c-BTM routing,
 //                     data.clusters), "ensemble:uniform-mixture",
 //                     "ensemble:uniform-prior", "average:uniform", "average:cached-prior",
 //                     "average:argmax", "merge:METHOD:SCHEME" (eval.merges), "dense"; NaN
 //                     where not evaluated
+//   /loss             float64 [methods, domains]  log(perplexity): nats per token (units)
 //   /mean_in_domain /mean_out_domain  float64 [methods]
 //   /priors           float64 [domains, K]  cached prior of each evaluation domain
 //   /average_weights  float64 [schemes, domains, K], attribute schemes
@@ -26,7 +31,11 @@
 //                     scheme whose weights it merges with: /average_weights), lambda, density,
 //                     drop (per row, NaN where the method has no such parameter), seed (of the
 //                     DARE masks), base (the model the task vectors start from), seconds
-//   format_version 2 (1: without /compute; both are read)
+//   /checkpoint_steps int64 [checkpoints]  the step of every checkpoint the evaluation read
+//                     (the ELMs, dense, the merges' seed), dimension scale /checkpoints (names)
+//   /compute's datasets have the dimension scale /compute/models (label model)
+//   format_version 3 (2: without the scales, /loss, /checkpoint_steps and the build; 1: without
+//   /compute too; all are read)
 #pragma once
 
 #include <cstdint>
@@ -38,7 +47,7 @@
 namespace btm {
 
 inline constexpr const char* kEvalFormat = "btm-eval";
-inline constexpr std::int64_t kEvalFormatVersion = 2;  // 1 is read too (no /compute)
+inline constexpr std::int64_t kEvalFormatVersion = 3;  // 1 and 2 are read too
 
 // /compute: one entry per compared model, in the order of `models`.
 struct EvalCompute {
@@ -89,6 +98,10 @@ struct EvalResults {
   std::vector<double> average_weights;  // [S x D x K]
   std::vector<std::int64_t> tokens;     // [D] test tokens scored
 
+  std::vector<std::string> checkpoints;        // [C] the checkpoints read (empty before format 3)
+  std::vector<std::int64_t> checkpoint_steps;  // [C] their steps
+  std::string btm_version, btm_commit;         // as read (written: this build's); "" before 3
+
   std::optional<EvalCompute> compute;  // absent in format version 1
   std::optional<EvalMerges> merges;    // absent without eval.merges
 };
@@ -97,7 +110,7 @@ struct EvalResults {
 // SystemError if the arrays do not have the shapes above (a bug of the caller).
 void write_eval_file(const std::filesystem::path& path, const EvalResults& results);
 
-// Reads and checks an eval file (format, version 1 or 2, every attribute and dataset, their
+// Reads and checks an eval file (format, version 1 to 3, every attribute and dataset, their
 // shapes). InputError naming the file and what is wrong otherwise.
 EvalResults read_eval_file(const std::filesystem::path& path);
 

@@ -71,6 +71,18 @@ std::vector<std::size_t> shape(hid_t parent, const std::string& name);
 template <typename T>
 void read_range(hid_t parent, const std::string& name, std::size_t start, std::size_t n, T* out);
 
+// A 1-D dataset of UTF-8 strings (h5py: f[name].asstr()[:]). Not checksummed: HDF5 applies no
+// filter to variable-length data (its heap holds the strings).
+void write_strings(hid_t parent, const std::string& name, const std::vector<std::string>& values);
+std::vector<std::string> read_strings(hid_t parent, const std::string& name);
+
+// Dimension scales (HDF5's H5DS API; h5py: f[name].dims[dim].label and f[name].dims[dim][0]):
+// the 1-D dataset `scale` of `parent` becomes a dimension scale, attached to dimension `dim` of
+// `dataset`, whose label becomes `label`. make_scale once per scale, then attach it anywhere.
+void make_scale(hid_t parent, const std::string& scale);
+void attach_scale(hid_t parent, const std::string& dataset, unsigned dim, const std::string& scale,
+                  const std::string& label);
+
 // The "units" attribute of dataset `dataset` of `parent` (h5py: f[name].attrs["units"]): what
 // its numbers count, e.g. "tokens", "nats/token", "tokens/s", "ms"; units_of gives "" if none.
 void set_units(hid_t parent, const std::string& dataset, const std::string& units);

@@ -24,6 +24,9 @@
 
 namespace btm::hf {
 
+// GPT-2's vocabulary: the ids of a model that reads GPT-2's tokenizer.
+constexpr int kGpt2Vocab = 50257;
+
 // "wte" -> "transformer.wte.weight", "h.0.ln_1.weight" -> "transformer.h.0.ln_1.weight".
 std::string hf_name(const TensorSpec& tensor);
 // True for the weights HF stores transposed (Conv1D: attn.c_attn, attn.c_proj, mlp.c_fc,

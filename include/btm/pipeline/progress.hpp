@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "btm/pipeline/run_context.hpp"
+#include "btm/util/format.hpp"  // utc_timestamp
 
 namespace btm {
 
@@ -39,8 +40,6 @@ std::string format_validation(const std::string& name, std::int64_t step, std::i
 std::string format_duration(double seconds);
 // 1310720 -> "1.31M", 2500 -> "2.50K", 999 -> "999"
 std::string short_count(double n);
-// ISO 8601 in UTC: "2026-12-02T06:40:12Z"
-std::string utc_timestamp(std::time_t t);
 
 // The work a command still has to do after the model in training, for the ETA: models to
 // train (steps left, tokens per step, ranks) one after another, and the evaluation's

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "btm/data/corpus.hpp"
 #include "btm/dist/comm.hpp"
 #include "btm/io/checkpoint.hpp"
 #include "btm/model/engine.hpp"
@@ -22,6 +23,12 @@ enum class TrainResult { Finished, Stopped };
 // divides its micro-batches (budget.hpp). Finished checkpoints pass.
 void check_trainable(const CheckpointInfo& c, const std::filesystem::path& file, int ranks,
                      int data_batch);
+
+// Throws InputError naming `file` and `corpus_file` unless the model of checkpoint `c` reads the
+// ids of that corpus: the same vocabulary size, and where the checkpoint records a tokenizer
+// (format 3), the same tokenizer and vocab_hash.
+void check_vocabulary(const CheckpointInfo& c, const std::filesystem::path& file,
+                      const CorpusInfo& corpus, const std::filesystem::path& corpus_file);
 
 // Trains model `name` from its checkpoint to the checkpoint's target_steps, starting from the
 // state ctx.engine keeps where the checkpoint refers to it (a branch of the seed this process
