@@ -18,8 +18,8 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
   // clang-format off
   options.add_options()
       ("input", po::value(&input)->required(),
-       "directory with one subdirectory per domain holding .txt files (one document each) or "
-       ".jsonl / .jsonl.gz files (one {\"text\": ...} per line)")
+       "directory with one subdirectory per domain holding .txt files (one document each, or "
+       "see --split-lines) or .jsonl / .jsonl.gz files (one {\"text\": ...} per line)")
       ("out", po::value(&out)->required(), "corpus directory to write: OUT/DOMAIN.h5")
       ("tokenizer", po::value(&o.tokenizer)->default_value(o.tokenizer), "byte | gpt2")
       ("bpe-dir", po::value(&bpe_dir),
@@ -32,12 +32,23 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
        "share of each domain's documents held out for testing")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the valid/test choice")
       ("max-mb", po::value(&o.max_mb)->default_value(o.max_mb),
-       "cap per domain in MB of text, for balanced domains (0: no cap)");
+       "cap per domain in MB of text, for balanced domains (0: no cap)")
+      ("text-key", po::value(&o.reader.text_key)->default_value(o.reader.text_key),
+       "the member of each JSON line that holds its text")
+      ("split-lines", po::value(&o.reader.split_lines),
+       "cut each .txt file into documents of N lines (the last may be shorter), so that one "
+       "large file can be split into train/valid/test")
+      ("split-blank-lines", po::bool_switch(&o.reader.split_blank_lines),
+       "cut each .txt file into documents at blank lines (paragraphs)");
   // clang-format on
-  parse_command("prepare",
-                "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
-                "the MPI ranks.",
-                args, options, nullptr, world.rank() == 0);
+  const auto vm = parse_command(
+      "prepare",
+      "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
+      "the MPI ranks.",
+      args, options, nullptr, world.rank() == 0);
+  // 0 is "not cutting" inside; given on the command line it is a mistake.
+  if (vm.count("split-lines") && o.reader.split_lines == 0)
+    throw InputError("--split-lines 0: give the number of lines per document (>= 1)");
   o.input = input;
   o.out = out;
   o.bpe_dir = bpe_dir;

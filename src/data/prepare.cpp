@@ -169,7 +169,8 @@ struct Cutoff {
   std::uint64_t last_file_docs = std::numeric_limits<std::uint64_t>::max();
 };
 
-Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb, bool need_utf8) {
+Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
+                   const ReaderOptions& reader, bool need_utf8) {
   Cutoff cut;
   cut.files = domain.files.size();
   if (max_mb <= 0) return cut;
@@ -178,12 +179,12 @@ Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
   for (std::size_t i = 0; i < domain.files.size(); ++i) {
     const InputFile& f = domain.files[i];
     std::uint64_t docs = 0;
-    if (f.kind == FileKind::Text) {
+    if (f.kind == FileKind::Text && !reader.splits_text()) {
       // One document per file: its size is enough, no need to read it here.
       if (f.size > 0) total += static_cast<double>(f.size), docs = 1;
     } else {
       read_documents(dir / f.relative, f.kind, need_utf8, std::numeric_limits<std::uint64_t>::max(),
-                     [&](std::string_view text) {
+                     reader, [&](std::string_view text) {
                        if (total >= cap) return;
                        total += static_cast<double>(text.size());
                        ++docs;
@@ -246,7 +247,8 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
 
   // 1. The cap (rank 0 reads ahead as far as it needs), then who reads which file.
   Cutoff cut;
-  agreed_on_root(comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, need_utf8); });
+  agreed_on_root(
+      comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, options.reader, need_utf8); });
   comm.broadcast(&cut, sizeof(cut), 0);
   const std::vector<int> owner = assign_files(domain.files, cut.files, comm.size());
   if (root && log) {
@@ -286,7 +288,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
           i + 1 == cut.files ? cut.last_file_docs : std::numeric_limits<std::uint64_t>::max();
       std::uint32_t index = 0;
       read_documents(dir / domain.files[i].relative, domain.files[i].kind, need_utf8, limit,
-                     [&](std::string_view text) {
+                     options.reader, [&](std::string_view text) {
                        tokens.clear();
                        tokenizer.encode(text, tokens);
                        tokens.push_back(static_cast<std::uint16_t>(tokenizer.eot_token()));
@@ -343,12 +345,20 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
     };
     const std::size_t n_valid = share(options.valid_fraction),
                       n_test = share(options.test_fraction);
-    if (n_valid + n_test >= n)
+    if (n_valid + n_test >= n) {
+      const bool whole_txt =
+          !options.reader.splits_text() &&
+          std::any_of(domain.files.begin(), domain.files.begin() + static_cast<long>(cut.files),
+                      [](const InputFile& f) { return f.kind == FileKind::Text; });
       throw InputError(
           dir.string() + ": domain '" + domain.name + "' has only " + std::to_string(n) +
           " document" + (n == 1 ? "" : "s") + ", too few for a train split beside " +
           std::to_string(n_valid) + " valid and " + std::to_string(n_test) +
-          " test documents: add documents or lower --valid-fraction / --test-fraction");
+          " test documents: add documents or lower --valid-fraction / --test-fraction" +
+          (whole_txt ? " (a .txt file is one document: cut large ones into documents with "
+                       "--split-lines N or --split-blank-lines)"
+                     : ""));
+    }
     // A seeded permutation picks the valid and test documents; each split keeps the order.
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
@@ -365,6 +375,8 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
     info.tokenizer = tokenizer.name();
     info.vocab_size = tokenizer.vocab_size();
     info.eot_token = tokenizer.eot_token();
+    info.text_key = options.reader.text_key;
+    info.txt_documents = options.reader.txt_documents();
     std::int64_t files_used = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const int s = split_of[i];
@@ -430,6 +442,7 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
 }
 
 void check_options(const PrepareOptions& o) {
+  check_reader_options(o.reader);
   const auto fraction_ok = [](double f) { return f >= 0 && f < 1 && std::isfinite(f); };
   if (!fraction_ok(o.valid_fraction) || !fraction_ok(o.test_fraction) ||
       o.valid_fraction + o.test_fraction >= 1)
@@ -459,7 +472,12 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
     *log << "prepare: " << plan.size() << " domain" << (plan.size() == 1 ? "" : "s") << " from "
          << options.input.string() << " -> " << options.out.string() << ", tokenizer "
          << tokenizer->name() << " (" << tokenizer->vocab_size() << " ids), " << comm.size()
-         << " rank" << (comm.size() == 1 ? "" : "s") << "\n"
+         << " rank" << (comm.size() == 1 ? "" : "s") << "; a .txt file is "
+         << (options.reader.split_lines > 0
+                 ? "a document every " + std::to_string(options.reader.split_lines) + " lines"
+             : options.reader.split_blank_lines ? "a document per paragraph (at blank lines)"
+                                                : "one document")
+         << ", JSON lines give their \"" << options.reader.text_key << "\"\n"
          << std::flush;
 
   std::vector<PreparedDomain> results;
