@@ -1,5 +1,7 @@
 #include "btm/util/format.hpp"
 
+#include <charconv>
+
 namespace btm {
 
 std::string grouped(std::int64_t n) {
@@ -14,6 +16,12 @@ std::string grouped(std::int64_t n) {
 
 std::string counted(std::int64_t n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+std::string shortest(double x) {
+  char text[64];
+  const auto [end, ec] = std::to_chars(text, text + sizeof(text), x, std::chars_format::general);
+  return ec == std::errc() ? std::string(text, end) : std::to_string(x);
 }
 
 }  // namespace btm
