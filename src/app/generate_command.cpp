@@ -18,6 +18,7 @@
 #include "btm/method/average.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -310,7 +311,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
   if (ctx.leader())
     print(o, r, g, *tokenizer,
           std::string(word_of(ctx.backend->device())) + ", ensemble of " +
-              std::to_string(names.size()) + " on " + std::to_string(groups.groups) + " groups");
+              std::to_string(names.size()) + " on " + counted(groups.groups, "group"));
   return kExitOk;
 }
 
