@@ -231,6 +231,11 @@ TEST(Readers, TextKeyNamesTheJsonMember) {
   EXPECT_EQ(e.rfind("f.jsonl:2: no \"content\" field", 0), 0u) << e;
   EXPECT_NE(e.find("the members id, body"), std::string::npos) << e;
   EXPECT_NE(e.find("--text-key"), std::string::npos) << e;
+  // Past 8 members the list says there are more.
+  const std::string many = error_of([] {
+    json_line_text(R"({"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1})", "w", "text");
+  });
+  EXPECT_NE(many.find("the members a, b, c, d, e, f, g, h, ...:"), std::string::npos) << many;
   const std::string e2 =
       error_of([] { json_line_text(R"({"content": 5})", "f.jsonl:2", "content"); });
   EXPECT_EQ(e2.rfind("f.jsonl:2: the \"content\" field is not a string", 0), 0u) << e2;

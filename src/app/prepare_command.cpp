@@ -8,6 +8,7 @@
 #include "btm/data/prepare.hpp"
 #include "btm/data/tokenizer.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -58,7 +59,8 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
     std::int64_t bytes = 0, tokens = 0;
     for (const auto& r : results)
       for (int s = 0; s < 3; ++s) bytes += r.bytes[s], tokens += r.tokens[s];
-    std::printf("prepare: done, %zu domains, %.2f MB, %lld tokens\n", results.size(),
+    std::printf("prepare: done, %s, %.2f MB, %lld tokens\n",
+                counted(static_cast<std::int64_t>(results.size()), "domain").c_str(),
                 static_cast<double>(bytes) / 1e6, static_cast<long long>(tokens));
   }
   return kExitOk;

@@ -20,6 +20,7 @@
 #include "btm/data/readers.hpp"
 #include "btm/data/tokenizer.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 #include "btm/util/rng.hpp"
 #include "byte_buffer.hpp"
 
@@ -254,8 +255,9 @@ PreparedDomain prepare_domain(const PrepareOptions& options, const DomainPlan& d
   if (root && log) {
     std::uint64_t disk = 0;
     for (std::size_t i = 0; i < cut.files; ++i) disk += domain.files[i].size;
-    *log << "prepare: " << domain.name << ": " << cut.files << " of " << domain.files.size()
-         << " files (" << fixed(static_cast<double>(disk) / kMB, 1) << " MB on disk)"
+    *log << "prepare: " << domain.name << ": " << cut.files << " of "
+         << counted(static_cast<std::int64_t>(domain.files.size()), "file") << " ("
+         << fixed(static_cast<double>(disk) / kMB, 1) << " MB on disk)"
          << (options.max_mb > 0 ? " under the " + fixed(options.max_mb, 1) + " MB cap" : "") << ", "
          << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << "\n"
          << std::flush;
@@ -474,7 +476,7 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
          << tokenizer->name() << " (" << tokenizer->vocab_size() << " ids), " << comm.size()
          << " rank" << (comm.size() == 1 ? "" : "s") << "; a .txt file is "
          << (options.reader.split_lines > 0
-                 ? "a document every " + std::to_string(options.reader.split_lines) + " lines"
+                 ? "a document every " + counted(options.reader.split_lines, "line")
              : options.reader.split_blank_lines ? "a document per paragraph (at blank lines)"
                                                 : "one document")
          << ", JSON lines give their \"" << options.reader.text_key << "\"\n"

@@ -193,6 +193,7 @@ class TextField {
     taking_ = depth_ == 1 && !found && k == key_;
     // The first few members, to name in the error when the key is missing.
     if (depth_ == 1 && members.size() < 8) members.push_back(k);
+    if (depth_ == 1) ++member_count;
     return true;
   }
   bool end_object() {
@@ -215,6 +216,7 @@ class TextField {
   std::size_t column = 0;            // of a syntax error
   std::string detail;                // of a syntax error
   std::vector<std::string> members;  // top-level member names (the first 8)
+  std::size_t member_count = 0;
 
  private:
   bool fail(Problem p) {
@@ -310,6 +312,7 @@ std::string json_line_text(std::string_view line, const std::string& where,
   if (!field.found) {
     std::string members;
     for (const std::string& m : field.members) members += (members.empty() ? "" : ", ") + m;
+    if (field.member_count > field.members.size()) members += ", ...";
     throw InputError(where + ": no \"" + key + "\" field (" + expected + "; this one has " +
                      (members.empty() ? "no members" : "the members " + members) +
                      ": name the text member with --text-key)");
