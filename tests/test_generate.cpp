@@ -133,7 +133,9 @@ TEST(KvCache, TheFallbackWithoutACacheRecomputesTheSameLogits) {
   EXPECT_EQ(e.decode_mode(), "full-forward");
   const int B = 2, T = 10;
   const auto tokens = random_tokens(static_cast<std::size_t>(B) * T, m.vocab_size, 8);
-  expect_decode_matches_full(e, tokens, B, T, {3, 1, 1, 5}, 0);  // the same computation
+  // The same computation on fewer rows: OpenBLAS may block a GEMM of fewer rows differently
+  // (on some CPUs), so equal within a few ulps of the largest logit, not bitwise.
+  expect_decode_matches_full(e, tokens, B, T, {3, 1, 1, 5}, 1e-6);
 }
 
 TEST(KvCache, PositionsPastTheCapacityOrContextAreRefused) {
