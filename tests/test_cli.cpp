@@ -199,7 +199,9 @@ TEST(Cli, ForestListKeepsItsColumnsApart) {
       r.output.find("package_descriptions  elm      trained  500    16            36,864,000"),
       std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("avg                   average  trained"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("avg                   average  trained  500    -             2,048"),
+            std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("seed(0.5) package_descriptions(0.5)"), std::string::npos) << r.output;
 }
 
