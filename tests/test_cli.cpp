@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 
 #include "btm/app/cli.hpp"
 #include "btm/io/forest.hpp"
@@ -107,7 +108,7 @@ TEST(Cli, ConfigPrintsTheSettingsOrOneValue) {
   r = run_btm("config " + cfg + " --run.dir elsewhere --get run.dir");
   EXPECT_EQ(r.output, "elsewhere\n");
   r = run_btm("config " + cfg + " --get optim.lr");
-  EXPECT_EQ(r.output, "5e-04\n");  // the shortest text that reads back exactly
+  EXPECT_EQ(r.output, "0.0005\n");  // the shortest text that reads back exactly
   r = run_btm("config " + cfg + " --get run.nosuch");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("no setting named 'run.nosuch'"), std::string::npos) << r.output;
@@ -116,6 +117,38 @@ TEST(Cli, ConfigPrintsTheSettingsOrOneValue) {
   EXPECT_NE(r.output.find("[run]\ndir = runs/from-file\nsteps = 7\n"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("decay = linear\n"), std::string::npos) << r.output;
+}
+
+// btm config --list: every setting of the field table with its type, default (the INI writer's
+// text) and range; docs/config.md is its output, so the page cannot drift from the table.
+TEST(Cli, ConfigListIsTheGlossaryInDocs) {
+  const auto r = run_btm("config --list");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<FieldDoc> fields = field_docs();
+  for (const FieldDoc& f : fields)
+    EXPECT_NE(r.output.find("| `" + f.name + "` | "), std::string::npos) << f.name;
+  std::size_t rows = 0;  // table rows, one per setting
+  for (std::size_t at = r.output.find("\n| `"); at != std::string::npos;
+       at = r.output.find("\n| `", at + 1))
+    ++rows;
+  EXPECT_EQ(rows, fields.size());
+  EXPECT_NE(r.output.find("| `optim.lr` | number | `0.0005` | > 0 | peak learning rate |"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("| `optim.decay` | linear or cosine | `linear` | - |"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("| `data.batch` | integer | `4` | >= 1 | sequences per rank"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("**`data.batch` is per rank.**"), std::string::npos) << r.output;
+  // Every default is as to_ini writes it (the shortest exact text), never 0.00050000000000000001.
+  const std::string ini = to_ini(Config{});
+  EXPECT_NE(ini.find("lr = 0.0005\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("eps = 1e-08\n"), std::string::npos) << ini;
+  std::ifstream doc(btm::test::source_dir() + "/docs/config.md");
+  const std::string page((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(page, r.output) << "docs/config.md is stale: build/btm config --list > docs/config.md";
+  EXPECT_EQ(run_btm("config --list --get run.dir").exit_code, 2);
 }
 
 // btm forest list: one row per model, columns as wide as their longest entry (a long name or
@@ -166,7 +199,9 @@ TEST(Cli, ForestListKeepsItsColumnsApart) {
       r.output.find("package_descriptions  elm      trained  500    16            36,864,000"),
       std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("avg                   average  trained"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("avg                   average  trained  500    -             2,048"),
+            std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("seed(0.5) package_descriptions(0.5)"), std::string::npos) << r.output;
 }
 

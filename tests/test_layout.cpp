@@ -122,7 +122,8 @@ TEST(Budget, ValidWorldsFormTheSeedsBatchWithWholeGroups) {
       ADD_FAILURE() << "accepted W=" << w;
     } catch (const InputError& e) {
       const std::string what = e.what();
-      EXPECT_NE(what.find(std::to_string(w) + " ranks cannot form"), std::string::npos) << what;
+      const std::string ranks = w == 1 ? "1 rank" : std::to_string(w) + " ranks";  // no "1 ranks"
+      EXPECT_NE(what.find("rank layout: " + ranks + " cannot form"), std::string::npos) << what;
       EXPECT_NE(what.find("start 2, 4, 6 or 12 ranks"), std::string::npos) << what;
     }
   }

@@ -239,3 +239,76 @@ TEST(PrepareErrors, CommandLineReportsExitCode2) {
                                       " --out x --valid-fraction 0.7 --test-fraction 0.4");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
 }
+
+// A domain of one large .txt file is one document, too few to split; cut into documents by lines
+// or at blank lines, it splits into train/valid/test, and the corpus records how it was cut.
+TEST(PrepareErrors, OneLargeTextFileIsCutIntoDocuments) {
+  btm::test::TempDir dir("btm-prep");
+  std::string text;
+  for (int p = 0; p < 40; ++p) text += "paragraph " + std::to_string(p) + "\nits second line\n\n";
+  write_text(dir / "in" / "book" / "all.txt", text);
+  PrepareOptions o = byte_options(dir / "in", dir / "corpus");
+  o.valid_fraction = 0.1;
+  o.test_fraction = 0.1;
+  expect_input_error(o, {"has only 1 document", "--split-lines N or --split-blank-lines"});
+
+  o.reader.split_blank_lines = true;
+  auto r = prepare_corpus(o, self(), nullptr);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].docs[0], 32);
+  EXPECT_EQ(r[0].docs[1], 4);
+  EXPECT_EQ(r[0].docs[2], 4);
+  // Every byte but the blank lines between paragraphs.
+  EXPECT_EQ(r[0].bytes[0] + r[0].bytes[1] + r[0].bytes[2],
+            static_cast<std::int64_t>(text.size()) - 40);
+  CorpusInfo info = read_corpus_info(dir / "corpus" / "book.h5");
+  EXPECT_EQ(info.txt_documents, "blank-lines");
+  EXPECT_EQ(info.text_key, "text");
+
+  o.reader.split_blank_lines = false;
+  o.reader.split_lines = 6;  // two paragraphs per document
+  r = prepare_corpus(o, self(), nullptr);
+  EXPECT_EQ(r[0].docs[0] + r[0].docs[1] + r[0].docs[2], 20);
+  EXPECT_EQ(r[0].bytes[0] + r[0].bytes[1] + r[0].bytes[2], static_cast<std::int64_t>(text.size()));
+  EXPECT_EQ(read_corpus_info(dir / "corpus" / "book.h5").txt_documents, "lines:6");
+
+  // --max-mb counts the cut documents, not the whole file.
+  o.max_mb = 200e-6;  // 200 bytes: the first documents only
+  r = prepare_corpus(o, self(), nullptr);
+  EXPECT_LT(r[0].docs[0] + r[0].docs[1] + r[0].docs[2], 20);
+  EXPECT_GE(r[0].bytes[0] + r[0].bytes[1] + r[0].bytes[2], 200);
+}
+
+TEST(PrepareErrors, TextKeyReadsAnotherJsonMember) {
+  btm::test::TempDir dir("btm-prep");
+  write_text(dir / "in" / "a" / "d.jsonl",
+             "{\"id\": 1, \"content\": \"one\"}\n{\"id\": 2, \"content\": \"two!\"}\n");
+  PrepareOptions o = byte_options(dir / "in", dir / "corpus");
+  expect_input_error(o, {(dir / "in" / "a" / "d.jsonl").string() + ":1", "no \"text\" field",
+                         "the members id, content", "--text-key"});
+  o.reader.text_key = "content";
+  const auto r = prepare_corpus(o, self(), nullptr);
+  EXPECT_EQ(r[0].docs[0], 2);
+  EXPECT_EQ(r[0].bytes[0], 7);
+  EXPECT_EQ(read_corpus_info(dir / "corpus" / "a.h5").text_key, "content");
+}
+
+TEST(PrepareErrors, BadReaderOptionsOnTheCommandLine) {
+  btm::test::TempDir dir("btm-prep");
+  write_text(dir / "in" / "a" / "x.txt", "a\n\nb\n");
+  const std::string base = "prepare --tokenizer byte --input " + (dir / "in").string() + " --out " +
+                           (dir / "corpus").string() + " ";
+  for (const std::string& bad : {std::string("--split-lines 0"), std::string("--split-lines -2"),
+                                 std::string("--split-lines 3 --split-blank-lines"),
+                                 std::string("--split-lines x"), std::string("--text-key ''")}) {
+    const auto r = btm::test::run_btm(base + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << "\n" << r.output;
+    EXPECT_NE(r.output.find(bad.substr(0, bad.find(' '))), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(dir / "corpus" / "a.h5"));
+  const auto ok = btm::test::run_btm(base +
+                                     "--split-blank-lines --valid-fraction 0 "
+                                     "--test-fraction 0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_EQ(read_corpus_info(dir / "corpus" / "a.h5").docs[0], 2);
+}

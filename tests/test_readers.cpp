@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -46,10 +47,17 @@ void write_gzip_members(const fs::path& file, const std::vector<std::string>& pa
 }
 
 std::vector<std::string> documents(const fs::path& file, FileKind kind,
-                                   std::uint64_t limit = UINT64_MAX) {
+                                   std::uint64_t limit = UINT64_MAX,
+                                   const ReaderOptions& options = {}) {
   std::vector<std::string> docs;
-  read_documents(file, kind, true, limit, [&](std::string_view t) { docs.emplace_back(t); });
+  read_documents(file, kind, true, limit, options,
+                 [&](std::string_view t) { docs.emplace_back(t); });
   return docs;
+}
+
+std::string slurp_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string error_of(const std::function<void()>& fn) {
@@ -181,7 +189,7 @@ TEST(Readers, NonUtf8InAJsonLineNamesTheDecompressedOffset) {
   // The same with the byte tokenizer (need_utf8 = false): JSON text must be UTF-8 whatever the
   // tokenizer.
   const std::string e2 = error_of([&] {
-    read_documents(dir / "d.jsonl.gz", FileKind::GzipJsonLines, false, UINT64_MAX,
+    read_documents(dir / "d.jsonl.gz", FileKind::GzipJsonLines, false, UINT64_MAX, {},
                    [](std::string_view) {});
   });
   EXPECT_EQ(e2, e);
@@ -205,11 +213,92 @@ TEST(Readers, LargeGzipIsStreamedInBoundedMemory) {
   const std::int64_t before = resident_bytes();
   std::int64_t peak = before;
   std::uint64_t docs = 0, bytes = 0;
-  read_documents(file, FileKind::GzipJsonLines, true, UINT64_MAX, [&](std::string_view text) {
+  read_documents(file, FileKind::GzipJsonLines, true, UINT64_MAX, {}, [&](std::string_view text) {
     bytes += text.size();
     if (++docs % 1000 == 0) peak = std::max(peak, resident_bytes());
   });
   EXPECT_EQ(docs, static_cast<std::uint64_t>(lines));
   EXPECT_EQ(bytes, static_cast<std::uint64_t>(lines) * 1000);
   EXPECT_LT(peak - before, 24 << 20) << "resident memory grew by " << (peak - before) << " bytes";
+}
+
+// --text-key: the text of a JSON line under another member; a line without it names the members
+// it has and the option.
+TEST(Readers, TextKeyNamesTheJsonMember) {
+  EXPECT_EQ(json_line_text(R"({"text": "not this", "content": "this"})", "w", "content"), "this");
+  const std::string e =
+      error_of([] { json_line_text(R"({"id": 3, "body": "x"})", "f.jsonl:2", "content"); });
+  EXPECT_EQ(e.rfind("f.jsonl:2: no \"content\" field", 0), 0u) << e;
+  EXPECT_NE(e.find("the members id, body"), std::string::npos) << e;
+  EXPECT_NE(e.find("--text-key"), std::string::npos) << e;
+  // Past 8 members the list says there are more.
+  const std::string many = error_of([] {
+    json_line_text(R"({"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1})", "w", "text");
+  });
+  EXPECT_NE(many.find("the members a, b, c, d, e, f, g, h, ...:"), std::string::npos) << many;
+  const std::string e2 =
+      error_of([] { json_line_text(R"({"content": 5})", "f.jsonl:2", "content"); });
+  EXPECT_EQ(e2.rfind("f.jsonl:2: the \"content\" field is not a string", 0), 0u) << e2;
+
+  btm::test::TempDir dir("btm-readers");
+  write_bytes(dir / "d.jsonl", "{\"content\": \"a\", \"text\": \"b\"}\n{\"content\": \"c\"}\n");
+  ReaderOptions o;
+  o.text_key = "content";
+  EXPECT_EQ(documents(dir / "d.jsonl", FileKind::JsonLines, UINT64_MAX, o),
+            (std::vector<std::string>{"a", "c"}));
+  // The default key finds no "text" on the second line.
+  EXPECT_NE(error_of([&] {
+              documents(dir / "d.jsonl", FileKind::JsonLines);
+            }).find("d.jsonl:2: no \"text\" field"),
+            std::string::npos);
+}
+
+// --split-lines N and --split-blank-lines cut a .txt file into documents: every N lines (the
+// last shorter), or at runs of blank lines; pieces of blank lines only are no documents, and the
+// text of the documents is the file's, line for line.
+TEST(Readers, TextFileCutIntoDocuments) {
+  btm::test::TempDir dir("btm-readers");
+  const fs::path file = dir / "big.txt";
+  write_bytes(file, "a1\na2\n\n\n  \nb1\r\nb2\nb3\n\nc1");
+  ReaderOptions lines;
+  lines.split_lines = 2;
+  EXPECT_EQ(documents(file, FileKind::Text, UINT64_MAX, lines),
+            (std::vector<std::string>{"a1\na2\n", "  \nb1\r\n", "b2\nb3\n", "\nc1\n"}));
+  EXPECT_EQ(documents(file, FileKind::Text, 2, lines).size(), 2u);  // the limit holds
+  lines.split_lines = 100;
+  EXPECT_EQ(documents(file, FileKind::Text, UINT64_MAX, lines).size(), 1u);
+  ReaderOptions blank;
+  blank.split_blank_lines = true;
+  EXPECT_EQ(documents(file, FileKind::Text, UINT64_MAX, blank),
+            (std::vector<std::string>{"a1\na2\n", "b1\r\nb2\nb3\n", "c1\n"}));
+  // Without a cut, the file is one document, as it is.
+  EXPECT_EQ(documents(file, FileKind::Text), (std::vector<std::string>{slurp_file(file)}));
+  // Cutting applies to .txt files only: a JSON line stays one document.
+  write_bytes(dir / "d.jsonl", "{\"text\": \"x\\n\\ny\"}\n");
+  EXPECT_EQ(documents(dir / "d.jsonl", FileKind::JsonLines, UINT64_MAX, blank),
+            (std::vector<std::string>{"x\n\ny"}));
+  // A line that is not UTF-8 is named by its byte offset in the file.
+  write_bytes(file, "ok\n\nbad \xff here\n");
+  EXPECT_NE(error_of([&] {
+              documents(file, FileKind::Text, UINT64_MAX, blank);
+            }).find(file.string() + ": not valid UTF-8 at byte offset 8"),
+            std::string::npos);
+}
+
+TEST(Readers, BadReaderOptionsAreRefused) {
+  const auto err = [](ReaderOptions o) { return error_of([&] { check_reader_options(o); }); };
+  EXPECT_EQ(err({}), "(no error)");
+  ReaderOptions o;
+  o.text_key = "";
+  EXPECT_NE(err(o).find("--text-key"), std::string::npos);
+  o = {};
+  o.split_lines = -3;
+  EXPECT_NE(err(o).find("--split-lines -3"), std::string::npos) << err(o);
+  o.split_lines = 4;
+  o.split_blank_lines = true;
+  EXPECT_NE(err(o).find("give one"), std::string::npos) << err(o);
+  EXPECT_EQ(o.txt_documents(), "lines:4");
+  o.split_lines = 0;
+  EXPECT_EQ(o.txt_documents(), "blank-lines");
+  EXPECT_EQ(ReaderOptions{}.txt_documents(), "file");
 }

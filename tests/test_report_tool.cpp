@@ -123,10 +123,24 @@ TEST_F(ReportTool, WritesTableAndPlotsOfAFakeRun) {
       << md;
   // The compute of the compared models from /compute, and the match check.
   EXPECT_NE(md.find("| dense | 200 | 8 | 1,638,400 |"), std::string::npos) << md;
-  EXPECT_NE(md.find("Forest tokens (seed + every ELM's own): 1,638,400; dense tokens: 1,638,400 "
-                    "(equal)"),
+  // Under the perplexity table: the compute-match facts, then the glossary of the rows there are.
+  const std::size_t table = md.find("## Perplexity"), facts = md.find("**Compute match:**"),
+                    methods = md.find("## Methods");
+  ASSERT_NE(facts, std::string::npos) << md;
+  ASSERT_NE(methods, std::string::npos) << md;
+  EXPECT_LT(table, facts);
+  EXPECT_LT(facts, methods);
+  EXPECT_NE(md.find("every model path takes 200 optimizer steps: the seed 100 with a global batch "
+                    "of 8 sequences, then each ELM 100 more with 4; the dense baseline 200 steps "
+                    "with 8. Tokens trained: forest (seed + every ELM's own steps) 1,638,400, "
+                    "dense 1,638,400 (equal)."),
             std::string::npos)
       << md;
+  for (const char* term : {"**elm:D**", "**ensemble:top-k**", "**ensemble:uniform-mixture**",
+                           "**ensemble:uniform-prior**", "**cached prior**", "**average:uniform**",
+                           "**average:cached-prior**", "**average:argmax**", "**dense**"})
+    EXPECT_NE(md.find("- " + std::string(term) + ": "), std::string::npos) << term;
+  EXPECT_EQ(md.find("**merge:M:S**"), std::string::npos) << "a glossary entry for absent rows";
 
   // --out puts everything elsewhere.
   const fs::path other = dir_ / "elsewhere";
@@ -164,6 +178,20 @@ TEST_F(ReportTool, MergesRowsOfSeveralEvalFiles) {
                  log),
             2);
   EXPECT_NE(read_text(log).find("no method 'dense'"), std::string::npos) << read_text(log);
+}
+
+// A run without held-out domains: no out-of-domain mean column (a mean over no domain), one
+// panel in the top-k plot.
+TEST_F(ReportTool, WithoutHeldOutDomainsThereIsNoOutOfDomainMean) {
+  const fs::path run = dir_ / "run", log = dir_ / "log.txt";
+  ASSERT_EQ(tool("make_fake_eval.py", shell_quote(run.string()) + " --heldout ''", log), 0)
+      << read_text(log);
+  ASSERT_EQ(tool("report.py", shell_quote(run.string()), log), 0) << read_text(log);
+  const std::string md = read_text(run / "report" / "report.md");
+  EXPECT_NE(md.find("| Method | In-domain mean | legal | code |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("Out-of-domain mean"), std::string::npos) << md;
+  EXPECT_NE(md.find("Held-out domains (out-of-domain, †): none"), std::string::npos) << md;
+  EXPECT_TRUE(is_nonempty_png(run / "report" / "ppl_vs_topk.png"));
 }
 
 TEST_F(ReportTool, RefusesFilesThatAreNotBtmEvalFiles) {
@@ -337,6 +365,7 @@ TEST_F(ReportTool, MergeRowsAndTheirParameters) {
   ASSERT_EQ(tool("report.py", shell_quote(copy.string()), log), 0) << read_text(log);
   const std::string md = read_text(copy / "report" / "report.md");
   EXPECT_NE(md.find("## Merges"), std::string::npos) << md;
+  EXPECT_NE(md.find("- **merge:M:S**: "), std::string::npos) << md;
   EXPECT_NE(md.find("| merge:ties:uniform | ties | uniform | 1 | 0.2 | – |"), std::string::npos)
       << md;
   EXPECT_NE(md.find("| merge:dare:cached-prior | dare | cached-prior | 1 | – | 0.9 |"),

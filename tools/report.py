@@ -4,11 +4,15 @@ include/btm/io/eval_file.hpp, read by tools/btm_files.py) and RUN/metrics/*.h5
 (include/btm/io/metrics.hpp) become
 
   DIR/report.md          header (ELMs, domains, tokens) and the paper-style perplexity table:
-                         rows = methods, columns = in-domain mean, out-of-domain mean, each domain;
-                         the best (lowest) value of each column in bold; cached priors
+                         rows = methods, columns = in-domain mean, out-of-domain mean (where
+                         there are held-out domains), each domain; the best (lowest) value of
+                         each column in bold; under it the compute-match facts (steps, global
+                         batches, tokens), a glossary of the methods, the compute per model,
+                         the merges' parameters, the cached priors
   DIR/loss_vs_tokens.png validation perplexity per model and domain (seed, ELMs, dense) against
                          tokens seen, beside the smoothed training loss
-  DIR/ppl_vs_topk.png    mean in- / out-of-domain perplexity of the top-k ensemble against k
+  DIR/ppl_vs_topk.png    mean perplexity of the top-k ensemble against k, one panel for the
+                         train domains and one for the held-out ones, with reference lines
   DIR/prior_heatmap.png  the cached prior of every evaluation domain over the ELMs
 
 usage: python3 tools/report.py RUN [--out DIR]      (DIR defaults to RUN/report)
@@ -127,11 +131,88 @@ def merge_lines(merges):
                                [[False] * 6 for _ in rows]), ""]
 
 
+# What each row of the table is (report.md's "Methods"), by the start of the row's name.
+GLOSSARY = (
+    ("elm:D", "the expert LM (ELM) trained on domain D, alone."),
+    ("ensemble:top-k", "per token, the mixture of the k ELMs with the largest cached prior of "
+     "the evaluated domain, each weighted by its domain posterior (Bayes' rule over the prefix, "
+     "starting from that cached prior renormalised over the k). k = 1 picks one expert; k = K "
+     "is the whole forest. Only k ELMs run."),
+    ("ensemble:uniform-mixture", "the mean of every ELM's next-token probabilities, with equal "
+     "weights that never change (no posterior)."),
+    ("ensemble:uniform-prior", "the domain posterior over every ELM, as top-K, but starting from "
+     "a uniform prior instead of the cached one."),
+    ("cached prior", "a prior over the ELMs for each evaluated domain, estimated once on its "
+     "validation split (an exponential moving average of the batches' mean posterior) and then "
+     "frozen for the test split (table \"Cached priors\")."),
+    ("average:uniform", "one model: the mean of the ELMs' parameters (the cost of one ELM)."),
+    ("average:cached-prior", "the parameters averaged with the evaluated domain's cached prior as "
+     "weights (the paper's choice)."),
+    ("average:argmax", "the single ELM with the largest cached prior for the evaluated domain."),
+    ("merge:M:S", "a merge of the ELMs' task vectors (their parameters minus the seed's) by "
+     "method M (task arithmetic, TIES, DARE) with the weights of average S (table \"Merges\")."),
+    ("dense", "the compute-matched dense baseline: one model trained on every train domain with "
+     "the forest's tokens."),
+)
+
+
+def glossary_lines(ev):
+    """The glossary entries for the rows this report has (and the cached prior they use)."""
+    prefixes = {"elm:D": "elm:", "ensemble:top-k": "ensemble:top-", "merge:M:S": "merge:",
+                "cached prior": ("ensemble:top-", "average:cached-prior", "average:argmax")}
+
+    def present(term):
+        return (any(m.startswith(prefixes[term]) for m in ev.methods) if term in prefixes
+                else term in ev.methods)
+    lines = ["## Methods", ""]
+    lines += [f"- **{term}**: {text}" for term, text in GLOSSARY if present(term)]
+    return lines + ["", f"The domain posterior uses the {ev.posterior} likelihood "
+                    "(prefix: the whole prefix of the block, as in the paper; prev-token: the "
+                    "previous token only, as in the paper's code).", ""]
+
+
+def compute_match_lines(ev):
+    """The compute-match facts under the perplexity table: steps per model path, the global batch
+    of each kind of model and the tokens of forest and dense (from eval.h5's /compute)."""
+    if not (ev.compute and ev.compute.models):
+        return []
+    c = ev.compute.by_model()
+    elms = [n for n in c if n not in ("seed", "dense")]
+
+    def values(names, key):
+        found = sorted({int(c[n][key]) for n in names})
+        return " or ".join(f"{v:,}" for v in found)
+
+    parts = []
+    seed_steps = int(c["seed"]["steps"]) if "seed" in c else 0
+    if elms:
+        own = sorted({int(c[n]["steps"]) - (seed_steps if c[n]["continues"] == "seed" else 0)
+                      for n in elms})
+        elm_text = (f"each ELM {' or '.join(f'{v:,}' for v in own)}"
+                    f"{' more' if seed_steps else ' steps'} with {values(elms, 'global_batch')}")
+        if "seed" in c:
+            parts.append(f"every model path takes {values(elms, 'steps')} optimizer steps: the seed "
+                         f"{seed_steps:,} with a global batch of {values(['seed'], 'global_batch')} "
+                         f"sequences, then {elm_text}")
+        else:
+            parts.append(elm_text.replace("each ELM", "each ELM trains", 1) + " sequences per step")
+    if "dense" in c:
+        parts.append(f"the dense baseline {values(['dense'], 'steps')} steps with "
+                     f"{values(['dense'], 'global_batch')}")
+    forest, dense = ev.compute.forest_tokens, ev.compute.dense_tokens
+    tokens = f"Tokens trained: forest (seed + every ELM's own steps) {forest:,}"
+    if "dense" in c:
+        tokens += f", dense {dense:,} ({'equal' if forest == dense else 'NOT equal'})"
+    return [f"**Compute match:** {'; '.join(parts)}. {tokens}. Per model: \"Compute\" below.", ""]
+
+
 def write_markdown(ev, curves, out_dir, plots):
     order = ordered_domains(ev)
     heldout = set(ev.heldout_domains())
-    columns = [ev.mean_in_domain, ev.mean_out_domain] + [ev.perplexity[:, d] for d in order]
-    header = ["Method", "In-domain mean", "Out-of-domain mean"] + [
+    # Without held-out domains there is no out-of-domain mean (a mean over nothing).
+    means = [ev.mean_in_domain] + ([ev.mean_out_domain] if heldout else [])
+    columns = means + [ev.perplexity[:, d] for d in order]
+    header = ["Method", "In-domain mean"] + (["Out-of-domain mean"] if heldout else []) + [
         ev.domains[d] + (" †" if d in heldout else "") for d in order]
     masks = [best_mask(c) for c in columns]
     rows, bold = [], []
@@ -153,6 +234,8 @@ def write_markdown(ev, curves, out_dir, plots):
     lines += ["", "## Perplexity", "",
               "Lower is better; the best value of each column is in bold; – = not evaluated.", "",
               markdown_table(header, rows, bold), ""]
+    lines += compute_match_lines(ev)
+    lines += glossary_lines(ev)
 
     if ev.merges and ev.merges.rows:
         lines += merge_lines(ev.merges)
@@ -166,10 +249,6 @@ def write_markdown(ev, curves, out_dir, plots):
                 for name, v in ev.compute.by_model().items()]
         lines += [markdown_table(["Model", "Steps", "Global batch (sequences)", "Tokens", "FLOPs",
                                   "Train seconds"], crow, [[False] * 6 for _ in crow]), ""]
-        forest_tokens, dense_tokens = ev.compute.forest_tokens, ev.compute.dense_tokens
-        match = "equal" if forest_tokens == dense_tokens else "NOT equal"
-        lines += [f"Forest tokens (seed + every ELM's own): {forest_tokens:,}; dense tokens: "
-                  f"{dense_tokens:,} ({match}).", ""]
 
     lines += ["## Cached priors", "",
               "The prior over ELMs estimated on each evaluation domain's validation split "
@@ -302,26 +381,37 @@ def topk_rows(ev):
 
 
 def plot_topk(plt, ev, path):
+    """Mean perplexity of the top-k ensemble against k, one panel per group of domains (in-domain,
+    held out: their scales differ), with the dense baseline and the cached-prior average as
+    reference lines; one legend below the panels, off the data."""
     rows = topk_rows(ev)
     ks = [k for k, _ in rows]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for series, label, color in ((ev.mean_in_domain, "in-domain mean", "tab:blue"),
-                                 (ev.mean_out_domain, "out-of-domain mean", "tab:orange")):
+    panels = [(series, title) for series, title in
+              ((ev.mean_in_domain, "In-domain mean"),
+                               (ev.mean_out_domain, "Held-out (out-of-domain) mean"))
+              if any(math.isfinite(series[m]) for _, m in rows)]
+    refs = (("dense", "--", "tab:red"), ("average:cached-prior", ":", "tab:green"),
+            ("ensemble:uniform-mixture", "-.", "tab:purple"))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.2),
+                             squeeze=False)
+    handles = {}
+    for ax, (series, title) in zip(axes[0], panels):
         ys = [series[m] for _, m in rows]
-        if any(math.isfinite(y) for y in ys):
-            ax.plot(ks, ys, "o-", color=color, label=f"ensemble top-k, {label}")
-        for ref, ls in (("dense", "--"), ("average:cached-prior", ":")):
+        handles["ensemble top-k"], = ax.plot(ks, ys, "o-", color="tab:blue", lw=2)
+        for ref, ls, color in refs:
             if ref in ev.methods and math.isfinite(series[ev.methods.index(ref)]):
-                ax.axhline(series[ev.methods.index(ref)], color=color, ls=ls, lw=1,
-                           label=f"{ref}, {label}")
-    ax.set_xlabel("k (ELMs in the ensemble, largest cached prior first)")
-    ax.set_ylabel("perplexity")
-    ax.set_xticks(ks)
-    ax.set_title("Perplexity vs top-k")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+                handles[ref] = ax.axhline(series[ev.methods.index(ref)], color=color, ls=ls, lw=1.3)
+        ax.set_title(title)
+        ax.set_xlabel("k (ELMs in the ensemble, largest cached prior first)")
+        ax.set_ylabel("perplexity")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Perplexity vs top-k")
+    ncol = len(handles) if len(panels) > 1 else 2
+    fig.tight_layout(rect=(0, 0.035 * -(-len(handles) // ncol), 1, 1))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8,
+               frameon=False)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

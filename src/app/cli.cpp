@@ -14,6 +14,26 @@ namespace btm {
 
 namespace fs = std::filesystem;
 
+po::options_description reader_options(ReaderOptions& reader) {
+  po::options_description options("Reading documents");
+  // clang-format off
+  options.add_options()
+      ("text-key", po::value(&reader.text_key)->default_value(reader.text_key),
+       "the member of each JSON line that holds its text")
+      ("split-lines", po::value(&reader.split_lines),
+       "cut each .txt file into documents of N lines (the last may be shorter), so that one "
+       "large file can be split into train/valid/test")
+      ("split-blank-lines", po::bool_switch(&reader.split_blank_lines),
+       "cut each .txt file into documents at blank lines (paragraphs)");
+  // clang-format on
+  return options;
+}
+
+void check_reader_flags(const po::variables_map& vm, const ReaderOptions& reader) {
+  if (vm.count("split-lines") && reader.split_lines == 0)
+    throw InputError("--split-lines 0: give the number of lines per document (>= 1)");
+}
+
 po::options_description config_options(Config& c) {
   po::options_description all(
       "Configuration (INI sections [model] [optim] [data] [run] [eval]; "

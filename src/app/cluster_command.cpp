@@ -30,11 +30,15 @@ int cmd_cluster(const Args& args, MpiComm& world, const Backends&) {
        "byte | gpt2: its ids are the TF-IDF vocabulary (prepare the corpus with the same)")
       ("bpe-dir", po::value(&bpe_dir), "directory with GPT-2's encoder.json and vocab.bpe");
   // clang-format on
-  parse_command("cluster",
-                "Fit c-BTM's clustering on an unlabelled corpus: TF-IDF over the tokenizer's ids, "
-                "a truncated SVD, balanced k-means; over the MPI ranks. Then btm prepare "
-                "--clusters writes one corpus per cluster.",
-                args, options, nullptr, world.rank() == 0);
+  // Documents as prepare --clusters will read them.
+  options.add(reader_options(o.reader));
+  const po::variables_map vm = parse_command(
+      "cluster",
+      "Fit c-BTM's clustering on an unlabelled corpus: TF-IDF over the tokenizer's ids, "
+      "a truncated SVD, balanced k-means; over the MPI ranks. Then btm prepare "
+      "--clusters writes one corpus per cluster.",
+      args, options, nullptr, world.rank() == 0);
+  check_reader_flags(vm, o.reader);
   o.input = input;
   o.out = out;
   o.bpe_dir = bpe_dir;

@@ -56,8 +56,10 @@ int cmd_forest(const Args& args, MpiComm& world, const Backends&) {
         w << r.parents[j] << "(" << std::setprecision(3) << r.parent_weights[j] << ")";
         parents += (j > 0 ? " " : "") + w.str();
       }
-      rows.push_back({r.name, std::string(word_of(r.kind)), std::string(word_of(r.status)),
-                      grouped(r.steps), grouped(r.global_batch), grouped(r.tokens), parents});
+      rows.push_back(
+          {r.name, std::string(word_of(r.kind)), std::string(word_of(r.status)), grouped(r.steps),
+           // An average is not trained: it has no batch.
+           r.global_batch > 0 ? grouped(r.global_batch) : "-", grouped(r.tokens), parents});
     }
     std::vector<std::size_t> width(rows[0].size(), 0);
     for (const auto& row : rows)

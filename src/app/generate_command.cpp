@@ -21,6 +21,7 @@
 #include "btm/method/cluster.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -250,7 +251,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
               "--route clusters weighs the experts of --ensemble by the text: leave "
               "--prior and --weights out");
         const fs::path file = !config.data.clusters.empty() ? fs::path(config.data.clusters)
-                                                              : fs::path(forest.clusters);
+                                                            : fs::path(forest.clusters);
         if (file.empty())
           throw InputError("--route clusters: the forest at " + ctx.run_dir.string() +
                            " has no clusters (data.clusters): its domains are labels");
@@ -266,9 +267,8 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
           throw InputError("--experts " + std::to_string(o.experts) + ": 0 to " +
                            std::to_string(names.size()) + " with --route clusters");
         routed.route_topk = static_cast<std::size_t>(o.experts);
-        routed.temperature = config.eval.cluster_temperature > 0
-                                 ? config.eval.cluster_temperature
-                                 : clusters->temperature;
+        routed.temperature = config.eval.cluster_temperature > 0 ? config.eval.cluster_temperature
+                                                                 : clusters->temperature;
         routed.clusters = std::move(clusters);
       } else if (o.route != "posterior") {
         throw InputError("--route " + o.route + ": use posterior or clusters");
@@ -340,7 +340,7 @@ int cmd_generate(const Args& args, MpiComm& world, const Backends& backends) {
   if (ctx.leader())
     print(o, r, g, *tokenizer,
           std::string(word_of(ctx.backend->device())) + ", ensemble of " +
-              std::to_string(names.size()) + " on " + std::to_string(groups.groups) + " groups" +
+              std::to_string(names.size()) + " on " + counted(groups.groups, "group") +
               (spec.clusters ? ", routed by the clusters" : ""));
   return kExitOk;
 }

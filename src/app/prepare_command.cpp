@@ -8,6 +8,7 @@
 #include "btm/data/prepare.hpp"
 #include "btm/data/tokenizer.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -18,8 +19,8 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
   // clang-format off
   options.add_options()
       ("input", po::value(&input)->required(),
-       "directory with one subdirectory per domain holding .txt files (one document each) or "
-       ".jsonl / .jsonl.gz files (one {\"text\": ...} per line)")
+       "directory with one subdirectory per domain holding .txt files (one document each, or "
+       "see --split-lines) or .jsonl / .jsonl.gz files (one {\"text\": ...} per line)")
       ("out", po::value(&out)->required(), "corpus directory to write: OUT/DOMAIN.h5")
       ("tokenizer", po::value(&o.tokenizer)->default_value(o.tokenizer), "byte | gpt2")
       ("bpe-dir", po::value(&bpe_dir),
@@ -37,10 +38,13 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
        "clusters.h5 of btm cluster: --input is one unlabelled corpus (folders below it are not "
        "domains) and each document goes to its nearest centre, OUT/cluster_00.h5 ...");
   // clang-format on
-  parse_command("prepare",
-                "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
-                "the MPI ranks.",
-                args, options, nullptr, world.rank() == 0);
+  options.add(reader_options(o.reader));
+  const auto vm = parse_command(
+      "prepare",
+      "Tokenize text into one HDF5 corpus per domain; the domains' files are spread over "
+      "the MPI ranks.",
+      args, options, nullptr, world.rank() == 0);
+  check_reader_flags(vm, o.reader);
   o.input = input;
   o.out = out;
   o.bpe_dir = bpe_dir;
@@ -51,7 +55,8 @@ int cmd_prepare(const Args& args, MpiComm& world, const Backends&) {
     std::int64_t bytes = 0, tokens = 0;
     for (const auto& r : results)
       for (int s = 0; s < 3; ++s) bytes += r.bytes[s], tokens += r.tokens[s];
-    std::printf("prepare: done, %zu domains, %.2f MB, %lld tokens\n", results.size(),
+    std::printf("prepare: done, %s, %.2f MB, %lld tokens\n",
+                counted(static_cast<std::int64_t>(results.size()), "domain").c_str(),
                 static_cast<double>(bytes) / 1e6, static_cast<long long>(tokens));
   }
   return kExitOk;

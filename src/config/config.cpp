@@ -5,6 +5,7 @@
 #include <set>
 
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -58,6 +59,36 @@ void check_limits(const std::string& name, const T& value, const Limits& l) {
   }
 }
 
+// The kind of value a setting takes, in words (the glossary).
+std::string type_word(int) {
+  return "integer";
+}
+std::string type_word(std::int64_t) {
+  return "integer";
+}
+std::string type_word(std::uint64_t) {
+  return "integer >= 0";
+}
+std::string type_word(double) {
+  return "number";
+}
+std::string type_word(bool) {
+  return "true or false";
+}
+std::string type_word(const std::string&) {
+  return "text";
+}
+std::string type_word(const Names&) {
+  return "names, comma separated";
+}
+std::string type_word(const Ints&) {
+  return "integers, comma separated";
+}
+template <typename E>
+requires std::is_enum_v<E> std::string type_word(E) {
+  return word_list<E>();
+}
+
 }  // namespace
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -89,9 +120,7 @@ std::string field_text(std::uint64_t value) {
   return std::to_string(value);
 }
 std::string field_text(double value) {
-  char text[64];
-  const auto [end, ec] = std::to_chars(text, text + sizeof(text), value);  // shortest exact
-  return ec == std::errc() ? std::string(text, end) : std::to_string(value);
+  return shortest(value);
 }
 std::string field_text(bool value) {
   return value ? "true" : "false";
@@ -219,6 +248,17 @@ std::string get_field(const Config& c, const std::string& name) {
   });
   if (!known) throw InputError("no setting named '" + name + "' (btm run --help lists them)");
   return found;
+}
+
+std::vector<FieldDoc> field_docs() {
+  std::vector<FieldDoc> docs;
+  const Config defaults;
+  for_each_field(defaults, [&](const std::string& name, const auto& value, const Limits& l,
+                               const char* help) {
+    const bool bounded = std::isfinite(l.lo) || std::isfinite(l.hi);
+    docs.push_back({name, type_word(value), field_text(value), bounded ? describe(l) : "", help});
+  });
+  return docs;
 }
 
 std::vector<std::string> differing_settings(const Config& a, const Config& b) {

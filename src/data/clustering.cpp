@@ -85,7 +85,8 @@ ClusterResult cluster_corpus(const ClusterOptions& options, MpiComm& comm, std::
       const std::uint64_t file_hash = input::fnv1a(plan.files[i].relative);
       std::uint64_t index = 0;
       read_documents(options.input / plan.files[i].relative, plan.files[i].kind, need_utf8,
-                     std::numeric_limits<std::uint64_t>::max(), [&](std::string_view text) {
+                     std::numeric_limits<std::uint64_t>::max(), options.reader,
+                     [&](std::string_view text) {
                        const std::uint64_t h = mix64(options.fit.seed ^ file_hash ^ mix64(index++));
                        if (static_cast<double>(h >> 11) * 0x1.0p-53 >= p) return;
                        if (cap > 0 && sample[1] >= cap) return;

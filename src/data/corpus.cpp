@@ -81,6 +81,9 @@ CorpusInfo read_info(hid_t root, const fs::path& file) {
     info.vocab_size = static_cast<int>(h5::get_int(root, "vocab_size"));
     info.eot_token = static_cast<int>(h5::get_int(root, "eot_token"));
     if (h5::has_attr(root, "source")) info.source = h5::get_string(root, "source");
+    if (h5::has_attr(root, "text_key")) info.text_key = h5::get_string(root, "text_key");
+    if (h5::has_attr(root, "txt_documents"))
+      info.txt_documents = h5::get_string(root, "txt_documents");
     for (int s = 0; s < 3; ++s) {
       const std::string name = kSplitNames[s];
       info.docs[s] = h5::get_int(root, "docs_" + name);
@@ -162,6 +165,8 @@ void write_corpus(const fs::path& file, const CorpusInfo& info,
   h5::set_attr(root, "vocab_size", static_cast<std::int64_t>(info.vocab_size));
   h5::set_attr(root, "eot_token", static_cast<std::int64_t>(info.eot_token));
   h5::set_attr(root, "source", info.source);
+  if (!info.text_key.empty()) h5::set_attr(root, "text_key", info.text_key);
+  if (!info.txt_documents.empty()) h5::set_attr(root, "txt_documents", info.txt_documents);
   for (int s = 0; s < 3; ++s) {
     const std::string name = kSplitNames[s];
     h5::set_attr(root, "docs_" + name, info.docs[s]);

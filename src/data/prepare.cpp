@@ -23,6 +23,7 @@
 #include "btm/data/tokenizer.hpp"
 #include "btm/method/cluster.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 #include "btm/util/rng.hpp"
 #include "byte_buffer.hpp"
 #include "input_plan.hpp"
@@ -98,7 +99,8 @@ struct Cutoff {
   std::uint64_t last_file_docs = std::numeric_limits<std::uint64_t>::max();
 };
 
-Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb, bool need_utf8) {
+Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
+                   const ReaderOptions& reader, bool need_utf8) {
   Cutoff cut;
   cut.files = domain.files.size();
   if (max_mb <= 0) return cut;
@@ -107,12 +109,12 @@ Cutoff find_cutoff(const DomainPlan& domain, const fs::path& dir, double max_mb,
   for (std::size_t i = 0; i < domain.files.size(); ++i) {
     const input::InputFile& f = domain.files[i];
     std::uint64_t docs = 0;
-    if (f.kind == FileKind::Text) {
+    if (f.kind == FileKind::Text && !reader.splits_text()) {
       // One document per file: its size is enough, no need to read it here.
       if (f.size > 0) total += static_cast<double>(f.size), docs = 1;
     } else {
       read_documents(dir / f.relative, f.kind, need_utf8, std::numeric_limits<std::uint64_t>::max(),
-                     [&](std::string_view text) {
+                     reader, [&](std::string_view text) {
                        if (total >= cap) return;
                        total += static_cast<double>(text.size());
                        ++docs;
@@ -182,6 +184,8 @@ SplitDomain split_domain(const PrepareOptions& options, const std::string& name,
   out.info.vocab_size = tokenizer.vocab_size();
   out.info.vocab_hash = tokenizer.vocab_hash();
   out.info.eot_token = tokenizer.eot_token();
+  out.info.text_key = options.reader.text_key;
+  out.info.txt_documents = options.reader.txt_documents();
   for (std::size_t i = 0; i < n; ++i) {
     const int s = split_of[i];
     out.splits[s].insert(out.splits[s].end(), docs[i]->tokens.begin(), docs[i]->tokens.end());
@@ -225,14 +229,16 @@ std::vector<PreparedDomain> prepare_domain(const PrepareOptions& options, const 
 
   // 1. The cap (rank 0 reads ahead as far as it needs), then who reads which file.
   Cutoff cut;
-  input::agreed_on_root(comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, need_utf8); });
+  input::agreed_on_root(
+      comm, [&] { cut = find_cutoff(domain, dir, options.max_mb, options.reader, need_utf8); });
   comm.broadcast(&cut, sizeof(cut), 0);
   const std::vector<int> owner = input::assign_files(domain.files, cut.files, comm.size());
   if (root && log) {
     std::uint64_t disk = 0;
     for (std::size_t i = 0; i < cut.files; ++i) disk += domain.files[i].size;
-    *log << "prepare: " << domain.name << ": " << cut.files << " of " << domain.files.size()
-         << " files (" << fixed(static_cast<double>(disk) / kMB, 1) << " MB on disk)"
+    *log << "prepare: " << domain.name << ": " << cut.files << " of "
+         << counted(static_cast<std::int64_t>(domain.files.size()), "file") << " ("
+         << fixed(static_cast<double>(disk) / kMB, 1) << " MB on disk)"
          << (options.max_mb > 0 ? " under the " + fixed(options.max_mb, 1) + " MB cap" : "") << ", "
          << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << "\n"
          << std::flush;
@@ -265,7 +271,7 @@ std::vector<PreparedDomain> prepare_domain(const PrepareOptions& options, const 
           i + 1 == cut.files ? cut.last_file_docs : std::numeric_limits<std::uint64_t>::max();
       std::uint32_t index = 0;
       read_documents(dir / domain.files[i].relative, domain.files[i].kind, need_utf8, limit,
-                     [&](std::string_view text) {
+                     options.reader, [&](std::string_view text) {
                        tokens.clear();
                        tokenizer.encode(text, tokens);
                        tokens.push_back(static_cast<std::uint16_t>(tokenizer.eot_token()));
@@ -325,13 +331,22 @@ std::vector<PreparedDomain> prepare_domain(const PrepareOptions& options, const 
     const std::size_t groups = clusters ? clusters->K : 1;
     std::vector<std::vector<const Document*>> members(groups);
     for (const Document& d : docs) members[d.cluster].push_back(&d);
+    // A domain of whole .txt files: say how to cut them, should they be too few documents.
+    const bool txt =
+        !options.reader.splits_text() &&
+        std::any_of(domain.files.begin(), domain.files.begin() + static_cast<long>(cut.files),
+                    [](const input::InputFile& f) { return f.kind == FileKind::Text; });
+    const std::string whole_txt =
+        txt ? " (a .txt file is one document: cut large ones into documents with "
+              "--split-lines N or --split-blank-lines)"
+            : "";
     std::vector<SplitDomain> split;
     for (std::size_t c = 0; c < groups; ++c) {
       const std::string name = clusters ? cluster_name(c, groups) : domain.name;
       split.push_back(split_domain(
           options, name, members[c], tokenizer, dir.string(),
           clusters ? "fit fewer clusters (btm cluster --clusters) or give the corpus more text"
-                   : "add documents or lower --valid-fraction / --test-fraction"));
+                   : "add documents or lower --valid-fraction / --test-fraction" + whole_txt));
       std::ostringstream source;
       if (!domain.source.empty()) source << domain.source << "\n";
       source << "btm prepare: " << dir.string() << ", " << split.back().files << " files, "
@@ -418,6 +433,7 @@ std::vector<PreparedDomain> prepare_domain(const PrepareOptions& options, const 
 }
 
 void check_options(const PrepareOptions& o) {
+  check_reader_options(o.reader);
   const auto fraction_ok = [](double f) { return f >= 0 && f < 1 && std::isfinite(f); };
   if (!fraction_ok(o.valid_fraction) || !fraction_ok(o.test_fraction) ||
       o.valid_fraction + o.test_fraction >= 1)
@@ -455,7 +471,12 @@ std::vector<PreparedDomain> prepare_corpus(const PrepareOptions& options, MpiCom
     *log << "prepare: " << plan.size() << " domain" << (plan.size() == 1 ? "" : "s") << " from "
          << options.input.string() << " -> " << options.out.string() << ", tokenizer "
          << tokenizer->name() << " (" << tokenizer->vocab_size() << " ids), " << comm.size()
-         << " rank" << (comm.size() == 1 ? "" : "s") << "\n"
+         << " rank" << (comm.size() == 1 ? "" : "s") << "; a .txt file is "
+         << (options.reader.split_lines > 0
+                 ? "a document every " + counted(options.reader.split_lines, "line")
+             : options.reader.split_blank_lines ? "a document per paragraph (at blank lines)"
+                                                : "one document")
+         << ", JSON lines give their \"" << options.reader.text_key << "\"\n"
          << std::flush;
 
   std::vector<PreparedDomain> results;

@@ -159,15 +159,17 @@ class LineReader {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The "text" field of a JSON line
+// The text field of a JSON line
 // ---------------------------------------------------------------------------------------------
 
-// SAX events of nlohmann::json: takes the first "text" member of the top-level object and stops
+// SAX events of nlohmann::json: takes the first `key` member of the top-level object and stops
 // at the first value that makes the line unusable (the others are checked and dropped).
 class TextField {
  public:
   using json = nlohmann::json;
   enum class Problem { None, NotAnObject, NotAString, Syntax };
+
+  explicit TextField(const std::string& key) : key_(key) {}
 
   bool null() { return scalar(nullptr); }
   bool boolean(bool) { return scalar(nullptr); }
@@ -188,7 +190,10 @@ class TextField {
     return true;
   }
   bool key(json::string_t& k) {
-    taking_ = depth_ == 1 && !found && k == "text";
+    taking_ = depth_ == 1 && !found && k == key_;
+    // The first few members, to name in the error when the key is missing.
+    if (depth_ == 1 && members.size() < 8) members.push_back(k);
+    if (depth_ == 1) ++member_count;
     return true;
   }
   bool end_object() {
@@ -208,8 +213,10 @@ class TextField {
   Problem problem = Problem::None;
   bool found = false;
   std::string text;
-  std::size_t column = 0;  // of a syntax error
-  std::string detail;      // of a syntax error
+  std::size_t column = 0;            // of a syntax error
+  std::string detail;                // of a syntax error
+  std::vector<std::string> members;  // top-level member names (the first 8)
+  std::size_t member_count = 0;
 
  private:
   bool fail(Problem p) {
@@ -231,9 +238,14 @@ class TextField {
     return true;
   }
 
+  const std::string& key_;
   int depth_ = 0;
-  bool taking_ = false;  // the next value is the first "text" member of the top-level object
+  bool taking_ = false;  // the next value is the first `key_` member of the top-level object
 };
+
+constexpr const char* kTextUtf8Advice =
+    "the gpt2 tokenizer takes UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8, or use "
+    "--tokenizer byte)";
 
 InputError not_utf8(const std::string& where, std::uint64_t offset, const std::string& advice) {
   return InputError(where + ": not valid UTF-8 at byte offset " + std::to_string(offset) + ": " +
@@ -261,9 +273,26 @@ std::string read_whole_file(const fs::path& file) {
   return data;
 }
 
-std::string json_line_text(std::string_view line, const std::string& where) {
-  constexpr const char* kExpected = "every line must be a JSON object with a \"text\" string";
-  TextField field;
+std::string ReaderOptions::txt_documents() const {
+  if (split_lines > 0) return "lines:" + std::to_string(split_lines);
+  return split_blank_lines ? "blank-lines" : "file";
+}
+
+void check_reader_options(const ReaderOptions& o) {
+  if (o.text_key.empty())
+    throw InputError("--text-key is empty: name the JSON member that holds each line's text");
+  if (o.split_lines < 0)
+    throw InputError("--split-lines " + std::to_string(o.split_lines) +
+                     ": give the number of lines per document (>= 1)");
+  if (o.split_lines > 0 && o.split_blank_lines)
+    throw InputError(
+        "--split-lines and --split-blank-lines both cut .txt files into documents: give one");
+}
+
+std::string json_line_text(std::string_view line, const std::string& where,
+                           const std::string& key) {
+  const std::string expected = "every line must be a JSON object with a \"" + key + "\" string";
+  TextField field(key);
   try {
     nlohmann::json::sax_parse(line.begin(), line.end(), &field);
   } catch (const nlohmann::json::exception& e) {
@@ -274,28 +303,82 @@ std::string json_line_text(std::string_view line, const std::string& where) {
       throw InputError(where + ": not valid JSON: " + field.detail + " (at column " +
                        std::to_string(field.column) + ")");
     case TextField::Problem::NotAnObject:
-      throw InputError(where + ": not a JSON object (" + kExpected + ")");
+      throw InputError(where + ": not a JSON object (" + expected + ")");
     case TextField::Problem::NotAString:
-      throw InputError(where + ": the \"text\" field is not a string (" + kExpected + ")");
+      throw InputError(where + ": the \"" + key + "\" field is not a string (" + expected + ")");
     case TextField::Problem::None:
       break;
   }
-  if (!field.found) throw InputError(where + ": no \"text\" field (" + kExpected + ")");
+  if (!field.found) {
+    std::string members;
+    for (const std::string& m : field.members) members += (members.empty() ? "" : ", ") + m;
+    if (field.member_count > field.members.size()) members += ", ...";
+    throw InputError(where + ": no \"" + key + "\" field (" + expected + "; this one has " +
+                     (members.empty() ? "no members" : "the members " + members) +
+                     ": name the text member with --text-key)");
+  }
   return std::move(field.text);
 }
 
+namespace {
+
+bool blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+
+// A .txt file cut into documents of `options.split_lines` lines or at blank lines, streamed.
+// A document keeps its lines' text and newlines; a piece of blank lines only is no document.
+void read_text_pieces(const fs::path& file, bool need_utf8, std::uint64_t limit,
+                      const ReaderOptions& options,
+                      const std::function<void(std::string_view)>& document) {
+  PlainFile source(file);
+  LineReader lines(source);
+  std::string line, text;
+  std::int64_t in_piece = 0;
+  bool has_text = false;
+  std::uint64_t taken = 0;
+  const auto flush = [&] {
+    if (has_text) {
+      ++taken;
+      document(text);
+    }
+    text.clear();
+    in_piece = 0;
+    has_text = false;
+  };
+  while (taken < limit && lines.next(line)) {
+    if (need_utf8) {
+      const std::size_t bad = first_invalid_utf8(line);
+      if (bad != std::string::npos)
+        throw not_utf8(file.string(), lines.line_offset() + bad, kTextUtf8Advice);
+    }
+    const bool is_blank = blank(line);
+    if (options.split_blank_lines && is_blank) {
+      flush();
+      continue;
+    }
+    text += line;
+    text += '\n';
+    has_text = has_text || !is_blank;
+    if (options.split_lines > 0 && ++in_piece == options.split_lines) flush();
+  }
+  if (taken < limit) flush();
+}
+
+}  // namespace
+
 void read_documents(const fs::path& file, FileKind kind, bool need_utf8, std::uint64_t limit,
+                    const ReaderOptions& options,
                     const std::function<void(std::string_view)>& document) {
   if (limit == 0) return;
+  if (kind == FileKind::Text && options.splits_text())
+    return read_text_pieces(file, need_utf8, limit, options, document);
   if (kind == FileKind::Text) {
     const std::string data = read_whole_file(file);
     if (data.empty()) return;
     if (need_utf8) {
       const std::size_t bad = first_invalid_utf8(data);
-      if (bad != std::string::npos)
-        throw not_utf8(file.string(), bad,
-                       "the gpt2 tokenizer takes UTF-8 text (convert it, e.g. iconv -f latin1 -t "
-                       "utf-8, or use --tokenizer byte)");
+      if (bad != std::string::npos) throw not_utf8(file.string(), bad, kTextUtf8Advice);
     }
     document(data);
     return;
@@ -312,14 +395,14 @@ void read_documents(const fs::path& file, FileKind kind, bool need_utf8, std::ui
   std::int64_t line_no = 0;
   while (taken < limit && lines.next(line)) {
     ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (blank(line)) continue;
     const std::string where = file.string() + ":" + std::to_string(line_no);
     // JSON text is UTF-8 (RFC 8259), whatever the tokenizer.
     const std::size_t bad = first_invalid_utf8(line);
     if (bad != std::string::npos)
       throw not_utf8(where + (gzip ? " (decompressed)" : ""), lines.line_offset() + bad,
                      "JSON lines must be UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8)");
-    const std::string text = json_line_text(line, where);
+    const std::string text = json_line_text(line, where, options.text_key);
     if (text.empty()) continue;
     ++taken;
     document(text);

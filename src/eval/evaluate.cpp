@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 #include "btm/eval/combine.hpp"
 #include "btm/eval/plan.hpp"
@@ -12,6 +14,7 @@
 #include "btm/io/forest.hpp"
 #include "btm/method/ensemble.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -25,13 +28,25 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// The mean perplexities per method; without held-out domains their mean (over no domain) is left
+// out, and a mean that is not known (NaN) is "-".
 void print_means(const EvalResults& r) {
-  std::printf("[eval] perplexity (mean over train domains | held-out domains)\n");
+  const bool heldout = std::count(r.in_domain.begin(), r.in_domain.end(), 0.0) > 0;
+  std::printf("[eval] perplexity (mean over train domains%s)\n",
+              heldout ? " | held-out domains" : "; no held-out domains");
   int width = 28;  // the longest method name (merge:task-arithmetic:cached-prior is 34)
   for (const std::string& m : r.methods) width = std::max(width, static_cast<int>(m.size()));
-  for (std::size_t m = 0; m < r.methods.size(); ++m)
-    std::printf("  %-*s %10.3f | %10.3f\n", width, r.methods[m].c_str(), r.mean_in_domain[m],
-                r.mean_out_domain[m]);
+  const auto cell = [](double x) {
+    if (std::isnan(x)) return std::string(9, ' ') + "-";
+    char text[32];
+    std::snprintf(text, sizeof(text), "%10.3f", x);
+    return std::string(text);
+  };
+  for (std::size_t m = 0; m < r.methods.size(); ++m) {
+    std::string line = cell(r.mean_in_domain[m]);
+    if (heldout) line += " | " + cell(r.mean_out_domain[m]);
+    std::printf("  %-*s %s\n", width, r.methods[m].c_str(), line.c_str());
+  }
   std::fflush(stdout);
 }
 
@@ -43,9 +58,11 @@ void run_eval_phase(RunContext& ctx) {
   collective_check(ctx.world, [&] { forest = load_forest(ctx.run_dir); });
   const EvalPlan plan = plan_eval(ctx, forest);
   if (ctx.leader())
-    std::cout << "[eval] " << plan.K() << " ELMs" << (plan.with_dense ? " + dense" : "") << " on "
-              << plan.D() << " domains (" << ctx.config.data.domains.size() << " train, "
-              << ctx.config.data.eval_domains.size() << " held-out)" << std::endl;
+    std::cout << "[eval] " << counted(static_cast<std::int64_t>(plan.K()), "ELM")
+              << (plan.with_dense ? " + dense" : "") << " on "
+              << counted(static_cast<std::int64_t>(plan.D()), "domain") << " ("
+              << ctx.config.data.domains.size() << " train, " << ctx.config.data.eval_domains.size()
+              << " held-out)" << std::endl;
 
   EvalGroups groups = make_eval_groups(ctx);
   std::unique_ptr<Engine> engine = make_engine_for(ctx);

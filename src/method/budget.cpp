@@ -61,8 +61,8 @@ void check_world(const Budget& b, int world) {
   const std::int64_t M = b.world_batch.micro_batches;
   if (world >= 1 && world % b.ranks_per_elm == 0 && M % world == 0) return;
   throw InputError(
-      "rank layout: " + std::to_string(world) +
-      " ranks cannot form the seed's and the dense "
+      "rank layout: " + counted(world, "rank") +
+      " cannot form the seed's and the dense "
       "baseline's global batch of K x r x A = " +
       std::to_string(b.elms) + " x " + std::to_string(b.ranks_per_elm) + " x " +
       std::to_string(M / b.elms / b.ranks_per_elm) + " = " + std::to_string(M) +
@@ -81,8 +81,8 @@ int accumulation(const GlobalBatch& batch, int ranks, const std::string& model) 
   throw InputError(
       "'" + model + "' trains with a global batch of " + std::to_string(batch.micro_batches) +
       " micro-batches of " + std::to_string(batch.micro_batch) +
-      " sequences (fixed when it started): " + std::to_string(ranks) +
-      " ranks cannot form it; train it on " + join(ok) + " ranks (for an ELM: run.ranks_per_elm)");
+      " sequences (fixed when it started): " + counted(ranks, "rank") +
+      " cannot form it; train it on " + join(ok) + " ranks (for an ELM: run.ranks_per_elm)");
 }
 
 std::string describe_budget(const Budget& b, int world) {
@@ -113,7 +113,7 @@ std::string describe_budget(const Budget& b, int world) {
       grouped(b.elm_steps) + " each", b.elms);
   row("dense", world, b.world_batch, b.total_steps, grouped(b.total_steps), 1);
   const bool equal = b.forest_tokens() == b.dense_tokens();
-  s << "  match: forest (seed + " << b.elms << " ELMs) " << grouped(b.forest_tokens())
+  s << "  match: forest (seed + " << counted(b.elms, "ELM") << ") " << grouped(b.forest_tokens())
     << " tokens, dense " << grouped(b.dense_tokens())
     << " tokens: " << (equal ? "equal" : "NOT EQUAL") << " ("
     << flops(static_cast<double>(b.forest_tokens()) * b.flops_per_token) << " FLOPs each)\n";

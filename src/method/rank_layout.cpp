@@ -25,17 +25,17 @@ void check_ranks_per_elm(int world, int ranks_per_elm) {
   if (world < 1) throw InputError("rank layout: the world has no ranks");
   if (ranks_per_elm < 1)
     throw InputError("rank layout: run.ranks_per_elm must be >= 1 (valid for " +
-                     std::to_string(world) + " ranks: " + valid_ranks_per_elm(world) + ")");
+                     counted(world, "rank") + ": " + valid_ranks_per_elm(world) + ")");
   if (ranks_per_elm > world)
     throw InputError("rank layout: run.ranks_per_elm = " + std::to_string(ranks_per_elm) +
-                     " is larger than the " + std::to_string(world) +
-                     " ranks started: start at least " + std::to_string(ranks_per_elm) +
-                     " ranks, or use one of " + valid_ranks_per_elm(world));
+                     " is larger than the " + counted(world, "rank") + " started: start at least " +
+                     std::to_string(ranks_per_elm) + " ranks, or use one of " +
+                     valid_ranks_per_elm(world));
   if (world % ranks_per_elm != 0)
-    throw InputError("rank layout: " + std::to_string(world) +
-                     " ranks cannot be cut into groups of " + std::to_string(ranks_per_elm) +
-                     ": use run.ranks_per_elm in {" + valid_ranks_per_elm(world) +
-                     "} or start a multiple of " + std::to_string(ranks_per_elm) + " ranks");
+    throw InputError("rank layout: " + counted(world, "rank") + " cannot be cut into groups of " +
+                     std::to_string(ranks_per_elm) + ": use run.ranks_per_elm in {" +
+                     valid_ranks_per_elm(world) + "} or start a multiple of " +
+                     std::to_string(ranks_per_elm) + " ranks");
 }
 
 RankLayout plan_layout(int world, int ranks_per_elm, const std::vector<std::string>& elms) {

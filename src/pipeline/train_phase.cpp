@@ -9,6 +9,7 @@
 #include "btm/pipeline/phases.hpp"
 #include "btm/pipeline/trainer.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/format.hpp"
 
 namespace btm {
 
@@ -32,13 +33,15 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
   });
   if (pending.empty()) {
     if (ctx.leader())
-      std::cout << "[train] all " << names.size() << " ELMs are trained: skipped" << std::endl;
+      std::cout << "[train] all " << counted(static_cast<std::int64_t>(names.size()), "ELM")
+                << " trained: skipped" << std::endl;
     return PhaseResult::Done;
   }
   const RankLayout layout = plan_layout(ctx.world.size(), r, pending);
   if (ctx.leader()) {
     const Budget budget = budget_of(ctx);
-    std::cout << "[train] " << pending.size() << " of " << names.size() << " ELMs to train\n"
+    std::cout << "[train] " << pending.size() << " of "
+              << counted(static_cast<std::int64_t>(names.size()), "ELM") << " to train\n"
               << describe_layout(layout, budget.elm_steps, budget.tokens_per_step(budget.elm_batch))
               << std::flush;
   }
@@ -79,7 +82,8 @@ void run_merge_phase(RunContext& ctx) {
       if (r.kind == ModelKind::elm && c.finished()) ++trained;
     }
     save_forest(ctx.run_dir, forest);
-    std::cout << "[merge] forest: " << trained << " of " << forest.elms().size() << " ELMs trained"
+    std::cout << "[merge] forest: " << trained << " of "
+              << counted(static_cast<std::int64_t>(forest.elms().size()), "ELM") << " trained"
               << std::endl;
   });
 }

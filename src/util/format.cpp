@@ -1,5 +1,7 @@
 #include "btm/util/format.hpp"
 
+#include <charconv>
+
 namespace btm {
 
 std::string grouped(std::int64_t n) {
@@ -22,6 +24,12 @@ std::string utc_timestamp(std::time_t t) {
   char text[32];
   std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &utc);
   return text;
+}
+
+std::string shortest(double x) {
+  char text[64];
+  const auto [end, ec] = std::to_chars(text, text + sizeof(text), x, std::chars_format::general);
+  return ec == std::errc() ? std::string(text, end) : std::to_string(x);
 }
 
 }  // namespace btm

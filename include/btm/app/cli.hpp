@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "btm/config/config.hpp"
+#include "btm/data/readers.hpp"
 
 namespace btm {
 
@@ -20,6 +21,11 @@ struct HelpShown {};
 // The options that fill a Config, named section.key (as in the INI file), one per entry of the
 // field table of config.hpp, grouped by section.
 po::options_description config_options(Config& config);
+
+// How prepare and cluster read documents: --text-key, --split-lines, --split-blank-lines.
+po::options_description reader_options(ReaderOptions& reader);
+// --split-lines 0 given on the command line (0 is "not cutting" inside): InputError.
+void check_reader_flags(const po::variables_map& vm, const ReaderOptions& reader);
 
 // Parses `args` (without the command name). `command_options` are the command's own flags.
 // If `config` is not null the config options and --config FILE (repeatable, later files win)

@@ -287,6 +287,16 @@ std::string to_ini(const Config& config);
 // One setting's value as text, by its name "section.key" (btm config --get); InputError for an
 // unknown name.
 std::string get_field(const Config& config, const std::string& name);
+// A setting as the glossary shows it (btm config --list, docs/config.md), from the field table.
+struct FieldDoc {
+  std::string name;   // "section.key"
+  std::string type;   // "integer", "number", "text", "linear or cosine", ...
+  std::string value;  // the default, as INI text
+  std::string range;  // "" where every value of the type is allowed
+  std::string help;
+};
+// Every setting, in the table's order.
+std::vector<FieldDoc> field_docs();
 // The settings that make a different forest (not where or how it runs: run.dir, data.corpus,
 // run.device, run.threads, run.share_gpus, run.checkpoint_every, run.log_every, run.eval_every,
 // run.eval_blocks) in which `a`

@@ -10,6 +10,7 @@
 #include <iosfwd>
 #include <string>
 
+#include "btm/data/readers.hpp"
 #include "btm/dist/comm.hpp"
 #include "btm/method/cluster.hpp"
 
@@ -17,6 +18,7 @@ namespace btm {
 
 struct ClusterOptions {
   std::filesystem::path input;
+  ReaderOptions reader;            // the JSON text key; how .txt files are cut into documents
   std::filesystem::path out;       // clusters.h5
   std::string tokenizer = "gpt2";  // its ids are the TF-IDF vocabulary
   std::filesystem::path bpe_dir;

@@ -6,6 +6,8 @@
 //              source (free text: where the text came from), crc32_{train,valid,test} (zlib's
 //              CRC-32 of each split's bytes, verified when the corpus is loaded; format 2),
 //              vocab_hash (Tokenizer::vocab_hash; absent in corpora of older btm versions)
+//              text_key (the JSON member read from .jsonl lines) and txt_documents (what a .txt
+//              file was: "file", "lines:N" or "blank-lines"; both absent in older corpora)
 // Token arrays are memory-mapped straight out of the file when they are contiguous, so every
 // rank of a node shares one copy in the page cache.
 #pragma once
@@ -45,6 +47,8 @@ struct CorpusInfo {
   int vocab_size = 0;
   int eot_token = 0;
   std::string source;
+  std::string text_key;       // empty where the corpus does not record it
+  std::string txt_documents;  // ReaderOptions::txt_documents(); empty where not recorded
   std::int64_t docs[3] = {0, 0, 0};
   std::int64_t bytes[3] = {0, 0, 0};
   std::int64_t tokens[3] = {0, 0, 0};

@@ -1,6 +1,7 @@
 // prepare.hpp: `btm prepare`, text -> per-domain tokenized corpora (format: corpus.hpp).
-// INPUT/DOMAIN/ holds .txt files (one document each) and .jsonl / .jsonl.gz files (one JSON
-// object with a "text" string per line, one document each; readers.hpp reads them). The files of a
+// INPUT/DOMAIN/ holds .txt files (one document each, or cut into documents by lines) and .jsonl /
+// .jsonl.gz files (one JSON object with a "text" string per line, one document each; readers.hpp
+// reads them). The files of a
 // domain are spread over the ranks of a communicator; the result does not depend on how many ranks
 // there are.
 // With clusters (a clusters.h5 of `btm cluster`, method/cluster.hpp) the input is one unlabelled
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "btm/data/readers.hpp"
 #include "btm/dist/comm.hpp"
 
 namespace btm {
@@ -31,6 +33,7 @@ struct PrepareOptions {
   // path, then lines) until the cap is reached; the last one may cross it. 0: no cap.
   double max_mb = 0;
   std::filesystem::path clusters;  // empty: labelled domains (the subdirectories of input)
+  ReaderOptions reader;  // the JSON text key; how .txt files are cut into documents
 };
 
 // What one domain came to (the same on every rank).

@@ -1,7 +1,8 @@
 // generate.hpp: text generation (btm generate) from one model or from the forest's ensemble,
 // token by token over the engines' key/value caches (Engine::begin_decode / decode).
 //   - One model (an ELM, the seed, the dense model, an average): its next-token distribution.
-//   - The ensemble (docs/btm.md "Inference 1"): per token, the mixture of the experts'
+//   - The ensemble (method/ensemble.hpp, the paper's domain posterior): per token, the mixture of
+//   the experts'
 //     next-token distributions weighted by the domain posterior over the text so far (the
 //     prompt and what was generated), from a prior (a domain's cached prior, or uniform;
 //     method/ensemble's posterior and mixture, the evaluation's arithmetic), or by c-BTM's

@@ -1,4 +1,5 @@
-// ensemble.hpp: the arithmetic of BTM inference (docs/btm.md "Inference 1" and "Inference 2"):
+// ensemble.hpp: the arithmetic of BTM inference (Li et al. 2022, arXiv 2208.03306: ensembling
+// ELMs with the domain posterior, and parameter averaging; the formulas are below):
 // the per-token domain posterior over ELMs, the mixture log-likelihood, the cached prior (an EMA
 // of mean posteriors on a validation split), top-k, perplexities, and parameter averaging with
 // its weight schemes. Pure functions: no MPI, no HDF5, no I/O; the evaluation phase gathers the
