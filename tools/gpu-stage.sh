@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Stages what a run on the GPU machine needs into .carry/ (git-ignored), for the device tool's
 # `carry: [".carry"]`: the CUDA build's binaries, the shared libraries that machine lacks
-# (OpenBLAS and its Fortran runtime, taken from this machine, xz-compressed: lib.tar.xz; MPI,
-# HDF5, CUDA and NCCL are there already), this script's companion tools/bench_vs_torch.sh, the
-# PyTorch reference tools/torch_gpt.py, and GPT-2's BPE files.
+# (OpenBLAS and its Fortran runtime, HDF5's high-level library for eval.h5's dimension scales,
+# taken from this machine, xz-compressed: lib.tar.xz; MPI, HDF5, CUDA and NCCL are there
+# already), this script's companion tools/bench_vs_torch.sh, the PyTorch reference
+# tools/torch_gpt.py, and GPT-2's BPE files.
 #   [CORPORA=quick|full|""] [TEXT=full] tools/gpu-stage.sh [BUILD_DIR]   (default: build-cuda, quick)
 # TEXT=full stages data/full/text (tools/build_corpus.py's 8 + 2 domains) as text-full.tar.xz,
 # for tools/study.sh to tokenize there (btm prepare on its cores takes seconds).
@@ -28,7 +29,7 @@ cp "${binaries[@]}" "$carry/"
 cp -r "$root/data/gpt2" "$carry/gpt2"
 
 # The libraries the GPU machine does not have, resolved through this machine's loader.
-for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libhdf5_serial_hl.so.100; do
   path=$(ldd "$build/btm" | awk -v l="$lib" '$1 == l { print $3 }')
   [[ -n $path ]] || path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
   [[ -n $path ]] || { echo "gpu-stage: $lib not found on this machine" >&2; exit 1; }
