@@ -431,19 +431,13 @@ class CudaEngine final : public Engine {
     use_device();
     upload_tokens(batch, false);
     decode_forward(B, n, pos);
-    const int N = B * n;
     const size_t Vp = static_cast<size_t>(model_.padded_vocab());
-    float* logits = reinterpret_cast<float*>(logits_.get());
-    for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
-      const int rows = std::min(eval_chunk_rows_, N - r0);
-      blas_->linear_forward_float(logits, lnf_.get() + static_cast<size_t>(r0) * C(),
-                                  params_bf16_.get() + layout_.wte(), rows, C(),
-                                  model_.padded_vocab(), stream_);
+    for_each_logit_chunk(B * n, [&](int r0, int rows, const float* logits) {
       BTM_CUDA_CHECK(cudaMemcpyAsync(out + static_cast<size_t>(r0) * Vp, logits,
                                      static_cast<size_t>(rows) * Vp * sizeof(float),
                                      cudaMemcpyDeviceToHost, stream_));
       sync();
-    }
+    });
   }
 
   std::string decode_mode() const override { return "kv-cache"; }
@@ -459,9 +453,15 @@ class CudaEngine final : public Engine {
   template <typename Use>
   void for_each_eval_chunk(const Batch& batch, bool with_targets, Use&& use) {
     use_device();
-    const int N = batch.B * batch.T;
     upload_tokens(batch, with_targets);
     forward(batch.B, batch.T, false);
+    for_each_logit_chunk(batch.B * batch.T, use);
+  }
+
+  // The fp32 logits of the N rows of lnf_ in row chunks of bounded memory: use(first row, rows,
+  // the chunk's logits on the device) per chunk, on the compute stream.
+  template <typename Use>
+  void for_each_logit_chunk(int N, Use&& use) {
     float* logits = reinterpret_cast<float*>(logits_.get());
     for (int r0 = 0; r0 < N; r0 += eval_chunk_rows_) {
       const int rows = std::min(eval_chunk_rows_, N - r0);
