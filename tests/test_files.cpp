@@ -23,6 +23,8 @@
 namespace btm {
 namespace {
 
+using btm::test::error_of;
+
 namespace fs = std::filesystem;
 
 Checkpoint trained_checkpoint() {
@@ -40,15 +42,6 @@ Checkpoint trained_checkpoint() {
   c.tokenizer = "byte";
   c.vocab_hash = make_tokenizer("byte")->vocab_hash();
   return c;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Files, ACheckpointRecordsItsLayoutTokenizerBuildAndTime) {

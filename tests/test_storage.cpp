@@ -22,6 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using btm::test::error_of;
+
 Checkpoint small_checkpoint() {
   Checkpoint c;
   c.name = "legal";
@@ -41,15 +43,6 @@ Checkpoint small_checkpoint() {
   c.domains = {"legal"};
   c.config_ini = "[model]\nn_layer = 1\n";
   return c;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // Messes with one dataset of an existing HDF5 file.

@@ -8,15 +8,27 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "btm/app/backends.hpp"
 #include "btm/data/corpus.hpp"
 #include "btm/data/tokenizer.hpp"
+#include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
 
 namespace btm::test {
+
+// The message of the InputError that f throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // The smallest model the tests save and load: 1 layer x 8, 2 heads, context 4, 20 ids.
 inline ModelConfig small_model() {

@@ -1,4 +1,5 @@
 #include "btm/data/clustering.hpp"
+#include "btm/util/clock.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -18,11 +19,6 @@ namespace btm {
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Text bytes a file holds, for the sampling probability: its size, and for gzip a typical
 // compression ratio of text (the sample is then a little smaller or larger, never wrong).

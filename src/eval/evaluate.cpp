@@ -1,4 +1,5 @@
 #include "btm/eval/evaluate.hpp"
+#include "btm/util/clock.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -22,11 +23,6 @@ namespace fs = std::filesystem;
 namespace ens = ensemble;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // The mean perplexities per method; without held-out domains their mean (over no domain) is left
 // out, and a mean that is not known (NaN) is "-".

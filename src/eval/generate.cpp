@@ -1,4 +1,5 @@
 #include "btm/eval/generate.hpp"
+#include "btm/util/clock.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -17,12 +18,6 @@ namespace btm {
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Logits rows of one decode call hold at most this many floats (a long prompt of many samples
 // goes through the engine in chunks of positions).

@@ -1,4 +1,5 @@
 #include "btm/method/cluster.hpp"
+#include "btm/util/clock.hpp"
 
 #include <cblas.h>
 
@@ -105,10 +106,6 @@ void normalise(std::span<double> v) {
   if (s <= 0) return;
   const double inv = 1.0 / std::sqrt(s);
   for (double& x : v) x *= inv;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 void say(std::ostream* log, const MpiComm& comm, const std::string& line) {
