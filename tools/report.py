@@ -18,7 +18,8 @@ include/btm/io/eval_file.hpp, read by tools/btm_files.py) and RUN/metrics/*.h5
 usage: python3 tools/report.py RUN [--out DIR]      (DIR defaults to RUN/report)
        python3 tools/report.py --merge OUT.md ROW [ROW ...]
 RUN may also be the path of an eval file. --merge writes one table of rows from several eval
-files (a study of several runs): each ROW is "LABEL|EVAL_FILE|METHOD[|NOTE]", the method's
+files (a study of several runs; the columns are the domains of the first row's file, and every
+file must have them): each ROW is "LABEL|EVAL_FILE|METHOD[|NOTE]", the method's
 perplexities with the training compute behind it (tokens, steps per model path, GPU-seconds:
 the seed and every ELM for a forest method, the dense model's own trajectory for "dense"). Exit codes: 0 done, 2 the input is not a readable btm
 eval file (the message says why), 1 anything else. Needs python3-h5py, python3-numpy and
@@ -456,19 +457,30 @@ def merge(out_path, specs):
         if method not in ev.methods:
             raise BadInput(f"{path}: no method '{method}' (it has {', '.join(ev.methods)})")
         rows.append((label, ev, ev.methods.index(method), method, parts[3] if len(parts) == 4 else ""))
+    # The columns and the two means are the first row's file's: its train domains (in-domain)
+    # and its held-out ones. Another file may evaluate more domains, and group them otherwise (a
+    # c-BTM forest trains on clusters and reads the labelled domains as held-out ones); each
+    # row's perplexities are taken by domain name and averaged over the first file's groups.
     first = rows[0][1]
     domains = [first.domains[d] for d in ordered_domains(first)]
     heldout = {first.domains[d] for d in first.heldout_domains()}
     for _, ev, _, _, _ in rows:
-        if [ev.domains[d] for d in ordered_domains(ev)] != domains:
-            raise BadInput(f"{ev.path}: its evaluation domains differ from {first.path}'s")
+        missing = [d for d in domains if d not in ev.domains]
+        if missing:
+            raise BadInput(f"{ev.path}: no evaluation domain {', '.join(missing)} (the first "
+                           f"row's file, {first.path}, has them): evaluate it on them too")
+
+    def mean(values):
+        return float(np.mean(values)) if values else math.nan
     header = ["Row", "In-domain mean", "Out-of-domain mean"] + [
         d + (" †" if d in heldout else "") for d in domains] + [
         "Tokens", "Steps per path", "GPU-s (train)", "Paper"]
     cells, values = [], []
     for label, ev, m, method, note in rows:
         per_domain = [ev.perplexity[m, ev.domains.index(d)] for d in domains]
-        values.append([ev.mean_in_domain[m], ev.mean_out_domain[m]] + per_domain)
+        values.append([mean([v for d, v in zip(domains, per_domain) if d not in heldout]),
+                       mean([v for d, v in zip(domains, per_domain) if d in heldout])] +
+                      per_domain)
         cost = cost_of(ev, method)
         compute = ([f"{cost[0]:,}", f"{cost[1]:,}", f"{cost[2]:.0f}"] if cost else ["?"] * 3)
         cells.append([label] + [fmt_ppl(v) for v in values[-1]] + compute + [note])

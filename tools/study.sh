@@ -31,6 +31,8 @@ BPE=${BPE:-data/gpt2}
 RUNS=${RUNS:-runs/study}
 RANKS=${RANKS:-1}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# btm runs with --bind-to none: Open MPI binds one or two ranks to a core each, and the CPU work
+# (merges, checkpoint files, combination) wants every core.
 [[ -x $BTM ]] || { echo "study: no btm at $BTM (build it, or set BTM)" >&2; exit 2; }
 pieces=("$@")
 ((${#pieces[@]})) || pieces=(main random share03 share07 own-init table)
@@ -48,7 +50,7 @@ run() {
   shift
   mkdir -p "$dir"
   local start=$SECONDS
-  mpirun -np "$RANKS" "$BTM" run --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
+  mpirun -np "$RANKS" --bind-to none "$BTM" run --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
     --data.corpus "$CORPUS" --run.dir "$dir" ${ARGS:-} "$@" 2>&1 | tee "$dir/log.txt"
   echo "[study] $piece: $((SECONDS - start)) s" | tee -a "$dir/log.txt"
   if [[ -n ${OUT:-} ]]; then
@@ -83,7 +85,7 @@ merges() {
   local dir=$RUNS/main m=$RUNS/main/eval.h5
   [[ -f $dir/forest.h5 ]] || { echo "study: no forest at $dir (run the main piece first)" >&2; exit 2; }
   local start=$SECONDS
-  mpirun -np "$RANKS" "$BTM" eval --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
+  mpirun -np "$RANKS" --bind-to none "$BTM" eval --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
     --data.corpus "$CORPUS" --run.dir "$dir" \
     --eval.merges task-arithmetic,ties,dare,dare-ties ${ARGS:-} 2>&1 | tee "$dir/merges-log.txt"
   echo "[study] merges: $((SECONDS - start)) s" | tee -a "$dir/merges-log.txt"

@@ -22,19 +22,20 @@ BPE=${BPE:-data/gpt2}
 RUNS=${RUNS:-runs/study}
 RANKS=${RANKS:-1}
 CTEXT=${CTEXT:-data/full/train-text}
+PYTHON=${PYTHON:-/usr/bin/python3}
 TRAIN=religious,dictionary,c_code,kernel_docs,mathematics,package_descriptions,biology,python_docs
 HELD=man_pages,computing_dictionary
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-[[ -x $BTM ]] || { echo "study_clusters: no btm at $BTM (build it, or set BTM)" >&2; exit 2; }
-[[ -f $CORPUS/man_pages.h5 ]] || { echo "study_clusters: no corpus at $CORPUS (tools/study.sh main prepares it)" >&2; exit 2; }
 pieces=("$@")
 ((${#pieces[@]})) || pieces=(c4 c8 c16 table)
 
 cluster() {
   local k=$1 dir=$RUNS/c$1 ccorpus=$RUNS/c$1/corpus
+  [[ -x $BTM ]] || { echo "study_clusters: no btm at $BTM (build it, or set BTM)" >&2; exit 2; }
+  [[ -f $CORPUS/man_pages.h5 ]] || { echo "study_clusters: no corpus at $CORPUS (tools/study.sh main prepares it)" >&2; exit 2; }
   mkdir -p "$dir"
   [[ -f $CTEXT/python_docs/train.jsonl ]] ||
-    /usr/bin/python3 tools/corpus_to_text.py "$CORPUS" "$CTEXT" --domains "$TRAIN" --bpe-dir "$BPE"
+    "$PYTHON" tools/corpus_to_text.py "$CORPUS" "$CTEXT" --domains "$TRAIN" --bpe-dir "$BPE"
   local start=$SECONDS
   {
     mpirun -np "$(nproc)" --oversubscribe "$BTM" cluster --input "$CTEXT" --out "$dir/clusters.h5" \
@@ -44,19 +45,20 @@ cluster() {
     # The labelled corpora beside the clusters, as evaluation domains.
     for d in ${TRAIN//,/ } ${HELD//,/ }; do ln -sf "$(realpath "$CORPUS/$d.h5")" "$ccorpus/$d.h5"; done
   } 2>&1 | tee "$dir/cluster-log.txt"
-  /usr/bin/python3 tools/cluster_agreement.py "$ccorpus" --out "$dir/agreement.md"
+  "$PYTHON" tools/cluster_agreement.py "$ccorpus" --out "$dir/agreement.md"
   local domains
   domains=$(seq -f "cluster_%02g" 0 $((k - 1)) | paste -sd,)
   local batch=$((128 / k)) accum=1
   if ((batch > 16)); then accum=$((batch / 16)); batch=16; fi
-  mpirun -np "$RANKS" "$BTM" run --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
+  # No dense model of its own: the baseline is main's (the same compute, on the labelled mixture).
+  mpirun -np "$RANKS" --bind-to none "$BTM" run --config inputs/btm-125m.cfg --config inputs/study-124m.cfg \
     --data.corpus "$ccorpus" --data.domains "$domains" --data.eval_domains "$TRAIN,$HELD" \
-    --data.clusters "$dir/clusters.h5" --data.batch $batch --data.accum $accum \
+    --data.clusters "$dir/clusters.h5" --data.batch $batch --data.accum $accum --run.dense false \
     --run.dir "$dir" ${ARGS:-} 2>&1 | tee "$dir/log.txt"
   echo "[study] c$k: $((SECONDS - start)) s" | tee -a "$dir/log.txt"
   if [[ -n ${OUT:-} ]]; then
     tar czf "$OUT/c$k.tar.gz" -C "$RUNS" "c$k/eval.h5" "c$k/forest.h5" "c$k/metrics" \
-      "c$k/log.txt" "c$k/cluster-log.txt" "c$k/agreement.md" "c$k/clusters.h5"
+      "c$k/log.txt" "c$k/cluster-log.txt" "c$k/agreement.md"
   fi
 }
 
@@ -73,7 +75,7 @@ table() {
     rows+=("c-BTM K=$k, posterior top-1 (cached prior)|$e|ensemble:top-1|")
     rows+=("c-BTM K=$k, posterior all $k|$e|ensemble:top-$k|")
   done
-  /usr/bin/python3 tools/report.py --merge "$RUNS/clusters.md" "${rows[@]}"
+  "$PYTHON" tools/report.py --merge "$RUNS/clusters.md" "${rows[@]}"
 }
 
 for piece in "${pieces[@]}"; do
