@@ -8,9 +8,12 @@
 #include <vector>
 
 #include "btm/app/cli.hpp"
+#include "btm/io/checkpoint.hpp"
 #include "btm/method/merge.hpp"
+#include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
+#include "test_util.hpp"
 
 namespace btm {
 namespace {
@@ -278,6 +281,39 @@ TEST(Merge, SeveralWeightVectorsAtOnceEqualOneAtATime) {
       EXPECT_EQ(batch.result(u), merge(o, weights[u], seed, parents, {100, n}))
           << word_of(method) << " " << u;
   }
+}
+
+// Parents held in memory give the merges that streaming them from their files gives, and a
+// held parent is read once: with its file gone, it is still there; streamed, the read fails.
+TEST(Merge, HeldParentsEqualStreamedOnesAndAreReadOnce) {
+  test::TempDir dir("btm-merge");
+  const ModelConfig model = test::small_model();
+  const std::size_t n = ParamLayout(model).total();
+  const std::vector<float> seed = normal(n, 41, 0.02f);
+  std::vector<std::filesystem::path> files;
+  for (unsigned j = 0; j < 3; ++j) {
+    Checkpoint c;
+    c.name = "e" + std::to_string(j);
+    c.model = model;
+    c.params = parents_of(seed, {normal(n, 42 + j, 1e-3f)}).front();
+    c.adam_m.assign(n, 0.0f);
+    c.adam_v.assign(n, 0.0f);
+    files.push_back(dir.path() / (c.name + ".h5"));
+    save_checkpoint(files.back(), c);
+  }
+  const std::vector<std::vector<double>> weights = {{0.2, 0.3, 0.5}, {0.6, 0.2, 0.2}};
+  MergeParents held(files, model, true);
+  for (MergeMethod method : {MergeMethod::task_arithmetic, MergeMethod::ties}) {
+    const MergeOptions o = options(method, 1.0, 0.3);
+    MergeParents streamed(files, model, false);
+    EXPECT_EQ(merge_params(held, weights, seed, model, o),
+              merge_params(streamed, weights, seed, model, o))
+        << word_of(method);
+  }
+  std::filesystem::remove(files[1]);
+  EXPECT_EQ(held.get(1).size(), n);
+  MergeParents streamed(files, model, false);
+  EXPECT_THROW(streamed.get(1), InputError);
 }
 
 TEST(Merge, BadOptionsAreInputErrors) {

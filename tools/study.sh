@@ -30,6 +30,7 @@ TEXT=${TEXT:-data/full/text}
 BPE=${BPE:-data/gpt2}
 RUNS=${RUNS:-runs/study}
 RANKS=${RANKS:-1}
+PYTHON=${PYTHON:-/usr/bin/python3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # btm runs with --bind-to none: Open MPI binds one or two ranks to a core each, and the CPU work
 # (merges, checkpoint files, combination) wants every core.
@@ -62,7 +63,7 @@ run() {
 table() {
   local m=$RUNS/main/eval.h5 r=$RUNS/random/eval.h5 s3=$RUNS/share03/eval.h5
   local s7=$RUNS/share07/eval.h5 o=$RUNS/own-init/eval.h5
-  /usr/bin/python3 tools/report.py --merge "$RUNS/study.md" \
+  "$PYTHON" tools/report.py --merge "$RUNS/study.md" \
     "dense|$m|dense|the baseline" \
     "forest, top-1 (cached prior)|$m|ensemble:top-1|better than dense, in and out of domain" \
     "forest, top-2|$m|ensemble:top-2|better than top-1" \
@@ -89,7 +90,7 @@ merges() {
     --data.corpus "$CORPUS" --run.dir "$dir" \
     --eval.merges task-arithmetic,ties,dare,dare-ties ${ARGS:-} 2>&1 | tee "$dir/merges-log.txt"
   echo "[study] merges: $((SECONDS - start)) s" | tee -a "$dir/merges-log.txt"
-  /usr/bin/python3 tools/report.py --merge "$RUNS/merges.md" \
+  "$PYTHON" tools/report.py --merge "$RUNS/merges.md" \
     "dense|$m|dense|the baseline" \
     "forest, top-1 (cached prior)|$m|ensemble:top-1|k=1 experts' inference" \
     "forest, all 8 (cached prior)|$m|ensemble:top-8|8 experts' inference" \

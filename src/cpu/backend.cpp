@@ -5,17 +5,15 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "btm/cpu/engine.hpp"
 #include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/host_memory.hpp"
 
 namespace btm {
 namespace {
-
-double available_bytes();
 
 class CpuBackend final : public Backend {
  public:
@@ -40,7 +38,7 @@ class CpuBackend final : public Backend {
         L * (16 * C + model.n_head * T + 4) + 12 * C + model.padded_vocab() + 3;
     const double state = 4 * 4 * n + 8 * n;
     const double activations = 4 * per_token * options.max_batch * T;
-    const double available = available_bytes() / std::max(1, ranks_here);
+    const double available = available_host_bytes() / std::max(1, ranks_here);
     if (state + activations <= 0.9 * available) return;
     char text[320];
     std::snprintf(text, sizeof(text),
@@ -60,18 +58,6 @@ class CpuBackend final : public Backend {
     return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
   }
 };
-
-// MemAvailable of /proc/meminfo (bytes), or the physical memory where it is not there.
-double available_bytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  while (meminfo >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
-         static_cast<double>(::sysconf(_SC_PAGESIZE));
-}
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <span>
 
@@ -100,42 +101,50 @@ EvalResults combine(const Config& config, const EvalPlan& plan, const Scores& sc
 
   std::vector<std::vector<double>> ppl(M, std::vector<double>(D, nan));  // [method][domain]
   r.tokens.resize(D);
-  for (std::size_t d = 0; d < D; ++d) {
-    const std::size_t N = plan.test[d].blocks * T;
-    r.tokens[d] = static_cast<std::int64_t>(N);
-    std::vector<std::span<const float>> per_elm;
-    for (std::size_t j = 0; j < K; ++j) per_elm.emplace_back(scores.at(j, d, S), N);
-    const ens::LogProbView view(per_elm, T);
-    const std::span<const double> pi(priors.data() + d * K, K);
-    std::size_t m = 0;
-    for (std::size_t j = 0; j < K; ++j) ppl[m++][d] = ens::elm_perplexity(view, j);
-    for (int k : topk)
-      if (static_cast<std::size_t>(k) <= K)
-        ppl[m++][d] =
-            ens::ensemble_perplexity(view, ens::top_k(pi, static_cast<std::size_t>(k)), form);
-    if (!routes.empty())
+  // The domains are independent and each is one thread's, in the serial order: the same bits on
+  // any thread count. (A c-BTM forest of 16 ELMs on 26 domains spent 34 s here on one thread.)
+  std::vector<std::exception_ptr> failed(D);
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t d = 0; d < D; ++d) try {
+      const std::size_t N = plan.test[d].blocks * T;
+      r.tokens[d] = static_cast<std::int64_t>(N);
+      std::vector<std::span<const float>> per_elm;
+      for (std::size_t j = 0; j < K; ++j) per_elm.emplace_back(scores.at(j, d, S), N);
+      const ens::LogProbView view(per_elm, T);
+      const std::span<const double> pi(priors.data() + d * K, K);
+      std::size_t m = 0;
+      for (std::size_t j = 0; j < K; ++j) ppl[m++][d] = ens::elm_perplexity(view, j);
       for (int k : topk)
         if (static_cast<std::size_t>(k) <= K)
-          ppl[m++][d] = ens::routed_perplexity(view, routes[d], static_cast<std::size_t>(k));
-    ppl[m++][d] = ens::uniform_mixture_perplexity(view);
-    ppl[m++][d] = ens::uniform_prior_perplexity(view, form);
-    for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) {
-      const std::size_t u = averages.use[s * D + d];
-      const std::size_t copy = averages.copy_of[u];
-      ppl[m++][d] = copy != AveragePlan::kNotACopy
-                        ? ens::elm_perplexity(view, copy)
-                        : ens::perplexity(std::span<const float>(
-                              average_scores.data() + averages.offset[u * D + d], N));
-    }
-    for (std::size_t mi = 0; mi < merges.methods.size(); ++mi)
-      for (std::size_t s = 0; s < S_merge; ++s) {
-        const std::size_t u = merges.use[(mi * S_merge + s) * D + d];
-        ppl[m++][d] = ens::perplexity(
-            std::span<const float>(merge_scores.data() + merges.offset[u * D + d], N));
+          ppl[m++][d] =
+              ens::ensemble_perplexity(view, ens::top_k(pi, static_cast<std::size_t>(k)), form);
+      if (!routes.empty())
+        for (int k : topk)
+          if (static_cast<std::size_t>(k) <= K)
+            ppl[m++][d] = ens::routed_perplexity(view, routes[d], static_cast<std::size_t>(k));
+      ppl[m++][d] = ens::uniform_mixture_perplexity(view);
+      ppl[m++][d] = ens::uniform_prior_perplexity(view, form);
+      for (std::size_t s = 0; s < std::size(ens::kAverageSchemes); ++s) {
+        const std::size_t u = averages.use[s * D + d];
+        const std::size_t copy = averages.copy_of[u];
+        ppl[m++][d] = copy != AveragePlan::kNotACopy
+                          ? ens::elm_perplexity(view, copy)
+                          : ens::perplexity(std::span<const float>(
+                                average_scores.data() + averages.offset[u * D + d], N));
       }
-    if (plan.with_dense)
-      ppl[m++][d] = ens::perplexity(std::span<const float>(scores.at(K, d, S), N));
-  }
+      for (std::size_t mi = 0; mi < merges.methods.size(); ++mi)
+        for (std::size_t s = 0; s < S_merge; ++s) {
+          const std::size_t u = merges.use[(mi * S_merge + s) * D + d];
+          ppl[m++][d] = ens::perplexity(
+              std::span<const float>(merge_scores.data() + merges.offset[u * D + d], N));
+        }
+      if (plan.with_dense)
+        ppl[m++][d] = ens::perplexity(std::span<const float>(scores.at(K, d, S), N));
+    } catch (...) {
+      failed[d] = std::current_exception();  // an exception may not leave an OpenMP loop
+    }
+  for (const std::exception_ptr& e : failed)
+    if (e) std::rethrow_exception(e);
   for (std::size_t m = 0; m < M; ++m) {
     r.perplexity.insert(r.perplexity.end(), ppl[m].begin(), ppl[m].end());
     r.mean_in_domain.push_back(mean_over(ppl[m], r.in_domain, 1.0));

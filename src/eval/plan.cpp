@@ -7,6 +7,7 @@
 #include "btm/method/ensemble.hpp"
 #include "btm/model/params.hpp"
 #include "btm/util/error.hpp"
+#include "btm/util/host_memory.hpp"
 
 namespace btm {
 
@@ -204,15 +205,18 @@ MergePlan plan_merges(const RunContext& ctx, const EvalPlan& plan, const Average
       merges.blocks[u * D + d] = used ? plan.test[d].blocks : 0;
       merges.total += merges.blocks[u * D + d] * T;
     }
-  // Host memory of a batch's accumulators: at most this, and at least one merge per batch.
-  constexpr double kMergeBatchBytes = 32.0 * (1ull << 30);
+  // Host memory of a batch's accumulators: at most 32 GiB and half the memory rank 0 has left
+  // (one number for every rank: the batches are the same plan everywhere), and at least one
+  // merge per batch.
+  double batch_bytes = std::min(32.0 * (1ull << 30), available_host_bytes() / 2);
+  ctx.world.broadcast(&batch_bytes, sizeof(batch_bytes), 0);
   const double n = static_cast<double>(ParamLayout(ctx.config.model).total());
   for (std::size_t u = 0; u < U;) {
     const std::size_t m = merges.method_of[u];
     const std::size_t fit = std::max<std::size_t>(
         1,
         static_cast<std::size_t>(
-            kMergeBatchBytes /
+            batch_bytes /
             (n * static_cast<double>(TaskVectorMerge::bytes_per_merge(merges.methods[m].method)))));
     std::size_t end = u;
     while (end < U && merges.method_of[end] == m && end - u < fit) ++end;

@@ -419,7 +419,12 @@ Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const 
   collective_check(group, [&] {
     if (group.rank() == 0) c = load_checkpoint(file, expect, with_optimizer);
   });
-  if (group.size() == 1) return c;
+  broadcast_checkpoint(group, c, with_optimizer);
+  return c;
+}
+
+void broadcast_checkpoint(MpiComm& group, Checkpoint& c, bool with_optimizer) {
+  if (group.size() == 1) return;
   std::string info = group.rank() == 0 ? info_json(c) : std::string();
   group.broadcast_string(info, 0);
   if (group.rank() != 0) static_cast<CheckpointInfo&>(c) = info_from_json(info);
@@ -428,7 +433,6 @@ Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const 
     group.broadcast_vector(c.adam_m, 0);
     group.broadcast_vector(c.adam_v, 0);
   }
-  return c;
 }
 
 }  // namespace btm

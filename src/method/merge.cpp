@@ -237,26 +237,41 @@ std::filesystem::path shared_seed(const Forest& forest, const std::filesystem::p
   return seed;
 }
 
-std::vector<std::vector<float>> merge_params(const std::vector<std::filesystem::path>& parents,
-                                             const std::vector<std::vector<double>>& weights,
-                                             const std::filesystem::path& seed,
-                                             const ModelConfig& model,
-                                             const MergeOptions& options) {
+MergeParents::MergeParents(std::vector<std::filesystem::path> files, const ModelConfig& model,
+                           bool hold)
+    : files_(std::move(files)), model_(model), hold_(hold), held_(hold ? files_.size() : 0) {}
+
+std::span<const float> MergeParents::get(std::size_t j) {
+  if (!hold_) {
+    last_ = load_state_vector(files_.at(j), "params", model_);
+    return last_;
+  }
+  if (held_.at(j).empty()) held_[j] = load_state_vector(files_[j], "params", model_);
+  return held_[j];
+}
+
+std::vector<float> merge_seed(const std::filesystem::path& seed, const ModelConfig& model) {
   if (!(peek_checkpoint(seed).model == model))
     throw InputError(seed.string() +
                      ": the seed's model shape differs from its ELMs': task vectors need the "
                      "seed the ELMs were branched from");
+  return load_state_vector(seed, "params", model);
+}
+
+std::vector<std::vector<float>> merge_params(MergeParents& parents,
+                                             const std::vector<std::vector<double>>& weights,
+                                             std::vector<float> seed, const ModelConfig& model,
+                                             const MergeOptions& options) {
   for (const std::vector<double>& w : weights)
     if (w.size() != parents.size())
       throw InputError("merge: " + std::to_string(w.size()) + " weights for " +
                        std::to_string(parents.size()) + " parents: give one weight per parent");
   const ParamLayout layout(model);
-  TaskVectorMerge merge(options, weights, load_state_vector(seed, "params", model),
-                        tensor_ends(layout));
+  TaskVectorMerge merge(options, weights, std::move(seed), tensor_ends(layout));
   for (int pass = 0; pass < merge.passes(); ++pass)
     for (std::size_t j = 0; j < parents.size(); ++j)
       if (std::any_of(weights.begin(), weights.end(), [&](const auto& w) { return w[j] != 0; }))
-        merge.add(pass, j, load_state_vector(parents[j], "params", model));
+        merge.add(pass, j, parents.get(j));
   std::vector<std::vector<float>> out;
   for (std::size_t u = 0; u < weights.size(); ++u) out.push_back(merge.result(u));
   return out;
@@ -268,9 +283,10 @@ Checkpoint merge_checkpoints(const std::vector<std::filesystem::path>& parents,
   if (options.method == MergeMethod::average)
     return average_checkpoints(parents, weights, model, false);
   Checkpoint out = averaged_attributes(parents, weights, model);
+  MergeParents streamed(parents, model, false);
   out.params =
-      std::move(merge_params(parents, {std::vector<double>(weights.begin(), weights.end())}, seed,
-                             model, options)
+      std::move(merge_params(streamed, {std::vector<double>(weights.begin(), weights.end())},
+                             merge_seed(seed, model), model, options)
                     .front());
   out.adam_m.assign(out.params.size(), 0.0f);
   out.adam_v.assign(out.params.size(), 0.0f);

@@ -76,7 +76,10 @@ void init_gpt2(const ParamLayout& layout, std::span<float> params, std::uint64_t
     throw std::invalid_argument("init_gpt2: parameter vector has the wrong size");
   const ModelConfig& m = layout.model();
   const double residual_std = 0.02 / std::sqrt(2.0 * m.n_layer);
-  for (std::size_t k = 0; k < layout.tensors().size(); ++k) {
+  // One thread per tensor: the same values on any thread count.
+  const std::size_t tensors = layout.tensors().size();
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t k = 0; k < tensors; ++k) {
     const TensorSpec& t = layout.tensors()[k];
     float* p = params.data() + t.offset;
     // Each tensor draws from its own stream, so adding a tensor never shifts the others.

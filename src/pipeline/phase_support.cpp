@@ -1,5 +1,8 @@
 #include "btm/pipeline/phase_support.hpp"
 
+#include <chrono>
+#include <cstdio>
+
 #include "btm/io/checkpoint.hpp"
 #include "btm/io/forest.hpp"
 #include "btm/model/engine.hpp"
@@ -64,7 +67,11 @@ PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, ctx.world, storage);
   const TrainResult result = train_model(ctx, ctx.world, engine, grads, name);
+  const auto waiting = std::chrono::steady_clock::now();
   collective_check(ctx.world, [&] { ctx.writer->wait(); });  // its last checkpoint on disk
+  if (ctx.leader())
+    std::printf("[%s] waited %.1f s for its last checkpoint to be written\n", name.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count());
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <iostream>
 #include <thread>
 
 #include "btm/model/engine.hpp"
@@ -128,6 +129,16 @@ RunContext make_context(const Config& config, MpiComm& world, const Backends& ba
                           ? CPU_COUNT(&set)
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     ctx.threads = std::max(1, cores / ctx.node.local_size);
+    // Open MPI binds each rank to one core when it starts one or two: the CPU work (merges,
+    // checkpoint files, combination) then runs on one core of many, and so does the thread that
+    // writes checkpoints in the background beside the one that drives the GPU.
+    const int node_cores = static_cast<int>(std::thread::hardware_concurrency());
+    if (world.rank() == 0 && cores == 1 && node_cores >= 2 * ctx.node.local_size)
+      std::cerr << "[btm] warning: this rank may run on 1 of the node's " << node_cores
+                << " cores (its CPU affinity), so its CPU work uses one thread: start it with "
+                   "`mpirun --bind-to none` (Open MPI binds a rank to one core when it starts "
+                   "one or two; srun binds as its --cpus-per-task says)"
+                << std::endl;
   }
   return ctx;
 }

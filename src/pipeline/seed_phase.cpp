@@ -60,8 +60,8 @@ PhaseResult run_seed_phase(RunContext& ctx) {
   });
   if (trained) return PhaseResult::Done;
   if (!decided_by_root(ctx.world, [&] { return fs::exists(file); })) {
+    Checkpoint c;
     on_leader(ctx, [&] {
-      Checkpoint c;
       if (!config.run.seed_checkpoint.empty()) {
         check_seed_vocabulary(ctx);
         c = load_seed_checkpoint(ctx);
@@ -83,10 +83,16 @@ PhaseResult run_seed_phase(RunContext& ctx) {
         c.domains = config.data.domains;
       }
       c.batch = budget.world_batch;
-      save_checkpoint(file, c);
       forest.upsert(record_from(c, ModelKind::seed, {}, {}));
       save_forest(ctx.run_dir, forest);
     });
+    // The engine starts from this state in memory, and its file (atomic: a stop before it is
+    // written leaves none, and a resume starts the seed again) is written while the seed trains.
+    broadcast_checkpoint(ctx.world, c);
+    training_engine(ctx).set_state(c.params, c.adam_m, c.adam_v);
+    ctx.engine_state_of = file;
+    ctx.engine_state_info = c;
+    on_leader(ctx, [&] { ctx.writer->write(file, std::move(c)); });
   }
   if (ctx.leader())
     std::cout << "[seed] phase: " << budget.seed_steps << " of " << budget.total_steps

@@ -85,20 +85,27 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
   const Config& config = ctx.config;
   const bool leader = group.rank() == 0;
   const auto file = checkpoint_file(ctx.run_dir, name);
-  // A branch referring to the state the engine keeps starts from that copy (no file read).
-  const CheckpointInfo head = peek_checkpoint_in_group(group, file);
-  const bool from_kept = !head.state_from.empty() && !ctx.kept_state_of.empty() &&
+  const auto entered = Clock::now();
+  const double training_before = ctx.training_s;
+  double validation_s = 0, checkpoint_s = 0;  // the end's line: where the time went
+  // A new seed the engine was given from memory starts there (its file may be in flight), and a
+  // branch referring to the state the engine keeps starts from that copy: no file read.
+  const bool in_engine = !ctx.engine_state_of.empty() && ctx.engine_state_of == file;
+  const CheckpointInfo head =
+      in_engine ? ctx.engine_state_info : peek_checkpoint_in_group(group, file);
+  ctx.engine_state_of.clear();
+  const bool from_kept = !in_engine && !head.state_from.empty() && !ctx.kept_state_of.empty() &&
                          file.parent_path() / head.state_from == ctx.kept_state_of &&
                          head.state_from_step == ctx.kept_state_step && head.model == config.model;
   Checkpoint state;
-  if (from_kept)
+  if (in_engine || from_kept)
     static_cast<CheckpointInfo&>(state) = head;
   else
     state = load_checkpoint_in_group(group, file, &config.model);
   collective_check(group, [&] { check_trainable(state, file, group.size(), config.data.batch); });
   if (from_kept)
     engine.restore_state();
-  else
+  else if (!in_engine)
     engine.set_state(state.params, state.adam_m, state.adam_v);
   // From here the engine holds the state; checkpoints copy it from there.
   state.params = {};
@@ -284,14 +291,17 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
                   << std::endl;
       }
       window_start += end - begin;  // the window's ms/step and tok/s count training only
+      validation_s += std::chrono::duration<double>(end - begin).count();
     }
     if (state.step % config.run.checkpoint_every == 0 || last) {
       if (leader) {
         // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
         // and a resume drops the rows after its step (the other order would lose rows).
+        const auto begin = Clock::now();
         metrics.flush();
         save_state(engine, state, file, *ctx.writer);
         last_flush = Clock::now();
+        checkpoint_s += std::chrono::duration<double>(last_flush - begin).count();
       }
     } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {
       metrics.flush();  // keep the metrics file fresh on long checkpoint intervals
@@ -299,6 +309,15 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
     }
   }
   group.barrier();
+  if (leader && state.step > first_step)
+    std::printf(
+        "[%s] %lld steps in %.1f s: training %.1f s, before the first step %.1f s, validation "
+        "%.1f s, checkpoint copies %.1f s\n",
+        name.c_str(), static_cast<long long>(state.step - first_step),
+        std::chrono::duration<double>(Clock::now() - entered).count(),
+        ctx.training_s - training_before, std::chrono::duration<double>(start - entered).count(),
+        validation_s, checkpoint_s);
+  std::fflush(stdout);
   return TrainResult::Finished;
 }
 

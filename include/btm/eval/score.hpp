@@ -43,8 +43,9 @@ std::vector<float> score_averages(RunContext& ctx, EvalGroups& groups, Engine& e
 
 // The test log-probabilities of the merges `plan` forms (plan.total floats; merge u on domain d
 // from plan.offset[u * D + d]), complete on world rank 0. Batch b of merges is formed by the
-// leader of group b % G, streaming the ELMs `elms` and the seed from their checkpoints
-// (merge_params; the batches of different groups are formed at the same time), and scored by
+// leader of group b % G from the ELMs `elms` and the seed's checkpoints (merge_params: read
+// once and kept where a leader forms several batches and they fit, else streamed; the batches
+// of different groups are formed at the same time), and scored by
 // that group. Collective over the world.
 std::vector<float> score_merges(RunContext& ctx, EvalGroups& groups, Engine& engine,
                                 const MergePlan& plan,

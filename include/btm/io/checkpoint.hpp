@@ -97,5 +97,8 @@ CheckpointInfo peek_checkpoint_in_group(MpiComm& group, const std::filesystem::p
 Checkpoint load_checkpoint_in_group(MpiComm& group, const std::filesystem::path& file,
                                     const ModelConfig* expect = nullptr,
                                     bool with_optimizer = true);
+// Rank 0's `c` (its attributes, params, and with_optimizer the moments) to every rank of
+// `group`.
+void broadcast_checkpoint(MpiComm& group, Checkpoint& c, bool with_optimizer = true);
 
 }  // namespace btm

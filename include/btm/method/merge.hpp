@@ -112,13 +112,34 @@ class TaskVectorMerge {
 std::filesystem::path shared_seed(const Forest& forest, const std::filesystem::path& run_dir,
                                   const std::vector<std::string>& parents);
 
-// The merges of the checkpoints `parents` with each weight vector of `weights` (one weight per
-// parent, a distribution) relative to the checkpoint `seed`, all of the shape `model`: their
-// params. InputError naming the file for a bad parent or seed.
-std::vector<std::vector<float>> merge_params(const std::vector<std::filesystem::path>& parents,
+// The parameters of a merge's parents, the checkpoints `files` of the shape `model`: read from
+// the file each time they are asked for (the merges stream them, one in memory at a time), or,
+// with `hold`, read once and kept (several batches of merges then read each file once).
+class MergeParents {
+ public:
+  MergeParents(std::vector<std::filesystem::path> files, const ModelConfig& model, bool hold);
+  std::size_t size() const { return files_.size(); }
+  // Parent j's params; valid until the next call. InputError naming the file for a bad one.
+  std::span<const float> get(std::size_t j);
+
+ private:
+  std::vector<std::filesystem::path> files_;
+  ModelConfig model_;
+  bool hold_;
+  std::vector<std::vector<float>> held_;
+  std::vector<float> last_;
+};
+
+// The merges of `parents` with each weight vector of `weights` (one weight per parent, a
+// distribution) relative to the seed's params `seed`: their params.
+std::vector<std::vector<float>> merge_params(MergeParents& parents,
                                              const std::vector<std::vector<double>>& weights,
-                                             const std::filesystem::path& seed,
-                                             const ModelConfig& model, const MergeOptions& options);
+                                             std::vector<float> seed, const ModelConfig& model,
+                                             const MergeOptions& options);
+
+// The seed's params for merge_params: InputError where the checkpoint `seed` is not of the
+// ELMs' shape `model`.
+std::vector<float> merge_seed(const std::filesystem::path& seed, const ModelConfig& model);
 
 // One merge as a checkpoint: params (zero moments) and the average's attributes
 // (averaged_attributes). MergeMethod::average is average_checkpoints.

@@ -63,6 +63,11 @@ struct RunContext {
   std::int64_t kept_state_step = 0;
   // btm run sets it: the seed phase keeps the seed's final state for the ELMs and dense model.
   bool keep_seed_state = false;
+  // The checkpoint the engine's working state already is (empty: none), with its attributes: a
+  // new seed, given to the engine from memory while its file is written in the background, so
+  // that train_model neither waits for the file nor reads it back. The same on every rank.
+  std::filesystem::path engine_state_of;
+  CheckpointInfo engine_state_info;
   // Writes the checkpoints of the models this rank leads while training goes on; a phase waits
   // for it before anything reads them (train_model does at a stop).
   std::unique_ptr<CheckpointWriter> writer = std::make_unique<CheckpointWriter>();
