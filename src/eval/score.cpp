@@ -6,6 +6,7 @@
 #include "btm/io/checkpoint.hpp"
 #include "btm/method/merge.hpp"
 #include "btm/pipeline/blocks.hpp"
+#include "btm/util/clock.hpp"
 #include "btm/util/host_memory.hpp"
 
 namespace btm {
@@ -37,8 +38,10 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
   scores.data.assign(total, 0.0f);
   for (std::size_t m = static_cast<std::size_t>(groups.index); m < models.size();
        m += static_cast<std::size_t>(groups.groups)) {
+    const auto read_start = Clock::now();
     std::vector<float> params =
         load_checkpoint_in_group(*groups.group, models[m], &ctx.config.model, false).params;
+    scores.read_s += seconds_since(read_start);
     engine.set_params(params);
     for (std::size_t s = 0; s < S; ++s)
       if (sets[m][s].blocks > 0)
