@@ -87,7 +87,9 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
   const auto file = checkpoint_file(ctx.run_dir, name);
   const auto entered = Clock::now();
   const double training_before = ctx.training_s;
-  double validation_s = 0, checkpoint_s = 0;  // the end's line: where the time went
+  // The end's line: where the time went. Checkpoints: waiting for the previous checkpoint's
+  // write (it overlaps training unless writing takes longer), the metrics file, the state copy.
+  double validation_s = 0, write_wait_s = 0, metrics_s = 0, copy_s = 0;
   // A new seed the engine was given from memory starts there (its file may be in flight), and a
   // branch referring to the state the engine keeps starts from that copy: no file read.
   const bool in_engine = !ctx.engine_state_of.empty() && ctx.engine_state_of == file;
@@ -298,10 +300,15 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         // Metrics first: a kill between the two writes leaves them ahead of the checkpoint,
         // and a resume drops the rows after its step (the other order would lose rows).
         const auto begin = Clock::now();
+        ctx.writer->wait();
+        const auto waited = Clock::now();
         metrics.flush();
+        const auto flushed = Clock::now();
         save_state(engine, state, file, *ctx.writer);
         last_flush = Clock::now();
-        checkpoint_s += std::chrono::duration<double>(last_flush - begin).count();
+        write_wait_s += std::chrono::duration<double>(waited - begin).count();
+        metrics_s += std::chrono::duration<double>(flushed - waited).count();
+        copy_s += std::chrono::duration<double>(last_flush - flushed).count();
       }
     } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {
       metrics.flush();  // keep the metrics file fresh on long checkpoint intervals
@@ -312,11 +319,12 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
   if (leader && state.step > first_step)
     std::printf(
         "[%s] %lld steps in %.1f s: training %.1f s, before the first step %.1f s, validation "
-        "%.1f s, checkpoint copies %.1f s\n",
+        "%.1f s; checkpoints: waiting for the previous write %.1f s, metrics file %.1f s, state "
+        "copy %.1f s\n",
         name.c_str(), static_cast<long long>(state.step - first_step),
         std::chrono::duration<double>(Clock::now() - entered).count(),
         ctx.training_s - training_before, std::chrono::duration<double>(start - entered).count(),
-        validation_s, checkpoint_s);
+        validation_s, write_wait_s, metrics_s, copy_s);
   std::fflush(stdout);
   return TrainResult::Finished;
 }
