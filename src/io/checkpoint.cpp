@@ -400,6 +400,14 @@ CheckpointInfo info_from_json(const std::string& text) {
   return c;
 }
 
+// Rank 0's attributes to every rank of `group`.
+void broadcast_info(MpiComm& group, CheckpointInfo& c) {
+  if (group.size() == 1) return;
+  std::string info = group.rank() == 0 ? info_json(c) : std::string();
+  group.broadcast_string(info, 0);
+  if (group.rank() != 0) c = info_from_json(info);
+}
+
 }  // namespace
 
 CheckpointInfo peek_checkpoint_in_group(MpiComm& group, const fs::path& file) {
@@ -407,10 +415,8 @@ CheckpointInfo peek_checkpoint_in_group(MpiComm& group, const fs::path& file) {
   collective_check(group, [&] {
     if (group.rank() == 0) c = peek_checkpoint(file);
   });
-  if (group.size() == 1) return c;
-  std::string info = group.rank() == 0 ? info_json(c) : std::string();
-  group.broadcast_string(info, 0);
-  return info_from_json(info);
+  broadcast_info(group, c);
+  return c;
 }
 
 Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const ModelConfig* expect,
@@ -425,9 +431,7 @@ Checkpoint load_checkpoint_in_group(MpiComm& group, const fs::path& file, const 
 
 void broadcast_checkpoint(MpiComm& group, Checkpoint& c, bool with_optimizer) {
   if (group.size() == 1) return;
-  std::string info = group.rank() == 0 ? info_json(c) : std::string();
-  group.broadcast_string(info, 0);
-  if (group.rank() != 0) static_cast<CheckpointInfo&>(c) = info_from_json(info);
+  broadcast_info(group, c);
   group.broadcast_vector(c.params, 0);
   if (with_optimizer) {
     group.broadcast_vector(c.adam_m, 0);

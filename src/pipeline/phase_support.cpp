@@ -1,6 +1,5 @@
 #include "btm/pipeline/phase_support.hpp"
 
-#include <chrono>
 #include <cstdio>
 
 #include "btm/io/checkpoint.hpp"
@@ -8,6 +7,7 @@
 #include "btm/model/engine.hpp"
 #include "btm/model/params.hpp"
 #include "btm/pipeline/trainer.hpp"
+#include "btm/util/clock.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/rng.hpp"
 
@@ -67,11 +67,11 @@ PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, ctx.world, storage);
   const TrainResult result = train_model(ctx, ctx.world, engine, grads, name);
-  const auto waiting = std::chrono::steady_clock::now();
+  const auto waiting = Clock::now();
   collective_check(ctx.world, [&] { ctx.writer->wait(); });  // its last checkpoint on disk
   if (ctx.leader())
     std::printf("[%s] waited %.1f s for its last checkpoint to be written\n", name.c_str(),
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count());
+                seconds_since(waiting));
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
 }

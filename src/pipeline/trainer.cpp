@@ -18,14 +18,13 @@
 #include "btm/pipeline/phase_support.hpp"
 #include "btm/pipeline/progress.hpp"
 #include "btm/pipeline/validation.hpp"
+#include "btm/util/clock.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/format.hpp"
 
 namespace btm {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // The state copied to host memory and written while training goes on (CheckpointWriter).
 void save_state(const Engine& engine, const CheckpointInfo& head, const std::filesystem::path& file,
@@ -228,7 +227,7 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
     update.grad_clip = static_cast<float>(o.grad_clip);
     update.t = state.step + 1;
     const float norm = engine.optimizer_step(update);
-    ctx.training_s += std::chrono::duration<double>(Clock::now() - step_start).count();
+    ctx.training_s += seconds_since(step_start);
     // The norm is the same on every rank of the group (one reduced gradient): all stop together,
     // before the last good checkpoint is overwritten.
     if (!std::isfinite(norm))
@@ -250,8 +249,8 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
                           ": training diverged (lower optim.lr); the "
                           "last good checkpoint is kept");
       const auto now = Clock::now();
-      const double window_s = std::chrono::duration<double>(now - window_start).count();
-      const double total_s = std::chrono::duration<double>(now - start).count();
+      const double window_s = seconds_between(window_start, now);
+      const double total_s = seconds_between(start, now);
       const double tokens_per_s = window_s > 0 ? window_steps * tokens_per_step / window_s : 0;
       const double s_per_step = total_s / static_cast<double>(state.step - first_step);
       if (leader) {
@@ -289,11 +288,11 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
             {state.step, static_cast<std::int64_t>(state.tokens), loss_per_domain});
         std::cout << format_validation(name, state.step, state.target_steps, validation.domains,
                                        loss_per_domain, static_cast<std::int64_t>(state.tokens),
-                                       std::chrono::duration<double>(end - begin).count())
+                                       seconds_between(begin, end))
                   << std::endl;
       }
       window_start += end - begin;  // the window's ms/step and tok/s count training only
-      validation_s += std::chrono::duration<double>(end - begin).count();
+      validation_s += seconds_between(begin, end);
     }
     if (state.step % config.run.checkpoint_every == 0 || last) {
       if (leader) {
@@ -306,9 +305,9 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         const auto flushed = Clock::now();
         save_state(engine, state, file, *ctx.writer);
         last_flush = Clock::now();
-        write_wait_s += std::chrono::duration<double>(waited - begin).count();
-        metrics_s += std::chrono::duration<double>(flushed - waited).count();
-        copy_s += std::chrono::duration<double>(last_flush - flushed).count();
+        write_wait_s += seconds_between(begin, waited);
+        metrics_s += seconds_between(waited, flushed);
+        copy_s += seconds_between(flushed, last_flush);
       }
     } else if (leader && Clock::now() - last_flush > std::chrono::seconds(60)) {
       metrics.flush();  // keep the metrics file fresh on long checkpoint intervals
@@ -321,10 +320,9 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         "[%s] %lld steps in %.1f s: training %.1f s, before the first step %.1f s, validation "
         "%.1f s; checkpoints: waiting for the previous write %.1f s, metrics file %.1f s, state "
         "copy %.1f s\n",
-        name.c_str(), static_cast<long long>(state.step - first_step),
-        std::chrono::duration<double>(Clock::now() - entered).count(),
-        ctx.training_s - training_before, std::chrono::duration<double>(start - entered).count(),
-        validation_s, write_wait_s, metrics_s, copy_s);
+        name.c_str(), static_cast<long long>(state.step - first_step), seconds_since(entered),
+        ctx.training_s - training_before, seconds_between(entered, start), validation_s,
+        write_wait_s, metrics_s, copy_s);
   std::fflush(stdout);
   return TrainResult::Finished;
 }
