@@ -253,6 +253,22 @@ TEST(CheckpointWriter, WritesInTheBackgroundAndReportsFailures) {
   EXPECT_EQ(peek_checkpoint(dir / "a.h5").step, a.step);
 }
 
+// A write that keeps the parameters: they move out once the file is written (no copy), equal
+// to the file's, and the buffer the next checkpoint gets still has parameters of the full size.
+TEST(CheckpointWriter, KeepsTheWrittenParametersWithoutACopy) {
+  btm::test::TempDir dir;
+  CheckpointWriter writer;
+  const Checkpoint a = small_checkpoint();
+  std::vector<float> kept;
+  writer.write(dir / "a.h5", a, &kept);
+  writer.wait();
+  EXPECT_EQ(kept, a.params);
+  EXPECT_EQ(load_checkpoint(dir / "a.h5").params, a.params);
+  const Checkpoint next = writer.buffer();
+  EXPECT_EQ(next.params.size(), a.params.size());
+  EXPECT_EQ(next.adam_m, a.adam_m);
+}
+
 TEST(Corpus, RoundTripThroughMemoryMap) {
   btm::test::TempDir dir;
   btm::test::write_synthetic_corpus(dir.path(), "news", 4, 5000);

@@ -41,6 +41,7 @@ int cmd_run(const Args& args, MpiComm& world, const Backends& backends) {
   PhaseClock clock;
   RunContext ctx = prepare_context("run", config, world, backends, step_limit, plan);
   ctx.keep_seed_state = true;
+  ctx.keep_trained_params = !skip_eval;
   ctx.ahead = {true, config.run.dense, !skip_eval};
   if (config.run.split == SplitMode::random) make_random_split(ctx);
   clock.lap("start", ctx);

@@ -138,10 +138,10 @@ void run_eval_phase(RunContext& ctx) {
         100.0 * route_s / std::max(seconds_since(start), 1e-9), seconds_since(start));
   }
   std::printf(
-      "[eval] wrote %s in %.1f s (log-probs %.1f s, of which reading checkpoints %.1f s; "
-      "averages %.1f s, merges %.1f s, combination %.2f s)\n",
-      eval_file(ctx.run_dir).c_str(), seconds_since(start), score_s, scores.read_s, average_s,
-      merge_s, combine_s);
+      "[eval] wrote %s in %.1f s (log-probs %.1f s, of which reading checkpoints %.1f s, %zu "
+      "models taken from memory instead; averages %.1f s, merges %.1f s, combination %.2f s)\n",
+      eval_file(ctx.run_dir).c_str(), seconds_since(start), score_s, scores.read_s,
+      scores.from_memory, average_s, merge_s, combine_s);
   std::fflush(stdout);
   ctx.world.barrier();
 }

@@ -21,6 +21,29 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
   world.reduce_sum(data.data(), data.size(), 0);
 }
 
+// The parameters of `file` on every rank of the group: from the leader's memory where the run
+// trained the model in this process (RunContext::trained_params, handed over and dropped there),
+// else read by the leader; both broadcast to the group.
+std::vector<float> model_params(RunContext& ctx, MpiComm& group, const fs::path& file,
+                                Scores& scores) {
+  int held = 0;
+  if (group.rank() == 0) {
+    auto it = ctx.trained_params.find(file);
+    held = it != ctx.trained_params.end() && !it->second.empty() ? 1 : 0;
+  }
+  group.broadcast(&held, sizeof(held), 0);
+  if (!held) return load_checkpoint_in_group(group, file, &ctx.config.model, false).params;
+  std::vector<float> params;
+  if (group.rank() == 0) {
+    ++scores.from_memory;
+    auto it = ctx.trained_params.find(file);
+    params = std::move(it->second);
+    ctx.trained_params.erase(it);
+  }
+  group.broadcast_vector(params, 0);
+  return params;
+}
+
 }  // namespace
 
 Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
@@ -39,8 +62,7 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
   for (std::size_t m = static_cast<std::size_t>(groups.index); m < models.size();
        m += static_cast<std::size_t>(groups.groups)) {
     const auto read_start = Clock::now();
-    std::vector<float> params =
-        load_checkpoint_in_group(*groups.group, models[m], &ctx.config.model, false).params;
+    std::vector<float> params = model_params(ctx, *groups.group, models[m], scores);
     scores.read_s += seconds_since(read_start);
     engine.set_params(params);
     for (std::size_t s = 0; s < S; ++s)
@@ -50,6 +72,8 @@ Scores score_models(RunContext& ctx, EvalGroups& groups, Engine& engine,
     if (groups.leader() && m < parents) engine.hold_parent(m, std::move(params));
   }
   gather_to_root(ctx.world, scores.data);
+  scores.from_memory =
+      static_cast<std::size_t>(ctx.world.allreduce_sum(static_cast<double>(scores.from_memory)));
   return scores;
 }
 

@@ -22,17 +22,32 @@ Checkpoint CheckpointWriter::buffer() {
   return std::exchange(done_, Checkpoint());
 }
 
-void CheckpointWriter::write(std::filesystem::path file, Checkpoint c) {
+namespace {
+
+void hand_over_params(Checkpoint& c, std::vector<float>* keep_params) {
+  if (!keep_params) return;
+  const std::size_t n = c.params.size();
+  *keep_params = std::move(c.params);
+  c.params.assign(n, 0.0f);
+}
+
+}  // namespace
+
+void CheckpointWriter::write(std::filesystem::path file, Checkpoint c,
+                             std::vector<float>* keep_params) {
   wait();
   if (!async_) {
     save_checkpoint(file, c);
+    hand_over_params(c, keep_params);
     done_ = std::move(c);
     return;
   }
-  thread_ = std::thread([this, file = std::move(file), c = std::move(c)]() mutable {
+  thread_ = std::thread([this, file = std::move(file), c = std::move(c), keep_params]() mutable {
     try {
       h5::quiet_errors();  // HDF5's error settings are per thread
+      h5::yield_to_other_threads(true);
       save_checkpoint(file, c);
+      hand_over_params(c, keep_params);
     } catch (...) {
       error_ = std::current_exception();
     }

@@ -21,14 +21,16 @@
 #include "btm/util/clock.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/format.hpp"
+#include "btm/util/host_memory.hpp"
 
 namespace btm {
 
 namespace {
 
 // The state copied to host memory and written while training goes on (CheckpointWriter).
+// With `keep_params`, the writer moves the parameters there once they are written.
 void save_state(const Engine& engine, const CheckpointInfo& head, const std::filesystem::path& file,
-                CheckpointWriter& writer) {
+                CheckpointWriter& writer, std::vector<float>* keep_params = nullptr) {
   Checkpoint c = writer.buffer();
   static_cast<CheckpointInfo&>(c) = head;
   c.state_from.clear();
@@ -37,7 +39,19 @@ void save_state(const Engine& engine, const CheckpointInfo& head, const std::fil
   c.adam_m.resize(n);
   c.adam_v.resize(n);
   engine.get_state(c.params, c.adam_m, c.adam_v);
-  writer.write(file, std::move(c));
+  writer.write(file, std::move(c), keep_params);
+}
+
+// Where the model's final parameters go for the evaluation that follows (RunContext::
+// trained_params; not the seed, which it does not score), or nullptr: none is to follow, or
+// the models kept would take more than a quarter of the memory left.
+std::vector<float>* trained_params_slot(RunContext& ctx, const std::string& name,
+                                        const std::filesystem::path& file, std::size_t n) {
+  if (!ctx.keep_trained_params || name == "seed") return nullptr;
+  std::size_t held = n;
+  for (const auto& [_, p] : ctx.trained_params) held += p.size();
+  if (static_cast<double>(held) * sizeof(float) > available_host_bytes() / 4) return nullptr;
+  return &ctx.trained_params[file];
 }
 
 }  // namespace
@@ -303,7 +317,8 @@ TrainResult train_model(RunContext& ctx, MpiComm& group, Engine& engine, Communi
         const auto waited = Clock::now();
         metrics.flush();
         const auto flushed = Clock::now();
-        save_state(engine, state, file, *ctx.writer);
+        save_state(engine, state, file, *ctx.writer,
+                   last ? trained_params_slot(ctx, name, file, engine.layout().total()) : nullptr);
         last_flush = Clock::now();
         write_wait_s += seconds_between(begin, waited);
         metrics_s += seconds_between(waited, flushed);

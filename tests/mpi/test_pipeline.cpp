@@ -620,6 +620,11 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
   }
   EXPECT_EQ(cmd_eval(eval_args("run4", "1"), world(), btm::test::backends()), kExitOk);
   EXPECT_EQ(cmd_eval(eval_args("run2x2", "2"), world(), btm::test::backends()), kExitOk);
+  // btm run's own evaluation takes the models it trained from memory instead of reading their
+  // checkpoints: the same results as btm eval.
+  ASSERT_EQ(
+      cmd_run(tiny_forest_args(dir, "d0,d1,d2", "runeval", common), world(), btm::test::backends()),
+      kExitOk);
   if (world().rank() == 0) {
     const EvalResults ref = read_eval_file(eval_file(dir / "run1"));
     // 3 ELMs, top-1..3, uniform mixture, uniform prior, 3 averages, dense; 4 domains.
@@ -646,7 +651,7 @@ TEST(Pipeline, EvalIsTheSameOnOneTwoAndFourRanks) {
       for (std::size_t j = 0; j < K; ++j)
         EXPECT_NE(ref.perplexity[row("average:uniform") * D + d], ref.perplexity[j * D + d]);
     }
-    for (const char* run : {"run2", "run4", "run2x2"}) {
+    for (const char* run : {"run2", "run4", "run2x2", "runeval"}) {
       const EvalResults other = read_eval_file(eval_file(dir / run));
       EXPECT_EQ(other.methods, ref.methods) << run;
       EXPECT_EQ(other.tokens, ref.tokens) << run;

@@ -21,7 +21,8 @@ namespace btm {
 struct Scores {
   std::vector<std::size_t> offset;  // offset of (m, s) = offset[m * S + s]
   std::vector<float> data;
-  double read_s = 0;  // this rank's seconds reading (and receiving) the checkpoints
+  double read_s = 0;            // this rank's seconds reading (and receiving) the checkpoints
+  std::size_t from_memory = 0;  // models taken from RunContext::trained_params, world-wide
   const float* at(std::size_t m, std::size_t s, std::size_t S) const {
     return data.data() + offset[m * S + s];
   }

@@ -24,8 +24,11 @@ class CheckpointWriter {
   // A checkpoint to fill: the one the last finished write held, where there is one (its vectors
   // already have their size: no new host memory per checkpoint).
   Checkpoint buffer();
-  // Waits for the write in flight (rethrowing its error), then writes `c` to `file`.
-  void write(std::filesystem::path file, Checkpoint c);
+  // Waits for the write in flight (rethrowing its error), then writes `c` to `file`. With
+  // `keep_params`, the write then moves c.params there (read it only after wait()) and gives
+  // the buffer new parameters, touched on the writer's thread: the caller keeps the model's
+  // parameters without a copy on its own time.
+  void write(std::filesystem::path file, Checkpoint c, std::vector<float>* keep_params = nullptr);
   // Waits for the write in flight; rethrows its error. A checkpoint is on disk only after this.
   void wait();
 

@@ -31,6 +31,11 @@ class Handle {
 
 // Silences HDF5's own error printing; btm reports errors itself, naming the file.
 void quiet_errors();
+// Marks the calling thread as a background writer (io/checkpoint_writer): its dataset writes go
+// in slabs of one chunk with a pause between them. HDF5's thread-safe build holds one lock for
+// a whole call and hands it back unfairly: a thread that writes slab after slab keeps it, and
+// the training thread's reads (a corpus, a checkpoint's attributes) wait for most of the file.
+void yield_to_other_threads(bool on);
 
 Handle create_file(const std::filesystem::path& path);            // truncates
 Handle open_file(const std::filesystem::path& path, bool write);  // InputError if unreadable

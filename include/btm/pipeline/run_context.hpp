@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,11 @@ struct RunContext {
   // Writes the checkpoints of the models this rank leads while training goes on; a phase waits
   // for it before anything reads them (train_model does at a stop).
   std::unique_ptr<CheckpointWriter> writer = std::make_unique<CheckpointWriter>();
+  // btm run sets it when evaluation follows: a group leader keeps the final parameters of the
+  // models it trains in `trained_params` (while they take at most a quarter of the memory left),
+  // and the evaluation scores them from there instead of reading their checkpoints back.
+  bool keep_trained_params = false;
+  std::map<std::filesystem::path, std::vector<float>> trained_params;
   // Seconds this rank spent in training steps (forward, backward, optimizer), over its models.
   double training_s = 0;
 
