@@ -26,20 +26,19 @@ void gather_to_root(MpiComm& world, std::vector<float>& data) {
 // else read by the leader; both broadcast to the group.
 std::vector<float> model_params(RunContext& ctx, MpiComm& group, const fs::path& file,
                                 Scores& scores) {
+  std::vector<float> params;
   int held = 0;
   if (group.rank() == 0) {
     auto it = ctx.trained_params.find(file);
-    held = it != ctx.trained_params.end() && !it->second.empty() ? 1 : 0;
+    if (it != ctx.trained_params.end() && !it->second.empty()) {
+      params = std::move(it->second);
+      ctx.trained_params.erase(it);
+      held = 1;
+      ++scores.from_memory;
+    }
   }
   group.broadcast(&held, sizeof(held), 0);
   if (!held) return load_checkpoint_in_group(group, file, &ctx.config.model, false).params;
-  std::vector<float> params;
-  if (group.rank() == 0) {
-    ++scores.from_memory;
-    auto it = ctx.trained_params.find(file);
-    params = std::move(it->second);
-    ctx.trained_params.erase(it);
-  }
   group.broadcast_vector(params, 0);
   return params;
 }

@@ -67,13 +67,17 @@ PhaseResult train_on_world(RunContext& ctx, const std::string& name) {
   std::unique_ptr<Communicator> storage;
   Communicator* grads = gradient_comm(ctx, ctx.world, storage);
   const TrainResult result = train_model(ctx, ctx.world, engine, grads, name);
-  const auto waiting = Clock::now();
-  collective_check(ctx.world, [&] { ctx.writer->wait(); });  // its last checkpoint on disk
-  if (ctx.leader())
-    std::printf("[%s] waited %.1f s for its last checkpoint to be written\n", name.c_str(),
-                seconds_since(waiting));
+  wait_for_last_checkpoint(ctx, ctx.world, name);
   const int stopped = ctx.world.allreduce_max(result == TrainResult::Stopped ? 1 : 0);
   return stopped ? PhaseResult::Stopped : PhaseResult::Done;
+}
+
+void wait_for_last_checkpoint(RunContext& ctx, MpiComm& group, const std::string& name) {
+  const auto waiting = Clock::now();
+  collective_check(group, [&] { ctx.writer->wait(); });
+  if (group.rank() == 0)
+    std::printf("[%s] waited %.1f s for its last checkpoint to be written\n", name.c_str(),
+                seconds_since(waiting));
 }
 
 void update_record(RunContext& ctx, const std::string& name) {

@@ -1,6 +1,5 @@
 // train_phase.cpp: the ELM phase: groups train their ELMs in waves, then the manifest records them
 // (merge).
-#include <cstdio>
 #include <iostream>
 
 #include "btm/io/checkpoint.hpp"
@@ -9,7 +8,6 @@
 #include "btm/pipeline/phase_support.hpp"
 #include "btm/pipeline/phases.hpp"
 #include "btm/pipeline/trainer.hpp"
-#include "btm/util/clock.hpp"
 #include "btm/util/error.hpp"
 #include "btm/util/format.hpp"
 
@@ -63,11 +61,10 @@ PhaseResult run_train_phase(RunContext& ctx, const std::vector<std::string>& nam
                          {mine.begin() + static_cast<std::ptrdiff_t>(i) + 1, mine.end()});
     if (result == TrainResult::Stopped) break;
   }
-  const auto waiting = Clock::now();
-  collective_check(*group, [&] { ctx.writer->wait(); });
-  if (group->rank() == 0 && !mine.empty())
-    std::printf("[%s] waited %.1f s for its last checkpoint to be written\n", mine.back().c_str(),
-                seconds_since(waiting));
+  if (mine.empty())
+    collective_check(*group, [&] { ctx.writer->wait(); });
+  else
+    wait_for_last_checkpoint(ctx, *group, mine.back());
   if (world_bytes_during_train)
     *world_bytes_during_train = ctx.world.bytes_sent() - world_bytes_before;
 

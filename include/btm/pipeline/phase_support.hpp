@@ -30,6 +30,9 @@ void on_leader(RunContext& ctx, const std::function<void()>& write);
 Forest load_or_new_forest(const RunContext& ctx);
 // Trains one model with the whole world as its group.
 PhaseResult train_on_world(RunContext& ctx, const std::string& name);
+// Waits, on every rank of `group`, until the last checkpoint written (that of `name`) is on disk,
+// and says how long that took.
+void wait_for_last_checkpoint(RunContext& ctx, MpiComm& group, const std::string& name);
 // The manifest's record of `name` brought up to date with its checkpoint (rank 0).
 void update_record(RunContext& ctx, const std::string& name);
 // The checkpoint run.seed_checkpoint names, for the model shape of the run. A weights-only one
